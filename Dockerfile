@@ -1,0 +1,15 @@
+# Production image: gunicorn serves the API, the admin (static files via WhiteNoise) and webhooks.
+# The same image runs the worker and beat (see docker-compose.yml).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 APP_ENV=production VAR_DIR=/app/var
+WORKDIR /app
+COPY requirements.txt constraints.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+# collectstatic needs settings that import cleanly; these build-time values are never used at run time.
+RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build STRIPE_SECRET_KEY=sk_test_build000000000000000000000 \
+    python manage.py collectstatic --noinput
+RUN useradd --create-home app && mkdir -p /app/var && chown -R app /app/var
+USER app
+EXPOSE 8000
+CMD ["gunicorn", "payments_project.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]

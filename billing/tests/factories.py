@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+
+from billing.models import Feature, Plan, PlanFeature, Price, PricingZone, ZoneCountry, ZonePrice
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("correct-horse-battery")
+
+
+class FeatureFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Feature
+
+    code = factory.Sequence(lambda n: f"feature_{n}")
+    name = factory.LazyAttribute(lambda f: f.code.replace("_", " ").title())
+    kind = Feature.Kind.BOOLEAN
+
+
+class PlanFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Plan
+
+    code = factory.Sequence(lambda n: f"plan_{n}")
+    name = factory.LazyAttribute(lambda p: p.code.title())
+    interval = Plan.Interval.MONTH
+
+
+class PlanFeatureFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlanFeature
+
+    plan = factory.SubFactory(PlanFactory)
+    feature = factory.SubFactory(FeatureFactory)
+    limit = None
+
+
+class PriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Price
+
+    plan = factory.SubFactory(PlanFactory)
+    currency = "USD"
+    amount = 999
+
+
+class PricingZoneFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PricingZone
+
+    code = factory.Sequence(lambda n: f"zone_{n}")
+    name = factory.LazyAttribute(lambda z: z.code.title())
+    currency = "USD"
+    multiplier = Decimal("1")
+
+
+class ZoneCountryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ZoneCountry
+
+    zone = factory.SubFactory(PricingZoneFactory)
+    country = "FR"
+
+
+class ZonePriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ZonePrice
+
+    zone = factory.SubFactory(PricingZoneFactory)
+    plan = factory.SubFactory(PlanFactory)
+    amount = 500

@@ -1,0 +1,152 @@
+"""API foundation shared by every app: error format, pagination, rate limits, acting for a user."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest, JsonResponse
+from django_ratelimit.core import get_usage
+from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+
+from payments_project.errors import DomainError
+
+if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import cycle at runtime
+    from rest_framework.views import APIView
+
+logger = logging.getLogger(__name__)
+
+ACT_FOR_ANY_USER_PERMISSION = "billing.act_for_any_user"
+
+# DRF's default codes, renamed where ours should say more.
+_CODE_NAMES = {"invalid": "validation_error", "throttled": "rate_limited", "error": "error"}
+
+
+def error_body(code: str, message: str, fields: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def _field_errors(detail: Any, prefix: str = "") -> dict[str, list[dict[str, str]]]:
+    """Flatten DRF's nested ErrorDetail structure into {"a.b": [{"code", "message"}]}."""
+    out: dict[str, list[dict[str, str]]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(_field_errors(value, name))
+    elif isinstance(detail, list):
+        if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
+            out[prefix or "non_field_errors"] = [
+                {"code": str(item.code), "message": str(item)} for item in detail
+            ]
+        else:
+            for index, item in enumerate(detail):
+                out.update(_field_errors(item, f"{prefix}.{index}" if prefix else str(index)))
+    elif isinstance(detail, exceptions.ErrorDetail):
+        out[prefix or "non_field_errors"] = [{"code": str(detail.code), "message": str(detail)}]
+    return out
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        return Response(
+            error_body(exc.code, exc.message, exc.fields),
+            status=exc.status_code,
+            headers=exc.headers,
+        )
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in API view", exc_info=exc)
+        return Response(
+            error_body("internal_error", "An unexpected error occurred."),
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    assert isinstance(exc, exceptions.APIException)  # DRF maps Http404/PermissionDenied to these
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body(
+            "validation_error", "The request has invalid fields.", _field_errors(exc.detail)
+        )
+    else:
+        default_code = str(getattr(exc, "default_code", "error"))
+        code = _CODE_NAMES.get(default_code, default_code)
+        detail = exc.detail
+        message = str(detail) if not isinstance(detail, (dict, list)) else str(exc.default_detail)
+        response.data = error_body(code, message)
+    return response
+
+
+def json_error_view(
+    status_code: int, code: str, message: str
+) -> Callable[[HttpRequest, Exception | None], JsonResponse]:
+    """Django-level handlers (404/500 outside DRF views) answer in the same format."""
+
+    def view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+        return JsonResponse(error_body(code, message), status=status_code)
+
+    return view
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class RatelimitThrottle(BaseThrottle):
+    """django-ratelimit counters in the shared cache (Redis), one budget per view scope.
+
+    A view sets `ratelimit_scope`; its rate comes from settings.RATELIMIT_RATES (env RATELIMIT_RATES).
+    DRF turns a refusal into 429 with Retry-After = seconds left in the current window.
+    """
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        scope = getattr(view, "ratelimit_scope", "default")
+        rates = settings.RATELIMIT_RATES
+        rate = rates.get(scope, rates.get("default"))
+        if not rate:
+            return True
+        try:
+            usage = get_usage(request, group=f"api:{scope}", key="user_or_ip", rate=rate, increment=True)
+        except Exception:
+            logger.warning("rate limiter unavailable; allowing request", exc_info=True)
+            return True
+        if usage is None or not usage["should_limit"]:
+            return True
+        self._wait = max(1, int(usage["time_left"]))
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait
+
+
+def can_act_for_any_user(user: Any) -> bool:
+    """Staff and service accounts (the permission, usually through the `service` group)."""
+    return bool(user.is_authenticated and (user.is_staff or user.has_perm(ACT_FOR_ANY_USER_PERMISSION)))
+
+
+def subject_user(request: Request, user_id: Any) -> Any:
+    """The user a request acts for: the caller, or `user_id` when the caller may act for anyone."""
+    if user_id in (None, ""):
+        return request.user
+    try:
+        wanted = int(user_id)
+    except (TypeError, ValueError):
+        raise exceptions.ValidationError({"user_id": ["A valid integer is required."]}) from None
+    if wanted == request.user.pk:
+        return request.user
+    if not can_act_for_any_user(request.user):
+        raise exceptions.PermissionDenied("Only staff and service accounts may act for another user.")
+    user = get_user_model().objects.filter(pk=wanted).first()
+    if user is None:
+        raise exceptions.NotFound("No such user.")
+    return user

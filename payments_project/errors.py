@@ -1,0 +1,43 @@
+"""Errors the services raise; the API turns each into `{"error": {"code", "message", "fields"}}`."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A refusal the caller can act on: a stable machine code, an HTTP status, a human message."""
+
+    status_code = 400
+    code = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        fields: dict[str, list[dict[str, str]]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.fields = fields or {}
+        self.headers = headers or {}
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(DomainError):
+    status_code = 503
+    code = "service_unavailable"

@@ -1,0 +1,158 @@
+"""Health endpoints: /health (every component), /health/ready, /health/live, /status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connections
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from prometheus_client import Gauge
+
+from billing import stripe_gateway
+from payments_project.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+STARTED_AT = time.time()
+
+health_component_up = Gauge(
+    "health_component_up", "1 when the component answered its last health probe.", ["component"]
+)
+
+Probe = Callable[[], dict[str, Any]]
+
+
+def _timed(probe: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        extra = probe() or {}
+        result = {"status": "up", **extra}
+    except Exception as exc:  # noqa: BLE001 - a probe reports any failure as "down"
+        result = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["latency_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    return result
+
+
+def probe_database() -> dict[str, Any]:
+    def run() -> dict[str, Any]:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        return {"vendor": connections["default"].vendor}
+
+    return _timed(run)
+
+
+def probe_cache() -> dict[str, Any]:
+    backend = settings.CACHES["default"]["BACKEND"]
+    if "django_redis" not in backend:
+        return _timed(lambda: {"backend": "local-memory (embedded default; set REDIS_URL)"})
+
+    def run() -> dict[str, Any]:
+        from django_redis import get_redis_connection
+
+        caches["default"]
+        get_redis_connection("default").ping()
+        return {"backend": "redis"}
+
+    return _timed(run)
+
+
+def probe_broker() -> dict[str, Any]:
+    def run() -> dict[str, Any]:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=1)
+            return {"transport": conn.transport_cls}
+
+    return _timed(run)
+
+
+def probe_stripe() -> dict[str, Any]:
+    # No network call: Stripe's reachability as the breaker has seen it on real traffic.
+    state = stripe_gateway.breaker_state()
+    return {
+        "status": {"closed": "up", "half-open": "degraded", "open": "down"}.get(state, "unknown"),
+        "circuit_breaker": state,
+        "failures": stripe_gateway.breaker.fail_counter,
+        "mode": "stand-in" if settings.STRIPE_STANDIN else ("live" if settings.STRIPE_LIVE_MODE else "test"),
+        "latency_ms": 0.0,
+    }
+
+
+def components() -> dict[str, dict[str, Any]]:
+    result = {
+        "database": probe_database(),
+        "cache": probe_cache(),
+        "broker": probe_broker(),
+        "stripe": probe_stripe(),
+    }
+    for name, value in result.items():
+        health_component_up.labels(component=name).set(1 if value["status"] == "up" else 0)
+    return result
+
+
+@never_cache
+@require_GET
+def health(request: HttpRequest) -> JsonResponse:
+    """Every component; 503 as soon as one is down (half-open Stripe is only "degraded")."""
+    parts = components()
+    down = [name for name, part in parts.items() if part["status"] == "down"]
+    degraded = [name for name, part in parts.items() if part["status"] == "degraded"]
+    overall = "down" if down else ("degraded" if degraded else "up")
+    return JsonResponse(
+        {"status": overall, "components": parts, "version": settings.VERSION},
+        status=503 if down else 200,
+    )
+
+
+@never_cache
+@require_GET
+def ready(request: HttpRequest) -> JsonResponse:
+    """Can this instance serve traffic: the database and the cache must answer."""
+    parts = {"database": probe_database(), "cache": probe_cache()}
+    down = [name for name, part in parts.items() if part["status"] != "up"]
+    return JsonResponse(
+        {"status": "down" if down else "up", "components": parts}, status=503 if down else 200
+    )
+
+
+@never_cache
+@require_GET
+def live(request: HttpRequest) -> JsonResponse:
+    """The process answers; no dependency is consulted, so a dead Redis never restarts us."""
+    return JsonResponse({"status": "up"})
+
+
+@never_cache
+@require_GET
+def status(request: HttpRequest) -> JsonResponse:
+    """Version, uptime and a configuration summary; never a secret or a credential."""
+    db = settings.DATABASES["default"]
+    broker = celery_app.conf.broker_url or ""
+    return JsonResponse(
+        {
+            "service": "payments-back-office",
+            "version": settings.VERSION,
+            "environment": settings.APP_ENV,
+            "uptime_seconds": round(time.time() - STARTED_AT, 1),
+            "config": {
+                "database": db["ENGINE"].rsplit(".", 1)[-1],
+                "cache": "redis"
+                if "django_redis" in settings.CACHES["default"]["BACKEND"]
+                else "local-memory",
+                "broker": broker.split("://", 1)[0],
+                "stripe": "stand-in"
+                if settings.STRIPE_STANDIN
+                else ("live" if settings.STRIPE_LIVE_MODE else "test"),
+                "stripe_circuit_breaker": stripe_gateway.breaker_state(),
+                "debug": settings.DEBUG,
+                "rate_limits": settings.RATELIMIT_RATES if settings.RATELIMIT_ENABLE else "off",
+            },
+        }
+    )

@@ -1,0 +1,58 @@
+"""Request ids on every log line, in the web process and in the Celery tasks a request enqueues."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# Accept a caller's id only when it is short and plain, so it cannot forge log lines.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def bind_request_id(value: str | None) -> None:
+    _request_id.set(value if value and _VALID_ID.match(value) else uuid.uuid4().hex)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _request_id.get()
+        return True
+
+
+class RequestIdMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _request_id.set("-")
+        bind_request_id(request.headers.get(REQUEST_ID_HEADER))
+        try:
+            response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = _request_id.get()
+            return response
+        finally:
+            _request_id.reset(token)
+
+
+def celery_publish_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """before_task_publish: carry the current request id to the task."""
+    if headers is not None and "request_id" not in headers:
+        headers["request_id"] = _request_id.get()
+
+
+def celery_bind_request_id(task: Any = None, **_: Any) -> None:
+    """task_prerun: log the task's lines under the id of the request that enqueued it."""
+    request_id = getattr(getattr(task, "request", None), "request_id", None)
+    bind_request_id(request_id if isinstance(request_id, str) else None)

@@ -1,0 +1,174 @@
+import pytest
+from django.contrib.auth.models import Group
+from django.test import override_settings
+from django.urls import path
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+from billing.tests.factories import UserFactory
+
+
+class Boom(APIView):
+    permission_classes: list[type] = []
+
+    def get(self, request):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+
+
+urlpatterns = [path("api/v1/boom/", Boom.as_view())]
+
+
+def _token_client(user) -> APIClient:  # type: ignore[no-untyped-def]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.mark.django_db
+def test_me_with_a_token_returns_the_caller() -> None:
+    user = UserFactory(username="ana")
+    response = _token_client(user).get("/api/v1/me/")
+    assert response.status_code == 200
+    assert response.json() == {
+        "id": user.pk,
+        "username": "ana",
+        "email": "ana@example.com",
+        "is_staff": False,
+        "can_act_for_any_user": False,
+    }
+
+
+@pytest.mark.django_db
+def test_without_credentials_the_error_is_401_in_the_error_format(api_client: APIClient) -> None:
+    response = api_client.get("/api/v1/me/")
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {
+            "code": "not_authenticated",
+            "message": "Authentication credentials were not provided.",
+            "fields": {},
+        }
+    }
+
+
+@pytest.mark.django_db
+def test_a_bad_token_is_401_authentication_failed(api_client: APIClient) -> None:
+    api_client.credentials(HTTP_AUTHORIZATION="Token nope")
+    response = api_client.get("/api/v1/me/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "authentication_failed"
+
+
+@pytest.mark.django_db
+def test_a_user_cannot_act_for_another_user() -> None:
+    # given two users
+    ana, bob = UserFactory(username="ana"), UserFactory(username="bob")
+
+    # when ana asks as bob, then she is refused
+    response = _token_client(ana).get(f"/api/v1/me/?user_id={bob.pk}")
+    assert response.status_code == 403
+    assert response.json()["error"] == {
+        "code": "permission_denied",
+        "message": "Only staff and service accounts may act for another user.",
+        "fields": {},
+    }
+
+
+@pytest.mark.django_db
+def test_a_service_account_may_act_for_any_user() -> None:
+    # given a member of the service group (created by migrate) and a customer
+    service = UserFactory(username="checkout-service")
+    service.groups.add(Group.objects.get(name="service"))
+    bob = UserFactory(username="bob")
+
+    # when it acts for bob, then it gets bob
+    response = _token_client(service).get(f"/api/v1/me/?user_id={bob.pk}")
+    assert response.status_code == 200
+    assert response.json()["username"] == "bob"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("user_id", "status", "code"), [("abc", 400, "validation_error"), ("999999", 404, "not_found")]
+)
+def test_staff_acting_for_a_bad_user_id_gets_a_clear_error(user_id: str, status: int, code: str) -> None:
+    staff = UserFactory(username="staff", is_staff=True)
+    response = _token_client(staff).get(f"/api/v1/me/?user_id={user_id}")
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.django_db
+def test_unknown_api_path_is_404_json(api_client: APIClient) -> None:
+    response = api_client.get("/api/v1/nothing-here/")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "No such resource.", "fields": {}}}
+
+
+@pytest.mark.django_db
+def test_wrong_method_is_405_in_the_error_format(api_client: APIClient) -> None:
+    response = api_client.delete("/api/v1/plans/")
+    assert response.status_code == 405
+    assert response.json() == {
+        "error": {"code": "method_not_allowed", "message": 'Method "DELETE" not allowed.', "fields": {}}
+    }
+
+
+@pytest.mark.django_db
+@override_settings(ROOT_URLCONF=__name__)
+def test_an_unexpected_error_is_a_500_in_the_error_format_without_details(api_client: APIClient) -> None:
+    response = api_client.get("/api/v1/boom/")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "An unexpected error occurred.", "fields": {}}
+    }
+
+
+@pytest.mark.django_db
+@override_settings(RATELIMIT_RATES={"default": "100/m", "plans": "3/m"})
+def test_rate_limit_in_redis_answers_429_with_retry_after(api_client: APIClient) -> None:
+    # given a limit of 3 plan-list requests a minute per client
+    statuses = [api_client.get("/api/v1/plans/").status_code for _ in range(3)]
+
+    # when the fourth arrives in the same minute
+    response = api_client.get("/api/v1/plans/")
+
+    # then it is refused with 429, a Retry-After within the window, and the error body
+    assert statuses == [200, 200, 200]
+    assert response.status_code == 429
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["error"]["code"] == "rate_limited"
+    # and the counter lives in Redis, not in this process
+    from django_redis import get_redis_connection
+
+    keys = get_redis_connection("default").keys("*rl:*")
+    assert len(keys) == 1
+
+
+@pytest.mark.django_db
+@override_settings(RATELIMIT_RATES={"default": "2/m", "plans": "100/m"})
+def test_rate_limits_are_per_scope(api_client: APIClient) -> None:
+    # given the default scope allows 2/min, the plans scope 100/min
+    user = UserFactory()
+    client = _token_client(user)
+    me = [client.get("/api/v1/me/").status_code for _ in range(3)]
+    plans = [client.get("/api/v1/plans/").status_code for _ in range(3)]
+    assert me == [200, 200, 429]
+    assert plans == [200, 200, 200]
+
+
+@pytest.mark.django_db
+def test_request_id_is_echoed_or_made(api_client: APIClient) -> None:
+    given = api_client.get("/health/live", HTTP_X_REQUEST_ID="abc-123")
+    made = api_client.get("/health/live", HTTP_X_REQUEST_ID="bad id with spaces")
+    assert given["X-Request-ID"] == "abc-123"
+    assert len(made["X-Request-ID"]) == 32 and made["X-Request-ID"] != "bad id with spaces"
+
+
+def test_openapi_schema_describes_the_api(api_client: APIClient, db: None) -> None:
+    response = api_client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["info"]["title"] == "Payments back-office API"
+    assert {"/api/v1/plans/", "/api/v1/plans/{code}/", "/api/v1/me/"} <= set(schema["paths"])

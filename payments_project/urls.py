@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from billing.apis import PlanViewSet
+from payments_project import health
+from payments_project.api import json_error_view
+from payments_project.apis import MeView
+
+router = DefaultRouter(trailing_slash=True)
+router.register("plans", PlanViewSet, basename="plan")
+
+api_v1: list[URLPattern | URLResolver] = [
+    path("", include(router.urls)),
+    path("me/", MeView.as_view(), name="me"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("admin/", admin.site.urls),
+    path("djstripe/", include("djstripe.urls", namespace="djstripe")),
+    path("health", health.health, name="health"),
+    path("health/ready", health.ready, name="health-ready"),
+    path("health/live", health.live, name="health-live"),
+    path("status", health.status, name="status"),
+    path("", include("django_prometheus.urls")),
+]
+
+handler404 = json_error_view(404, "not_found", "No such resource.")
+handler500 = json_error_view(500, "internal_error", "An unexpected error occurred.")
