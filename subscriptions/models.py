@@ -1,0 +1,78 @@
+"""Subscriptions mirror what Stripe says; every status change leaves a history row."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Subscription(models.Model):
+    class Status(models.TextChoices):
+        INCOMPLETE = "incomplete", "Incomplete"
+        INCOMPLETE_EXPIRED = "incomplete_expired", "Incomplete, expired"
+        TRIALING = "trialing", "Trialing"
+        ACTIVE = "active", "Active"
+        PAST_DUE = "past_due", "Past due"
+        UNPAID = "unpaid", "Unpaid"
+        PAUSED = "paused", "Paused"
+        SUSPENDED = "suspended", "Suspended"
+        CANCELLED = "cancelled", "Cancelled"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="subscriptions")
+    family = models.ForeignKey(
+        "entitlements.Family", null=True, blank=True, on_delete=models.SET_NULL, related_name="subscriptions"
+    )
+    plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.INCOMPLETE)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    trial_end = models.DateTimeField(null=True, blank=True)
+    cancel_at_period_end = models.BooleanField(default=False)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    stripe_subscription_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    # Price locked at signup: what the customer agreed to pay, in the zone they signed up in.
+    currency = models.CharField(max_length=3, blank=True)
+    amount = models.PositiveBigIntegerField(null=True, blank=True, help_text="Minor units.")
+    pricing_zone = models.ForeignKey(
+        "billing.PricingZone", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Stripe's own timestamp of the newest state applied: older deliveries never move us back.
+    stripe_state_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "status"], name="subscription_user_status")]
+
+    def __str__(self) -> str:
+        return f"{self.plan_id} for {self.user_id} ({self.status})"
+
+
+class SubscriptionHistory(models.Model):
+    """One row per status change: from, to, and what caused it (the admin's timeline)."""
+
+    class Cause(models.TextChoices):
+        WEBHOOK = "webhook", "Stripe webhook"
+        STAFF = "staff", "Staff"
+        DUNNING = "dunning", "Dunning"
+        SCHEDULE = "schedule", "Schedule"
+        API = "api", "Customer via API"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="history")
+    from_status = models.CharField(max_length=24, blank=True)
+    to_status = models.CharField(max_length=24)
+    cause = models.CharField(max_length=16, choices=Cause.choices)
+    stripe_event_id = models.CharField(max_length=255, blank=True)
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        verbose_name_plural = "subscription history"
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"
