@@ -9,6 +9,9 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from billing import stripe_gateway
+from billing.dev.testing import StandinServer
+
 
 def pytest_configure(config: pytest.Config) -> None:
     engine = settings.DATABASES["default"]["ENGINE"]
@@ -19,10 +22,31 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_cache() -> Iterator[None]:
-    """Each test starts with an empty Redis test database (rate-limit counters included)."""
+def _clean_state() -> Iterator[None]:
+    """Each test starts with an empty Redis test database (rate-limit counters included) and a
+    closed Stripe circuit breaker."""
     cache.clear()
+    stripe_gateway.breaker.close()
     yield
+    stripe_gateway.breaker.close()
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[StandinServer]:
+    """The Stripe stand-in (localstripe + billing/dev), on a free loopback port, for the session."""
+    with StandinServer() as server:
+        yield server
+
+
+@pytest.fixture
+def stripe_standin(standin: StandinServer, settings) -> Iterator[StandinServer]:  # type: ignore[no-untyped-def]
+    """An empty stand-in that our gateway and dj-stripe both talk to for this test."""
+    standin.reset()
+    settings.STRIPE_API_BASE = standin.url
+    stripe_gateway.client.cache_clear()
+    stripe_gateway.configure_sdk_globals()
+    yield standin
+    stripe_gateway.client.cache_clear()
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Dev-only tools (the Stripe stand-in): never imported by production code."""
