@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+PYTEST_ARGS ?= --reuse-db
 
 .PHONY: run test lint typecheck bench install clean-var
 
