@@ -7,7 +7,7 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and catalog"
 
     def ready(self) -> None:
-        from billing import stripe_gateway
+        from billing import stripe_gateway, webhook_handlers  # noqa: F401 - connects the handlers
         from payments_project.roles import roles_ensure
 
         stripe_gateway.configure_sdk_globals()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
-from billing.models import Plan, PlanFeature, PricingZone, ZoneCountry, ZonePrice
+from billing.models import Payment, Plan, PlanFeature, PricingZone, ZoneCountry, ZonePrice
 from billing.money import Rounding, apply_multiplier, format_money
 
 
@@ -68,3 +69,21 @@ def plan_quote(*, plan: Plan, zone: PricingZone | None) -> Quote | None:
             )
             return Quote(amount, zone.currency, "multiplier")
     return None
+
+
+def payment_list(*, user: Any, for_any_user: bool, filters: dict[str, Any]) -> QuerySet[Payment]:
+    """Payments the caller may see: their own, or anyone's (staff/service) narrowed by filters."""
+    payments = Payment.objects.select_related("user")
+    if not for_any_user:
+        payments = payments.filter(user=user)
+    elif filters.get("user_id"):
+        payments = payments.filter(user_id=filters["user_id"])
+    if filters.get("customer"):
+        payments = payments.filter(stripe_customer_id=filters["customer"])
+    if filters.get("status"):
+        payments = payments.filter(status=filters["status"])
+    if filters.get("created_after"):
+        payments = payments.filter(created_at__gte=filters["created_after"])
+    if filters.get("created_before"):
+        payments = payments.filter(created_at__lt=filters["created_before"])
+    return payments.order_by("-created_at", "-pk")

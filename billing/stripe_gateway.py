@@ -37,6 +37,8 @@ def _is_outage(exc: BaseException) -> bool:
 
 class _StateToMetric(pybreaker.CircuitBreakerListener):
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        if old_state is not None and old_state.name == new_state.name:
+            return
         logger.warning("stripe circuit breaker %s -> %s", getattr(old_state, "name", None), new_state.name)
         circuit_breaker_state.labels(name=cb.name).set(_STATE_VALUES[new_state.name])
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.core import get_usage
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
@@ -69,7 +70,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             error_body("internal_error", "An unexpected error occurred."),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
         )
-    assert isinstance(exc, exceptions.APIException)  # DRF maps Http404/PermissionDenied to these
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):  # DRF answered something we do not know
+        return response
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body(
             "validation_error", "The request has invalid fields.", _field_errors(exc.detail)

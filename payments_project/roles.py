@@ -15,7 +15,10 @@ from django.db.models import Q
 VIEW_APPS = ["billing", "subscriptions", "entitlements", "usage", "djstripe", "django_celery_beat"]
 ROLES: dict[str, dict[str, list[str]]] = {
     "support": {"view_apps": VIEW_APPS, "perms": []},
-    "finance": {"view_apps": VIEW_APPS, "perms": ["billing.change_plan", "billing.change_pricingzone"]},
+    "finance": {
+        "view_apps": VIEW_APPS,
+        "perms": ["billing.refund_payment", "billing.change_plan", "billing.change_pricingzone"],
+    },
     "service": {"view_apps": [], "perms": ["billing.act_for_any_user"]},
 }
 

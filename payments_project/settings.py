@@ -190,7 +190,10 @@ SPECTACULAR_SETTINGS = {
 
 # Rate limits per API scope (a view's `ratelimit_scope`), django-ratelimit syntax, e.g.
 # RATELIMIT_RATES="default=600/m,plans=120/m". Counted per user, or per IP when anonymous.
-RATELIMIT_RATES = env_map("RATELIMIT_RATES", {"default": "600/m", "plans": "300/m"})
+RATELIMIT_RATES = env_map(
+    "RATELIMIT_RATES",
+    {"default": "600/m", "plans": "300/m", "payments": "60/m", "entitlements": "6000/m"},
+)
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", default=True)
 RATELIMIT_USE_CACHE = "default"
 # With Redis down the API keeps answering (entitlement checks fall back to the database);
@@ -283,5 +286,6 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "stripe": {"level": "WARNING"},
+        "aiohttp.access": {"level": "WARNING"},
     },
 }

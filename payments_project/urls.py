@@ -3,17 +3,21 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from billing.apis import PlanViewSet
+from billing.apis import CheckoutSessionViewSet, PaymentViewSet, PlanViewSet
+from billing.webhook_view import StripeWebhookView
 from payments_project import health
 from payments_project.api import json_error_view
 from payments_project.apis import MeView
 
 router = DefaultRouter(trailing_slash=True)
 router.register("plans", PlanViewSet, basename="plan")
+router.register("payments", PaymentViewSet, basename="payment")
+router.register("checkout-sessions", CheckoutSessionViewSet, basename="checkout-session")
 
 api_v1: list[URLPattern | URLResolver] = [
     path("", include(router.urls)),
     path("me/", MeView.as_view(), name="me"),
+    path("", include("subscriptions.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
@@ -21,7 +25,16 @@ api_v1: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("admin/", admin.site.urls),
-    path("djstripe/", include("djstripe.urls", namespace="djstripe")),
+    # dj-stripe's webhook URL and name, served by our view (verification by dj-stripe, then the inbox).
+    path(
+        "djstripe/",
+        include(
+            (
+                [path("webhook/<uuid:uuid>/", StripeWebhookView.as_view(), name="djstripe_webhook_by_uuid")],
+                "djstripe",
+            )
+        ),
+    ),
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("health/live", health.live, name="health-live"),

@@ -38,6 +38,9 @@ class Subscription(models.Model):
     )
     # Stripe's own timestamp of the newest state applied: older deliveries never move us back.
     stripe_state_at = models.DateTimeField(null=True, blank=True)
+    # The period end receivers were last told about (activated/renewed): a period that moves
+    # forward is announced once, whichever delivery (invoice or subscription event) brings it.
+    announced_period_end = models.DateTimeField(null=True, blank=True, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -316,12 +316,94 @@ def _subscription_init_with_prices(self: Any, items: Any = None, **kwargs: Any) 
     _subscription_init(self, items=_plan_items(items), **kwargs)
 
 
-def _subscription_update_with_prices(self: Any, items: Any = None, **kwargs: Any) -> None:
+def _subscription_update_with_prices(
+    self: Any, items: Any = None, proration_behavior: str | None = None, **kwargs: Any
+) -> None:
+    # Stripe's current name for the old `prorate` flag.
+    if proration_behavior is not None:
+        if proration_behavior not in ("create_prorations", "none", "always_invoice"):
+            raise UserError(
+                400, f"Invalid proration_behavior: {proration_behavior}", {"param": "proration_behavior"}
+            )
+        kwargs.setdefault("prorate", proration_behavior != "none")
     _subscription_update(self, items=_plan_items(items), **kwargs)
 
 
 ls.Subscription.__init__ = _subscription_init_with_prices
 ls.Subscription._update = _subscription_update_with_prices
+
+
+# --- 4b. Payment intents and refunds as Stripe takes them -------------------------------------
+_payment_intent_init = ls.PaymentIntent.__init__
+
+
+def _payment_intent_init_with_description(
+    self: Any, description: str | None = None, receipt_email: str | None = None, **kwargs: Any
+) -> None:
+    _payment_intent_init(self, **kwargs)
+    self.description = description
+    self.receipt_email = receipt_email
+
+
+ls.PaymentIntent.__init__ = _payment_intent_init_with_description
+_refund_init = ls.Refund.__init__
+
+
+def _refund_init_like_stripe(self: Any, reason: str | None = None, **kwargs: Any) -> None:
+    """Stripe refuses a refund above what is left on the charge, accepts a reason, and tells
+    webhooks about it (`refund.created`, `charge.refunded`); localstripe does none of that."""
+    if reason is not None and reason not in ("duplicate", "fraudulent", "requested_by_customer"):
+        raise UserError(400, "Invalid reason: must be one of duplicate, fraudulent, requested_by_customer")
+    amount = ls.try_convert_to_int(kwargs.get("amount"))
+    charge_id = kwargs.get("charge")
+    if charge_id is None and isinstance(kwargs.get("payment_intent"), str):
+        intent = ls.PaymentIntent._api_retrieve(kwargs["payment_intent"])
+        charge_id = intent.latest_charge.id if intent.latest_charge else None
+    if charge_id is not None and isinstance(amount, int):
+        charge = ls.Charge._api_retrieve(charge_id)
+        left = charge.amount - charge.amount_refunded
+        if amount > left:
+            raise UserError(
+                400,
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+                {"param": "amount", "code": "amount_too_large"},
+            )
+    _refund_init(self, **kwargs)
+    self.reason = reason
+    schedule_webhook(ls.Event("refund.created", self))
+    schedule_webhook(ls.Event("charge.refunded", ls.Charge._api_retrieve(self.charge)))
+
+
+ls.Refund.__init__ = _refund_init_like_stripe
+
+
+# Stripe declines the "decline" test cards when a payment is confirmed; localstripe only when
+# the card is attached to a customer. Decline them at charge time too, with Stripe's codes.
+_charging_is_declined = ls.PaymentMethod._charging_is_declined
+
+
+def _charging_is_declined_like_stripe(self: Any) -> bool:
+    return bool(_charging_is_declined(self) or self._attaching_is_declined())
+
+
+def _raise_failure_with_decline_code(self: Any) -> None:
+    method = getattr(self, "payment_method", None)
+    card = ls.PaymentMethod._api_retrieve(method) if str(method).startswith("pm_") else None
+    number = getattr(card, "_card_number", "")
+    raise UserError(
+        402,
+        self.failure_message,
+        {
+            "code": self.failure_code,
+            "decline_code": DECLINE_CODES.get(number, "generic_decline"),
+            "charge": self.id,
+            "payment_intent": {"id": self.payment_intent} if self.payment_intent else None,
+        },
+    )
+
+
+ls.PaymentMethod._charging_is_declined = _charging_is_declined_like_stripe
+ls.Charge._raise_failure = _raise_failure_with_decline_code
 
 
 # --- 5. Checkout Sessions ---------------------------------------------------------------------
@@ -363,7 +445,9 @@ class CheckoutSession(ls.StripeObject):
         **kwargs: Any,
     ) -> None:
         _refuse_unknown(kwargs)
-        _refuse_unknown({k: v for k, v in (subscription_data or {}).items() if k != "metadata"})
+        _refuse_unknown(
+            {k: v for k, v in (subscription_data or {}).items() if k not in ("metadata", "trial_period_days")}
+        )
         _refuse_unknown({k: v for k, v in (payment_intent_data or {}).items() if k != "metadata"})
         if mode not in ("payment", "subscription"):
             raise UserError(400, "mode must be `payment` or `subscription`.", {"param": "mode"})
@@ -411,6 +495,7 @@ class CheckoutSession(ls.StripeObject):
         self.ui_mode = "hosted"
         self.url = f"{_page_base_url}/_dev/checkout/{self.id}"
         self._subscription_metadata = dict((subscription_data or {}).get("metadata") or {})
+        self._trial_period_days = (subscription_data or {}).get("trial_period_days")
         self._payment_intent_metadata = dict((payment_intent_data or {}).get("metadata") or {})
 
     def _complete(self, card_number: str) -> None:
@@ -462,6 +547,7 @@ class CheckoutSession(ls.StripeObject):
             items=[{"plan": item.price.id, "quantity": item.quantity}],
             metadata=dict(self._subscription_metadata),
             payment_behavior="error_if_incomplete",
+            trial_period_days=self._trial_period_days,
         )
         self.subscription, self.invoice = subscription.id, subscription.latest_invoice
 

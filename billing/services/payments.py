@@ -1,0 +1,354 @@
+"""One-time payments, checkout sessions and the Stripe customer behind a user."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from djstripe.models import Customer
+
+from billing import metrics, stripe_gateway
+from billing.models import Payment, PaymentStatusChange, Plan, PricingZone
+from billing.money import currency_exponent, is_currency
+from billing.selectors import plan_list, plan_quote, zone_for_country
+from billing.services.catalog import PushItem, stripe_price_ensure
+from billing.signals import payment_succeeded
+from payments_project.errors import Conflict, DomainError, NotFound
+
+logger = logging.getLogger(__name__)
+
+# Stripe's own statuses of a PaymentIntent, as we store them.
+_INTENT_STATUS = {
+    "requires_payment_method": Payment.Status.REQUIRES_PAYMENT_METHOD,
+    "requires_confirmation": Payment.Status.REQUIRES_CONFIRMATION,
+    "requires_action": Payment.Status.REQUIRES_ACTION,
+    "processing": Payment.Status.PROCESSING,
+    "requires_capture": Payment.Status.PROCESSING,
+    "succeeded": Payment.Status.SUCCEEDED,
+    "canceled": Payment.Status.CANCELED,
+}
+# A final status never moves back, whatever order Stripe's events arrive in.
+FINAL = {Payment.Status.SUCCEEDED, Payment.Status.CANCELED}
+
+
+def money_validate(*, amount: int, currency: str) -> str:
+    """Refuse what Stripe would refuse, before calling it; returns the ISO code in capitals."""
+    code = currency.upper()
+    if not is_currency(code):
+        raise DomainError(
+            f"Unknown currency {currency!r}.",
+            code="validation_error",
+            fields={"currency": [{"code": "invalid", "message": "An ISO 4217 code, e.g. USD."}]},
+        )
+    if amount <= 0:
+        raise DomainError(
+            "The amount must be positive.",
+            code="validation_error",
+            fields={"amount": [{"code": "min_value", "message": "Minor units, greater than 0."}]},
+        )
+    # Stripe charges three-decimal currencies (KWD, BHD, ...) in multiples of 10 minor units.
+    if currency_exponent(code) == 3 and amount % 10:
+        raise DomainError(
+            f"{code} amounts must be a multiple of 10 minor units.",
+            code="validation_error",
+            fields={"amount": [{"code": "invalid_precision", "message": "Must end in 0 for this currency."}]},
+        )
+    return code
+
+
+def customer_ensure(*, user: Any) -> str:
+    """The Stripe customer of `user`, created once and mirrored in dj-stripe's Customer table."""
+    existing = (
+        Customer.objects.filter(subscriber=user, livemode=settings.STRIPE_LIVE_MODE)
+        .values_list("id", flat=True)
+        .first()
+    )
+    if existing:
+        return str(existing)
+    created = stripe_gateway.call(
+        stripe_gateway.client().v1.customers.create,
+        {"email": user.email or None, "metadata": {"user_id": str(user.pk)}},
+        {"idempotency_key": f"customer:{user.pk}"},
+    )
+    with transaction.atomic():
+        customer, _ = Customer.objects.get_or_create(
+            id=created.id,
+            defaults={"livemode": settings.STRIPE_LIVE_MODE, "subscriber": user, "email": user.email},
+        )
+        if customer.subscriber_id != user.pk:
+            Customer.objects.filter(pk=customer.pk).update(subscriber=user)
+    return str(created.id)
+
+
+def _intent_status(intent: Any) -> str:
+    status = _INTENT_STATUS.get(intent.status, Payment.Status.PROCESSING)
+    if status == Payment.Status.REQUIRES_PAYMENT_METHOD and getattr(intent, "last_payment_error", None):
+        return Payment.Status.FAILED
+    return status
+
+
+def payment_create(
+    *,
+    user: Any,
+    amount: int,
+    currency: str,
+    description: str = "",
+    order_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+    payment_method: str | None = None,
+    idempotency_key: str | None = None,
+    plan: Plan | None = None,
+) -> Payment:
+    """Create a PaymentIntent (and confirm it when a payment method is given).
+
+    A retry with the same Idempotency-Key (or order id) returns the same payment and never
+    charges twice: our row is unique per (user, key), Stripe's calls carry keys derived from it.
+    If Stripe cannot be reached, no row is left behind.
+    """
+    started = time.perf_counter()
+    code = money_validate(amount=amount, currency=currency)
+    key = idempotency_key or (f"order:{order_id}" if order_id else f"auto:{uuid.uuid4().hex}")
+    wanted = {"amount": amount, "currency": code, "description": description, "order_id": order_id}
+    try:
+        with transaction.atomic():
+            payment, created = Payment.objects.get_or_create(
+                user=user,
+                idempotency_key=key,
+                defaults={**wanted, "metadata": dict(metadata or {}), "plan": plan},
+            )
+    except IntegrityError:  # a concurrent request with the same key won the insert
+        payment, created = Payment.objects.get(user=user, idempotency_key=key), False
+    if not created:
+        if {k: getattr(payment, k) for k in wanted} != wanted:
+            raise Conflict(
+                "This Idempotency-Key was used for a different payment.", code="idempotency_key_reused"
+            )
+        if payment.stripe_payment_intent_id:
+            return payment  # a replay: the first answer stands
+    metrics.payment_total.labels(currency=code).inc()
+    stripe_key = f"payment:{user.pk}:{key}"
+    try:
+        customer_id = customer_ensure(user=user)
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": code.lower(),
+            "customer": customer_id,
+            "metadata": {
+                **dict(metadata or {}),
+                "payment_id": str(payment.pk),
+                "user_id": str(user.pk),
+                "order_id": order_id,
+                **({"plan_code": plan.code} if plan else {}),
+            },
+        }
+        if description:
+            params["description"] = description
+        if payment_method:
+            params["payment_method"] = payment_method
+        intent = stripe_gateway.call(
+            stripe_gateway.client().v1.payment_intents.create, params, {"idempotency_key": stripe_key}
+        )
+    except DomainError:
+        # Stripe refused or was unreachable before anything existed there: leave nothing behind.
+        Payment.objects.filter(pk=payment.pk, stripe_payment_intent_id__isnull=True).delete()
+        metrics.payment_failed_total.labels(currency=code, code="create_failed").inc()
+        raise
+    Payment.objects.filter(pk=payment.pk).update(
+        stripe_payment_intent_id=intent.id,
+        stripe_customer_id=customer_id,
+        client_secret=intent.client_secret or "",
+        status=_intent_status(intent),
+    )
+    if payment_method:
+        try:
+            intent = stripe_gateway.call(
+                stripe_gateway.client().v1.payment_intents.confirm,
+                intent.id,
+                {},
+                {"idempotency_key": f"{stripe_key}:confirm"},
+            )
+        except stripe_gateway.PaymentDeclined as exc:
+            decline = exc.fields.get("decline_code", [{}])[0].get("code", "card_declined")
+            Payment.objects.filter(pk=payment.pk).exclude(status__in=FINAL).update(
+                status=Payment.Status.FAILED, failure_code=decline, failure_message=exc.message
+            )
+            metrics.payment_failed_total.labels(currency=code, code=decline).inc()
+            raise
+        payment_apply_intent_status(payment_id=payment.pk, status=_intent_status(intent))
+    payment.refresh_from_db()
+    metrics.payment_duration_seconds.observe(time.perf_counter() - started)
+    return payment
+
+
+def payment_apply_intent_status(
+    *, payment_id: int, status: str, failure_code: str = "", failure_message: str = ""
+) -> bool:
+    """Move a payment to `status` unless it is already final; on success, tell the other apps.
+
+    Returns whether anything changed (a duplicate or stale event changes nothing).
+    """
+    with transaction.atomic():
+        changed = (
+            Payment.objects.filter(pk=payment_id)
+            .exclude(status__in=FINAL)
+            .exclude(status=status)
+            .update(
+                status=status,
+                failure_code=failure_code,
+                failure_message=failure_message,
+                updated_at=timezone.now(),
+            )
+        )
+        if changed and status == Payment.Status.SUCCEEDED:
+            payment = Payment.objects.select_related("user", "plan").get(pk=payment_id)
+            metrics.payment_success_total.labels(currency=payment.currency).inc()
+            metrics.payment_amount.labels(currency=payment.currency).inc(payment.amount)
+            payment_succeeded.send(sender=Payment, payment=payment)
+        if changed and status == Payment.Status.FAILED:
+            currency = Payment.objects.values_list("currency", flat=True).get(pk=payment_id)
+            metrics.payment_failed_total.labels(currency=currency, code=failure_code or "failed").inc()
+    return bool(changed)
+
+
+def payment_sync_from_intent(*, intent: Mapping[str, Any]) -> Payment | None:
+    """Apply a PaymentIntent (as Stripe shows it now) to our row, if it is one of ours."""
+    payment = Payment.objects.filter(stripe_payment_intent_id=intent.get("id")).first()
+    if payment is None:
+        return None
+    error = intent.get("last_payment_error") or {}
+    status = _INTENT_STATUS.get(str(intent.get("status")), Payment.Status.PROCESSING)
+    if status == Payment.Status.REQUIRES_PAYMENT_METHOD and error:
+        status = Payment.Status.FAILED
+    payment_apply_intent_status(
+        payment_id=payment.pk,
+        status=status,
+        failure_code=str(error.get("decline_code") or error.get("code") or ""),
+        failure_message=str(error.get("message") or ""),
+    )
+    payment.refresh_from_db()
+    return payment
+
+
+def payment_from_checkout(*, session: Mapping[str, Any]) -> Payment | None:
+    """checkout.session.completed in payment mode: our row for the session's PaymentIntent."""
+    from django.contrib.auth import get_user_model
+
+    metadata = session.get("metadata") or {}
+    intent_id = session.get("payment_intent")
+    user_id = str(metadata.get("user_id") or "")
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id.isdigit() else None
+    if not intent_id or user is None:
+        logger.warning("checkout session %s has no payment intent or known user", session.get("id"))
+        return None
+    plan = Plan.objects.filter(code=metadata.get("plan_code")).first()
+    payment, _ = Payment.objects.get_or_create(
+        stripe_payment_intent_id=intent_id,
+        defaults={
+            "user": user,
+            "amount": session.get("amount_total") or 0,
+            "currency": str(session.get("currency") or "").upper(),
+            "idempotency_key": f"checkout:{session.get('id')}",
+            "plan": plan,
+            "stripe_customer_id": session.get("customer") or "",
+            "metadata": {"checkout_session": str(session.get("id"))},
+            "status": Payment.Status.PROCESSING,
+        },
+    )
+    if session.get("payment_status") == "paid":
+        payment_apply_intent_status(payment_id=payment.pk, status=Payment.Status.SUCCEEDED)
+    payment.refresh_from_db()
+    return payment
+
+
+def payment_status_set(*, payment_id: int, status: str, staff_user: Any, reason: str) -> Payment:
+    """Staff override of a payment's status, audited (e.g. after a manual bank reconciliation)."""
+    if status not in Payment.Status.values:
+        raise DomainError(f"Unknown status {status!r}.", code="validation_error")
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
+        if payment is None:
+            raise NotFound("No such payment.")
+        if payment.status == status:
+            return payment
+        PaymentStatusChange.objects.create(
+            payment=payment,
+            from_status=payment.status,
+            to_status=status,
+            staff_user=staff_user,
+            reason=reason,
+        )
+        previous = payment.status
+        payment.status = status
+        payment.save(update_fields=["status", "updated_at"])
+        logger.info(
+            "payment %s status %s -> %s by staff %s: %s", payment.pk, previous, status, staff_user.pk, reason
+        )
+        if status == Payment.Status.SUCCEEDED:
+            payment_succeeded.send(sender=Payment, payment=payment)
+    return payment
+
+
+def checkout_session_create(
+    *,
+    user: Any,
+    plan_code: str,
+    country: str | None,
+    zone_code: str | None,
+    success_url: str,
+    cancel_url: str,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """A Stripe Checkout Session for `plan` at the price of the caller's pricing zone."""
+    zone: PricingZone | None
+    if zone_code:
+        zone = PricingZone.objects.filter(code=zone_code).first()
+        if zone is None:
+            raise NotFound(f"No pricing zone {zone_code!r}.")
+    else:
+        zone = zone_for_country(country=country)
+    plan = plan_list(zone=zone).filter(code=plan_code).first()
+    if plan is None:
+        raise NotFound(f"No active plan {plan_code!r}.")
+    quote = plan_quote(plan=plan, zone=zone)
+    if quote is None or quote.amount == 0:
+        raise DomainError(
+            f"Plan {plan_code!r} is not sold in {zone.code if zone else 'the default zone'}.",
+            code="not_for_sale",
+        )
+    price = stripe_price_ensure(item=PushItem(plan, quote.currency, quote.amount))
+    customer_id = customer_ensure(user=user)
+    metadata = {"user_id": str(user.pk), "plan_code": plan.code, "zone": zone.code if zone else ""}
+    params: dict[str, Any] = {
+        "mode": "payment" if plan.interval == Plan.Interval.ONE_TIME else "subscription",
+        "customer": customer_id,
+        "client_reference_id": str(user.pk),
+        "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "metadata": metadata,
+    }
+    if params["mode"] == "subscription":
+        params["subscription_data"] = {"metadata": metadata}
+        if plan.trial_days:
+            params["subscription_data"]["trial_period_days"] = plan.trial_days
+    else:
+        params["payment_intent_data"] = {"metadata": metadata}
+    key = f"checkout:{user.pk}:{idempotency_key or uuid.uuid4().hex}"
+    session = stripe_gateway.call(
+        stripe_gateway.client().v1.checkout.sessions.create, params, {"idempotency_key": key}
+    )
+    return {
+        "id": session.id,
+        "url": session.url,
+        "mode": params["mode"],
+        "plan": plan.code,
+        "amount": quote.amount,
+        "currency": quote.currency,
+        "zone": zone.code if zone else None,
+    }

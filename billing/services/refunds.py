@@ -1,0 +1,153 @@
+"""Refunds: made by finance staff in the admin, or elsewhere (Stripe's dashboard) and synced."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Sum
+
+from billing import stripe_gateway
+from billing.models import Payment, Refund
+from billing.money import format_money
+from billing.signals import payment_refunded
+from payments_project.errors import DomainError, NotFound
+
+logger = logging.getLogger(__name__)
+
+_COUNTED = [Refund.Status.PENDING, Refund.Status.REQUIRES_ACTION, Refund.Status.SUCCEEDED]
+_STATUS = {s.value: s for s in Refund.Status}
+
+
+class RefundRefused(DomainError):
+    code = "refund_refused"
+
+
+def _recount(payment_id: int) -> None:
+    """amount_refunded is the sum of the refunds that count: recomputed, so replays cannot drift."""
+    total = Refund.objects.filter(payment_id=payment_id, status__in=_COUNTED).aggregate(s=Sum("amount"))["s"]
+    Payment.objects.filter(pk=payment_id).update(amount_refunded=total or 0)
+
+
+def refund_create(
+    *,
+    payment_id: int,
+    amount: int | None,
+    reason: str,
+    staff_user: Any,
+    note: str = "",
+    revoke_entitlements: bool = False,
+) -> Refund:
+    """Refund all (amount=None) or part of a succeeded payment through Stripe.
+
+    The payment row is locked for the duration, so two staff members cannot together refund more
+    than was paid. The Stripe call carries an idempotency key derived from our refund row; if
+    Stripe refuses or cannot be reached, the transaction rolls back and nothing is recorded.
+    """
+    if reason not in Refund.Reason.values:
+        raise RefundRefused(
+            f"Unknown reason {reason!r}.", fields={"reason": [{"code": "invalid", "message": reason}]}
+        )
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
+        if payment is None:
+            raise NotFound("No such payment.")
+        if payment.status != Payment.Status.SUCCEEDED or not payment.stripe_payment_intent_id:
+            raise RefundRefused(f"Only succeeded payments can be refunded (this one is {payment.status}).")
+        left = payment.refundable_amount
+        amount = left if amount is None else amount
+        if amount <= 0:
+            raise RefundRefused("The refund amount must be positive.", code="invalid_amount")
+        if amount > left:
+            raise RefundRefused(
+                f"Only {format_money(left, payment.currency)} is left to refund "
+                f"(asked {format_money(amount, payment.currency)}).",
+                code="over_refund",
+            )
+        refund = Refund.objects.create(
+            payment=payment,
+            amount=amount,
+            currency=payment.currency,
+            reason=reason,
+            note=note,
+            created_by=staff_user,
+            revoke_entitlements=revoke_entitlements,
+        )
+        remote = stripe_gateway.call(
+            stripe_gateway.client().v1.refunds.create,
+            {
+                "payment_intent": payment.stripe_payment_intent_id,
+                "amount": amount,
+                "reason": reason,
+                "metadata": {"refund_id": str(refund.pk), "payment_id": str(payment.pk)},
+            },
+            {"idempotency_key": f"refund:{refund.pk}"},
+        )
+        refund.stripe_refund_id = remote.id
+        refund.status = _STATUS.get(str(remote.status), Refund.Status.PENDING)
+        refund.save(update_fields=["stripe_refund_id", "status", "updated_at"])
+        _recount(payment.pk)
+        payment.refresh_from_db()
+        logger.info(
+            "refund %s of payment %s by staff %s", refund.pk, payment.pk, getattr(staff_user, "pk", None)
+        )
+        payment_refunded.send(
+            sender=Refund, payment=payment, refund=refund, revoke_entitlements=revoke_entitlements
+        )
+    return refund
+
+
+def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
+    """Make our refund rows match Stripe's refunds of a charge (charge.refunded, refund.updated).
+
+    Re-reads the refunds from Stripe, so a late or reordered event still lands on the current
+    state. Refunds made outside this app get a row without a staff user.
+    """
+    intent_id = charge.get("payment_intent")
+    payment = Payment.objects.filter(stripe_payment_intent_id=intent_id).first() if intent_id else None
+    if payment is None:
+        return []
+    remote = stripe_gateway.call(
+        stripe_gateway.client().v1.refunds.list, {"charge": charge["id"], "limit": 100}
+    )
+    rows = []
+    with transaction.atomic():
+        Payment.objects.select_for_update().filter(pk=payment.pk).first()
+        for item in remote.data:
+            status = _STATUS.get(str(item.status), Refund.Status.PENDING)
+            remote_reason = getattr(item, "reason", None)
+            reason = (
+                remote_reason
+                if remote_reason in Refund.Reason.values
+                else Refund.Reason.REQUESTED_BY_CUSTOMER
+            )
+            row, created = Refund.objects.get_or_create(
+                stripe_refund_id=item.id,
+                defaults={
+                    "payment": payment,
+                    "amount": item.amount,
+                    "currency": str(item.currency).upper(),
+                    "reason": reason,
+                    "status": status,
+                    "note": "made outside the back-office",
+                },
+            )
+            if not created and row.status != status:
+                Refund.objects.filter(pk=row.pk).update(status=status)
+            rows.append(row)
+            if created:
+                payment.refresh_from_db()
+                payment_refunded.send(sender=Refund, payment=payment, refund=row, revoke_entitlements=False)
+        _recount(payment.pk)
+    return rows
+
+
+def refund_sync(*, refund: Mapping[str, Any]) -> list[Refund]:
+    """refund.created / refund.updated: sync every refund of that refund's charge."""
+    charge_id = refund.get("charge")
+    if not charge_id:
+        return []
+    charge = stripe_gateway.call(stripe_gateway.client().v1.charges.retrieve, charge_id)
+    return refunds_sync_for_charge(charge={"id": charge.id, "payment_intent": charge.payment_intent})

@@ -1,0 +1,191 @@
+"""Payments over HTTP, end to end against the Stripe stand-in through the official SDK."""
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from billing import stripe_gateway
+from billing.dev.testing import StandinServer
+from billing.models import Payment, PaymentStatusChange
+from billing.tests.factories import UserFactory
+
+
+def _client(user) -> APIClient:  # type: ignore[no-untyped-def]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+@pytest.fixture
+def ana():  # type: ignore[no-untyped-def]
+    return UserFactory(username="ana")
+
+
+@pytest.mark.django_db
+def test_one_time_payment_with_a_good_card_succeeds(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # when ana pays 15.00 EUR with a test visa
+    response = _client(ana).post(
+        "/api/v1/payments/",
+        {
+            "amount": 1500,
+            "currency": "eur",
+            "description": "Poster",
+            "order_id": "o-1",
+            "payment_method": "pm_card_visa",
+        },
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="key-1",
+    )
+
+    # then the payment succeeded, at Stripe and in our row
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["status"], body["amount"], body["currency"], body["display_amount"]) == (
+        "succeeded",
+        1500,
+        "EUR",
+        "€15.00",
+    )
+    intent = stripe_gateway.client().v1.payment_intents.retrieve(body["stripe_payment_intent_id"])
+    assert (intent.status, intent.amount, intent.currency, intent.description) == (
+        "succeeded",
+        1500,
+        "eur",
+        "Poster",
+    )
+    assert intent.metadata["payment_id"] == str(body["id"])
+    assert Payment.objects.get().user == ana
+
+
+@pytest.mark.django_db
+def test_a_retry_with_the_same_idempotency_key_never_charges_twice(
+    stripe_standin: StandinServer, ana
+) -> None:  # type: ignore[no-untyped-def]
+    client = _client(ana)
+    payload = {"amount": 700, "currency": "JPY", "payment_method": "pm_card_visa"}
+    first = client.post("/api/v1/payments/", payload, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    second = client.post("/api/v1/payments/", payload, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert first.json()["id"] == second.json()["id"]
+    assert Payment.objects.count() == 1
+    assert len(stripe_gateway.client().v1.payment_intents.list().data) == 1
+
+
+@pytest.mark.django_db
+def test_reusing_a_key_for_another_amount_is_a_409(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    client = _client(ana)
+    client.post(
+        "/api/v1/payments/", {"amount": 700, "currency": "JPY"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    response = client.post(
+        "/api/v1/payments/", {"amount": 800, "currency": "JPY"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.django_db
+def test_a_declined_card_is_a_402_with_the_decline_code(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # when ana pays with a card that Stripe declines
+    response = _client(ana).post(
+        "/api/v1/payments/",
+        {"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa_chargeDeclined"},
+        format="json",
+    )
+
+    # then she gets 402 with the decline code, and the attempt is recorded as failed
+    assert response.status_code == 402
+    assert response.json() == {
+        "error": {
+            "code": "card_declined",
+            "message": "Your card was declined.",
+            "fields": {"decline_code": [{"code": "generic_decline", "message": "Your card was declined."}]},
+        }
+    }
+    payment = Payment.objects.get()
+    assert (payment.status, payment.failure_code) == ("failed", "generic_decline")
+
+
+@pytest.mark.django_db
+def test_without_a_payment_method_the_client_secret_is_returned(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    response = _client(ana).post("/api/v1/payments/", {"amount": 2500, "currency": "USD"}, format="json")
+    body = response.json()
+    assert response.status_code == 201
+    assert body["status"] == "requires_payment_method"
+    assert body["client_secret"].startswith(body["stripe_payment_intent_id"] + "_secret_")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("payload", "field", "code"),
+    [
+        ({"amount": 1005, "currency": "KWD"}, "amount", "invalid_precision"),
+        ({"amount": 0, "currency": "USD"}, "amount", "min_value"),
+        ({"amount": 100, "currency": "XYZ"}, "currency", "invalid"),
+        ({"amount": "ten", "currency": "USD"}, "amount", "invalid"),
+        ({"currency": "USD"}, "amount", "required"),
+    ],
+)
+def test_bad_input_is_a_400_and_nothing_is_written(
+    stripe_standin: StandinServer, ana, payload, field, code
+) -> None:  # type: ignore[no-untyped-def]
+    response = _client(ana).post("/api/v1/payments/", payload, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][field][0]["code"] == code
+    assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_stripe_down_is_a_503_and_leaves_no_row(settings, ana) -> None:  # type: ignore[no-untyped-def]
+    settings.STRIPE_API_BASE = "http://127.0.0.1:1"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    stripe_gateway.client.cache_clear()
+    try:
+        response = _client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json")
+    finally:
+        stripe_gateway.client.cache_clear()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "stripe_unavailable"
+    assert response["Retry-After"] == "5"
+    assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_users_see_only_their_payments_and_staff_filter_all(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # given one payment each for ana and bob
+    bob = UserFactory(username="bob")
+    mine = _client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
+    theirs = _client(bob).post("/api/v1/payments/", {"amount": 200, "currency": "USD"}, format="json").json()
+    staff = _client(UserFactory(username="staff", is_staff=True))
+
+    # then each sees their own; bob's payment is a 404 for ana; staff see and filter all
+    assert [p["id"] for p in _client(ana).get("/api/v1/payments/").json()["results"]] == [mine["id"]]
+    assert _client(ana).get(f"/api/v1/payments/{theirs['id']}/").status_code == 404
+    assert {p["id"] for p in staff.get("/api/v1/payments/").json()["results"]} == {mine["id"], theirs["id"]}
+    assert [p["id"] for p in staff.get(f"/api/v1/payments/?user_id={bob.pk}").json()["results"]] == [
+        theirs["id"]
+    ]
+    assert staff.get("/api/v1/payments/?status=succeeded").json()["count"] == 0
+    assert staff.get("/api/v1/payments/?status=nope").status_code == 400
+
+
+@pytest.mark.django_db
+def test_staff_status_change_is_audited_and_users_cannot(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    payment = _client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
+    staff_user = UserFactory(username="staff", is_staff=True)
+
+    refused = _client(ana).post(
+        f"/api/v1/payments/{payment['id']}/status/", {"status": "succeeded", "reason": "x"}
+    )
+    done = _client(staff_user).post(
+        f"/api/v1/payments/{payment['id']}/status/", {"status": "canceled", "reason": "customer called"}
+    )
+
+    assert refused.status_code == 403
+    assert done.status_code == 200 and done.json()["status"] == "canceled"
+    change = PaymentStatusChange.objects.get()
+    assert (change.from_status, change.to_status, change.staff_user, change.reason) == (
+        "requires_payment_method",
+        "canceled",
+        staff_user,
+        "customer called",
+    )

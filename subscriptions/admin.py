@@ -1,0 +1,109 @@
+"""Staff console: subscriptions with their status timeline; actions go through the services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from payments_project.errors import DomainError
+from subscriptions import services
+from subscriptions.models import Subscription, SubscriptionHistory
+
+GOODWILL_DAYS = 7
+TIMELINE = ["created_at", "from_status", "to_status", "cause", "staff_user", "stripe_event_id", "note"]
+
+
+class HistoryInline(admin.TabularInline):
+    model = SubscriptionHistory
+    extra = 0
+    can_delete = False
+    ordering = ["created_at", "pk"]
+    fields = tuple(TIMELINE)
+    readonly_fields = TIMELINE
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "user",
+        "plan",
+        "status",
+        "current_period_end",
+        "cancel_at_period_end",
+        "stripe_subscription_id",
+    ]
+    list_filter = ["status", "plan", "cancel_at_period_end"]
+    search_fields = ["user__username", "user__email", "stripe_subscription_id"]
+    list_select_related = ["user", "plan"]
+    raw_id_fields = ["user", "family"]
+    inlines = [HistoryInline]
+    actions = ["cancel_at_period_end_action", "cancel_now_action", "resume_action", "extend_action"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Subscription | None = None) -> list[str]:
+        # Status and periods mirror Stripe: they change through the services only.
+        return [f.name for f in Subscription._meta.concrete_fields if f.name not in ("id",)]
+
+    def _each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Subscription],
+        run: Callable[[Subscription], object],
+        done: str,
+    ) -> None:
+        ok = 0
+        for subscription in queryset:
+            try:
+                run(subscription)
+                ok += 1
+            except DomainError as exc:
+                self.message_user(request, f"#{subscription.pk}: {exc.message}", messages.ERROR)
+        if ok:
+            self.message_user(request, f"{done}: {ok} subscription(s).", messages.SUCCESS)
+
+    @admin.action(description="Cancel at period end")
+    def cancel_at_period_end_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        self._each(
+            request,
+            queryset,
+            lambda s: services.subscription_cancel(subscription=s, actor=request.user),
+            "Cancellation at period end requested",
+        )
+
+    @admin.action(description="Cancel immediately")
+    def cancel_now_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        self._each(
+            request,
+            queryset,
+            lambda s: services.subscription_cancel(subscription=s, actor=request.user, immediately=True),
+            "Cancelled",
+        )
+
+    @admin.action(description="Resume (undo pending cancellation)")
+    def resume_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        self._each(
+            request,
+            queryset,
+            lambda s: services.subscription_resume(subscription=s, actor=request.user),
+            "Resumed",
+        )
+
+    @admin.action(description=f"Extend period by {GOODWILL_DAYS} days (goodwill)")
+    def extend_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        self._each(
+            request,
+            queryset,
+            lambda s: services.subscription_extend_period(
+                subscription=s, days=GOODWILL_DAYS, staff_user=request.user, note="admin goodwill"
+            ),
+            f"Extended by {GOODWILL_DAYS} days",
+        )

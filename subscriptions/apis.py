@@ -1,0 +1,108 @@
+"""Subscriptions API: a customer's own subscriptions (staff and services: anyone's)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing.models import Plan
+from payments_project.api import can_act_for_any_user, subject_user
+from subscriptions import services
+from subscriptions.models import Subscription
+from subscriptions.selectors import subscription_list
+
+
+class SubscriptionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    user_id = serializers.IntegerField()
+    plan = serializers.CharField(source="plan.code")
+    status = serializers.CharField()
+    current_period_start = serializers.DateTimeField(allow_null=True)
+    current_period_end = serializers.DateTimeField(allow_null=True)
+    trial_end = serializers.DateTimeField(allow_null=True)
+    cancel_at_period_end = serializers.BooleanField()
+    cancelled_at = serializers.DateTimeField(allow_null=True)
+    amount = serializers.IntegerField(allow_null=True, help_text="Minor units of the currency.")
+    currency = serializers.CharField()
+    stripe_subscription_id = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ListQuerySerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(required=False, min_value=1)
+
+
+class CancelInputSerializer(serializers.Serializer):
+    immediately = serializers.BooleanField(default=False)
+
+
+class ChangePlanInputSerializer(serializers.Serializer):
+    plan = serializers.SlugRelatedField(slug_field="code", queryset=Plan.objects.filter(active=True))
+
+
+class SubscriptionViewSet(viewsets.GenericViewSet):
+    serializer_class = SubscriptionOutputSerializer
+    ratelimit_scope = "default"
+
+    def get_queryset(self) -> QuerySet[Subscription]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no real user
+            return Subscription.objects.none()
+        if can_act_for_any_user(self.request.user):
+            return Subscription.objects.select_related("plan").order_by("-created_at", "-pk")
+        return subscription_list(user=self.request.user)
+
+    def _subscription(self) -> Subscription:
+        pk = self.kwargs["pk"]
+        subscription = self.get_queryset().filter(pk=pk).first() if str(pk).isdigit() else None
+        if subscription is None:
+            raise NotFound("No such subscription.")
+        return subscription
+
+    def _respond(self, subscription: Subscription) -> Response:
+        return Response(SubscriptionOutputSerializer(subscription).data)
+
+    @extend_schema(parameters=[OpenApiParameter("user_id", int, description="Staff and services only.")])
+    def list(self, request: Request) -> Response:
+        query = ListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        user = subject_user(request, query.validated_data.get("user_id"))
+        page = self.paginate_queryset(subscription_list(user=user))
+        return self.get_paginated_response(SubscriptionOutputSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return self._respond(self._subscription())
+
+    @extend_schema(request=CancelInputSerializer, responses=SubscriptionOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        subscription = self._subscription()  # someone else's: 404 before anything else
+        data = CancelInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        subscription = services.subscription_cancel(
+            subscription=subscription,
+            actor=request.user,
+            immediately=data.validated_data["immediately"],
+        )
+        return self._respond(subscription)
+
+    @extend_schema(request=None, responses=SubscriptionOutputSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        subscription = services.subscription_resume(subscription=self._subscription(), actor=request.user)
+        return self._respond(subscription)
+
+    @extend_schema(request=ChangePlanInputSerializer, responses=SubscriptionOutputSerializer)
+    @action(detail=True, methods=["post"], url_path="change-plan")
+    def change_plan(self, request: Request, pk: str) -> Response:
+        subscription = self._subscription()
+        data = ChangePlanInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        subscription = services.subscription_change_plan(
+            subscription=subscription, plan=data.validated_data["plan"], actor=request.user
+        )
+        return self._respond(subscription)

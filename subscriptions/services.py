@@ -1,0 +1,520 @@
+"""Writes to subscriptions: status changes, Stripe's webhooks applied, customer operations.
+
+Every write locks the subscription row (select_for_update) for its whole transaction, so two
+deliveries or two clicks never both apply. Stripe's events carry `event_created`: a row remembers
+the newest one applied (`stripe_state_at`) and an older delivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from billing import stripe_gateway
+from billing.models import Plan, PricingZone, StripePrice
+from billing.selectors import plan_quote
+from entitlements.models import Family
+from payments_project.api import can_act_for_any_user
+from payments_project.errors import Conflict, DomainError, NotFound
+from subscriptions import signals
+from subscriptions.models import Subscription, SubscriptionHistory
+from subscriptions.transitions import ENDED, LIVE, STRIPE_STATUS, is_allowed, signals_for
+
+logger = logging.getLogger(__name__)
+Status = Subscription.Status
+Cause = SubscriptionHistory.Cause
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+# --- status changes -------------------------------------------------------------------------------
+def _transition_locked(
+    *,
+    subscription: Subscription,
+    to_status: str,
+    cause: str,
+    stripe_event_id: str = "",
+    staff_user: Any = None,
+    note: str = "",
+) -> list[Signal]:
+    """Apply one change to a row the caller has locked; returns the signals to send (not sent)."""
+    from_status = subscription.status
+    if from_status == to_status:
+        return []
+    if not is_allowed(from_status, to_status):
+        logger.warning(
+            "refused subscription transition %s -> %s",
+            from_status,
+            to_status,
+            extra={"subscription_id": subscription.pk, "cause": cause, "stripe_event_id": stripe_event_id},
+        )
+        raise IllegalTransition(f"A subscription cannot go from {from_status} to {to_status}.")
+    subscription.status = to_status
+    fields = ["status", "updated_at"]
+    if to_status == Status.CANCELLED and subscription.cancelled_at is None:
+        subscription.cancelled_at = timezone.now()
+        fields.append("cancelled_at")
+    subscription.save(update_fields=fields)
+    SubscriptionHistory.objects.create(
+        subscription=subscription,
+        from_status=from_status,
+        to_status=to_status,
+        cause=cause,
+        stripe_event_id=stripe_event_id,
+        staff_user=staff_user,
+        note=note,
+    )
+    return signals_for(from_status, to_status)
+
+
+def _send(subscription: Subscription, to_send: list[Signal]) -> None:
+    for signal in to_send:
+        signal.send(sender=Subscription, subscription=subscription)
+
+
+def _lock(subscription: Subscription) -> Subscription:
+    return Subscription.objects.select_for_update().select_related("plan").get(pk=subscription.pk)
+
+
+def _refresh_from(target: Subscription, source: Subscription) -> None:
+    """Let the caller's instance see what was written through the locked copy."""
+    for field in Subscription._meta.concrete_fields:
+        setattr(target, field.attname, getattr(source, field.attname))
+
+
+def subscription_transition(
+    *,
+    subscription: Subscription,
+    to_status: str,
+    cause: str,
+    stripe_event_id: str = "",
+    staff_user: Any = None,
+    note: str = "",
+) -> Subscription:
+    """Move `subscription` to `to_status` if the table allows it (same status: nothing happens)."""
+    with transaction.atomic():
+        locked = _lock(subscription)
+        to_send = _transition_locked(
+            subscription=locked,
+            to_status=to_status,
+            cause=cause,
+            stripe_event_id=stripe_event_id,
+            staff_user=staff_user,
+            note=note,
+        )
+        _send(locked, to_send)
+    _refresh_from(subscription, locked)
+    return subscription
+
+
+# --- Stripe payloads -----------------------------------------------------------------------------
+def _ts(value: Any) -> datetime | None:
+    return None if value in (None, "") else datetime.fromtimestamp(int(value), tz=UTC)
+
+
+def _first_item(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    items = (data.get("items") or {}).get("data") or []
+    return items[0] if items else {}
+
+
+def _plan_for_price(price: Mapping[str, Any] | None) -> Plan | None:
+    if not price:
+        return None
+    row = StripePrice.objects.select_related("plan").filter(stripe_price_id=price.get("id")).first()
+    if row is not None:
+        return row.plan
+    for code in ((price.get("metadata") or {}).get("plan_code"), price.get("lookup_key")):
+        if code:
+            plan = Plan.objects.filter(code=code).first()
+            if plan is not None:
+                return plan
+    return None
+
+
+def _plan_from(metadata: Mapping[str, Any], price: Mapping[str, Any] | None) -> Plan | None:
+    """The price says which plan is billed now; the metadata is what was bought at signup."""
+    plan = _plan_for_price(price)
+    if plan is None and metadata.get("plan_code"):
+        plan = Plan.objects.filter(code=metadata["plan_code"]).first()
+    return plan
+
+
+def _new_row_fields(metadata: Mapping[str, Any], price: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Who and what a subscription we have never seen is for, from our own metadata."""
+    user = None
+    user_id = str(metadata.get("user_id") or "")
+    if user_id.isdigit():
+        user = get_user_model().objects.filter(pk=int(user_id)).first()
+    if user is None:
+        raise NotFound(f"No user {user_id or '(missing)'} for this subscription.", code="unknown_user")
+    plan = _plan_from(metadata, price)
+    if plan is None:
+        raise NotFound("No plan matches this subscription.", code="unknown_plan")
+    family_id = str(metadata.get("family_id") or "")
+    zone_code = metadata.get("pricing_zone") or ""
+    return {
+        "user": user,
+        "plan": plan,
+        "family": Family.objects.filter(pk=int(family_id)).first() if family_id.isdigit() else None,
+        "pricing_zone": PricingZone.objects.filter(code=zone_code).first() if zone_code else None,
+    }
+
+
+def _lock_or_create(stripe_id: str, new_fields: Callable[[], dict[str, Any]]) -> Subscription:
+    """The row of `stripe_id`, locked; created from `new_fields()` if absent (race-safe)."""
+    rows = Subscription.objects.select_for_update().select_related("plan")
+    row = rows.filter(stripe_subscription_id=stripe_id).first()
+    if row is not None:
+        return row
+    fields = new_fields()
+    try:
+        with transaction.atomic():  # savepoint: a concurrent insert wins the unique constraint
+            Subscription.objects.create(stripe_subscription_id=stripe_id, **fields)
+    except IntegrityError:
+        pass
+    return rows.get(stripe_subscription_id=stripe_id)
+
+
+def _is_stale(subscription: Subscription, event_created: datetime, event_id: str) -> bool:
+    if subscription.stripe_state_at is not None and event_created < subscription.stripe_state_at:
+        logger.info(
+            "ignored Stripe event older than the applied state",
+            extra={"subscription_id": subscription.pk, "stripe_event_id": event_id},
+        )
+        return True
+    return False
+
+
+def _safe_transition(subscription: Subscription, to_status: str, event_id: str) -> list[Signal]:
+    """Webhooks: a transition the table refuses is logged and skipped, the rest still applies
+    (raising would only make Stripe retry a delivery that can never succeed)."""
+    try:
+        return _transition_locked(
+            subscription=subscription, to_status=to_status, cause=Cause.WEBHOOK, stripe_event_id=event_id
+        )
+    except IllegalTransition:
+        return []
+
+
+def _announce_period(subscription: Subscription, to_send: list[Signal]) -> list[Signal]:
+    """Add `renewed` when a live subscription's period end moved past what receivers know."""
+    end = subscription.current_period_end
+    if subscription.status not in LIVE or end is None:
+        return to_send
+    if subscription.announced_period_end is not None and end <= subscription.announced_period_end:
+        return to_send
+    subscription.announced_period_end = end
+    subscription.save(update_fields=["announced_period_end", "updated_at"])
+    if signals.subscription_activated in to_send:
+        return to_send  # activation grants through the current period already
+    return [*to_send, signals.subscription_renewed]
+
+
+def subscription_sync_from_stripe(*, data: dict, event_id: str, event_created: datetime) -> Subscription:
+    """Apply a Stripe Subscription object (customer.subscription.created/updated/deleted)."""
+    item = _first_item(data)
+    metadata = data.get("metadata") or {}
+    with transaction.atomic():
+        sub = _lock_or_create(data["id"], lambda: _new_row_fields(metadata, item.get("price")))
+        if _is_stale(sub, event_created, event_id):
+            return sub
+        previous_plan = sub.plan
+        plan = _plan_from(metadata, item.get("price")) or previous_plan
+        price = item.get("price") or {}
+        sub.plan = plan
+        if price.get("currency") and price.get("unit_amount") is not None:
+            sub.currency = str(price["currency"]).upper()
+            sub.amount = int(price["unit_amount"])
+        start = data.get("current_period_start") or item.get("current_period_start")
+        end = data.get("current_period_end") or item.get("current_period_end")
+        sub.current_period_start = _ts(start) or sub.current_period_start
+        sub.current_period_end = _ts(end) or sub.current_period_end
+        sub.trial_end = _ts(data.get("trial_end"))
+        sub.cancel_at_period_end = bool(data.get("cancel_at_period_end"))
+        sub.cancelled_at = _ts(data.get("canceled_at")) or sub.cancelled_at
+        sub.stripe_state_at = event_created
+        sub.save()
+        to_send: list[Signal] = []
+        status = STRIPE_STATUS.get(str(data.get("status")))
+        if status is None:
+            logger.error("unknown Stripe subscription status %r", data.get("status"))
+        else:
+            to_send = _safe_transition(sub, status, event_id)
+        to_send = _announce_period(sub, to_send)
+        _send(sub, to_send)
+        if plan.pk != previous_plan.pk and sub.status not in ENDED:
+            signals.subscription_plan_changed.send(
+                sender=Subscription, subscription=sub, previous_plan=previous_plan
+            )
+    return sub
+
+
+def _invoice_subscription_id(data: Mapping[str, Any]) -> str:
+    """Older API versions put it on the invoice, newer ones under parent.subscription_details."""
+    direct = data.get("subscription")
+    if isinstance(direct, str) and direct:
+        return direct
+    details = (data.get("parent") or {}).get("subscription_details") or {}
+    return str(details.get("subscription") or "")
+
+
+def _invoice_metadata(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    details = (data.get("parent") or {}).get("subscription_details") or {}
+    return details.get("metadata") or data.get("subscription_details", {}).get("metadata") or {}
+
+
+def _invoice_subscription_line(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The line that bills the subscription's period (not an invoice item, not a proration)."""
+    lines = (data.get("lines") or {}).get("data") or []
+    for line in lines:
+        parent = line.get("parent") or {}
+        details = parent.get("subscription_item_details") or {}
+        is_subscription = line.get("type") == "subscription" or parent.get("type") == (
+            "subscription_item_details"
+        )
+        if is_subscription and not (line.get("proration") or details.get("proration")):
+            return line
+    return lines[0] if lines else {}
+
+
+def _invoice_row(data: Mapping[str, Any], line: Mapping[str, Any]) -> Subscription | None:
+    stripe_id = _invoice_subscription_id(data)
+    if not stripe_id:
+        return None
+    metadata = _invoice_metadata(data)
+    return _lock_or_create(stripe_id, lambda: _new_row_fields(metadata, line.get("price")))
+
+
+def subscription_apply_invoice_paid(
+    *, data: dict, event_id: str, event_created: datetime
+) -> Subscription | None:
+    """invoice.payment_succeeded/paid: the paid period becomes current, the subscription active."""
+    line = _invoice_subscription_line(data)
+    with transaction.atomic():
+        sub = _invoice_row(data, line)
+        if sub is None or _is_stale(sub, event_created, event_id):
+            return sub
+        period = line.get("period") or {}
+        start, end = _ts(period.get("start")), _ts(period.get("end"))
+        if end is not None and (sub.current_period_end is None or end >= sub.current_period_end):
+            sub.current_period_start, sub.current_period_end = start, end
+        sub.stripe_state_at = event_created
+        sub.save()
+        # A trial's 0-amount invoice is paid too: the subscription stays trialing.
+        trial_invoice = sub.status == Status.TRIALING and not data.get("amount_paid")
+        to_send = [] if trial_invoice else _safe_transition(sub, Status.ACTIVE, event_id)
+        _send(sub, _announce_period(sub, to_send))
+    return sub
+
+
+def subscription_apply_invoice_failed(
+    *, data: dict, event_id: str, event_created: datetime
+) -> Subscription | None:
+    """invoice.payment_failed: a live subscription becomes past_due (incomplete ones stay)."""
+    line = _invoice_subscription_line(data)
+    with transaction.atomic():
+        sub = _invoice_row(data, line)
+        if sub is None or _is_stale(sub, event_created, event_id):
+            return sub
+        sub.stripe_state_at = event_created
+        sub.save(update_fields=["stripe_state_at", "updated_at"])
+        if sub.status in LIVE:
+            _send(sub, _safe_transition(sub, Status.PAST_DUE, event_id))
+    return sub
+
+
+def subscription_from_checkout(*, data: dict, event_id: str, event_created: datetime) -> Subscription | None:
+    """checkout.session.completed in subscription mode: the Stripe subscription is this user's.
+
+    Creates the row when the subscription's own event has not arrived yet; that event then
+    brings the status and periods. The session never changes state Stripe owns.
+    """
+    stripe_id = data.get("subscription")
+    if data.get("mode") != "subscription" or not isinstance(stripe_id, str) or not stripe_id:
+        return None
+    metadata = dict(data.get("metadata") or {})
+    if not metadata.get("user_id") and data.get("client_reference_id"):
+        metadata["user_id"] = data["client_reference_id"]
+    with transaction.atomic():
+        sub = _lock_or_create(stripe_id, lambda: _new_row_fields(metadata, None))
+        if str(sub.user_id) != str(metadata.get("user_id")):
+            logger.error(
+                "checkout session names another user than the subscription",
+                extra={"subscription_id": sub.pk, "stripe_event_id": event_id},
+            )
+    return sub
+
+
+# --- customer and staff operations (Stripe first, then our row) ---------------------------------
+def _check_actor(subscription: Subscription, actor: Any) -> None:
+    if actor.pk != subscription.user_id and not can_act_for_any_user(actor):
+        raise NotFound("No such subscription.")
+
+
+def _cause_of(subscription: Subscription, actor: Any) -> tuple[str, Any]:
+    if actor.is_staff or actor.pk != subscription.user_id:
+        return Cause.STAFF, actor
+    return Cause.API, None
+
+
+def _key(subscription: Subscription, operation: str) -> str:
+    """Same request on the same row state -> same key; any later change of the row -> a new one."""
+    return f"subscription:{subscription.pk}:{operation}:{subscription.updated_at.timestamp():.6f}"
+
+
+def _stripe_id(subscription: Subscription) -> str:
+    if not subscription.stripe_subscription_id:
+        raise Conflict("This subscription is not known to Stripe yet.", code="not_in_stripe")
+    return subscription.stripe_subscription_id
+
+
+def _audit(subscription: Subscription, cause: str, staff_user: Any, note: str) -> None:
+    SubscriptionHistory.objects.create(
+        subscription=subscription,
+        from_status=subscription.status,
+        to_status=subscription.status,
+        cause=cause,
+        staff_user=staff_user,
+        note=note,
+    )
+
+
+def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: bool = False) -> Subscription:
+    """Cancel at the period end (Stripe keeps billing until then), or now (staff only)."""
+    if immediately and not actor.is_staff:
+        raise DomainError("Only staff may cancel immediately.", code="forbidden", status_code=403)
+    _check_actor(subscription, actor)
+    with transaction.atomic():
+        sub = _lock(subscription)
+        if sub.status in ENDED:
+            raise Conflict("This subscription has already ended.", code="subscription_ended")
+        cause, staff = _cause_of(sub, actor)
+        gw = stripe_gateway.client()
+        if immediately:
+            stripe_gateway.call(
+                gw.v1.subscriptions.cancel, _stripe_id(sub), {}, {"idempotency_key": _key(sub, "cancel")}
+            )
+            _send(
+                sub,
+                _transition_locked(
+                    subscription=sub,
+                    to_status=Status.CANCELLED,
+                    cause=cause,
+                    staff_user=staff,
+                    note="cancelled immediately",
+                ),
+            )
+        elif not sub.cancel_at_period_end:
+            stripe_gateway.call(
+                gw.v1.subscriptions.update,
+                _stripe_id(sub),
+                {"cancel_at_period_end": True},
+                {"idempotency_key": _key(sub, "cancel-at-period-end")},
+            )
+            sub.cancel_at_period_end = True
+            sub.save(update_fields=["cancel_at_period_end", "updated_at"])
+            _audit(sub, cause, staff, "cancel at period end requested")
+    _refresh_from(subscription, sub)
+    return subscription
+
+
+def subscription_resume(*, subscription: Subscription, actor: Any) -> Subscription:
+    """Undo a pending cancellation at the period end."""
+    _check_actor(subscription, actor)
+    with transaction.atomic():
+        sub = _lock(subscription)
+        if sub.status in ENDED or not sub.cancel_at_period_end:
+            raise Conflict("This subscription has no pending cancellation.", code="not_pending_cancel")
+        cause, staff = _cause_of(sub, actor)
+        stripe_gateway.call(
+            stripe_gateway.client().v1.subscriptions.update,
+            _stripe_id(sub),
+            {"cancel_at_period_end": False},
+            {"idempotency_key": _key(sub, "resume")},
+        )
+        sub.cancel_at_period_end = False
+        sub.save(update_fields=["cancel_at_period_end", "updated_at"])
+        _audit(sub, cause, staff, "pending cancellation undone")
+    _refresh_from(subscription, sub)
+    return subscription
+
+
+def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: Any) -> Subscription:
+    """Move to `plan` at its price in the subscription's zone, prorated by Stripe."""
+    _check_actor(subscription, actor)
+    with transaction.atomic():
+        sub = _lock(subscription)
+        if sub.status in ENDED:
+            raise Conflict("This subscription has already ended.", code="subscription_ended")
+        if plan.pk == sub.plan_id:
+            raise Conflict("The subscription is already on this plan.", code="same_plan")
+        if not plan.active or plan.interval == Plan.Interval.ONE_TIME:
+            raise DomainError("This plan cannot be subscribed to.", code="plan_unavailable")
+        quote = plan_quote(plan=plan, zone=sub.pricing_zone)
+        if quote is None:
+            raise DomainError("This plan is not sold in the subscription's zone.", code="plan_unavailable")
+        price = StripePrice.objects.filter(plan=plan, currency=quote.currency, amount=quote.amount).first()
+        if price is None:
+            raise Conflict(
+                f"Plan {plan.code} has no Stripe price for {quote.amount} {quote.currency} yet.",
+                code="stripe_price_missing",
+            )
+        gw = stripe_gateway.client()
+        remote = stripe_gateway.call(gw.v1.subscriptions.retrieve, _stripe_id(sub))
+        item_id = remote["items"]["data"][0]["id"]
+        stripe_gateway.call(
+            gw.v1.subscriptions.update,
+            _stripe_id(sub),
+            {
+                "items": [{"id": item_id, "price": price.stripe_price_id}],
+                "proration_behavior": "create_prorations",
+                "metadata": {"plan_code": plan.code},
+            },
+            {"idempotency_key": _key(sub, f"plan:{plan.code}")},
+        )
+        previous_plan = sub.plan
+        cause, staff = _cause_of(sub, actor)
+        sub.plan, sub.currency, sub.amount = plan, quote.currency, quote.amount
+        sub.save(update_fields=["plan", "currency", "amount", "updated_at"])
+        _audit(sub, cause, staff, f"plan changed from {previous_plan.code} to {plan.code}")
+        signals.subscription_plan_changed.send(
+            sender=Subscription, subscription=sub, previous_plan=previous_plan
+        )
+    _refresh_from(subscription, sub)
+    return subscription
+
+
+def subscription_extend_period(
+    *, subscription: Subscription, days: int, staff_user: Any, note: str
+) -> Subscription:
+    """Support goodwill: push the next charge `days` later (in Stripe: a trial until then)."""
+    if not staff_user.is_staff:
+        raise DomainError("Only staff may extend a period.", code="forbidden", status_code=403)
+    if days < 1:
+        raise DomainError("Extend by at least one day.", code="invalid_days")
+    with transaction.atomic():
+        sub = _lock(subscription)
+        if sub.status not in LIVE or sub.current_period_end is None:
+            raise Conflict("Only a live subscription with a period can be extended.", code="not_live")
+        new_end = sub.current_period_end + timedelta(days=days)
+        stripe_gateway.call(
+            stripe_gateway.client().v1.subscriptions.update,
+            _stripe_id(sub),
+            {"trial_end": int(new_end.timestamp()), "proration_behavior": "none"},
+            {"idempotency_key": _key(sub, f"extend:{int(new_end.timestamp())}")},
+        )
+        sub.current_period_end = new_end
+        sub.save(update_fields=["current_period_end", "updated_at"])
+        _audit(sub, Cause.STAFF, staff_user, f"period extended by {days} days: {note}".strip())
+        _send(sub, _announce_period(sub, []))
+    _refresh_from(subscription, sub)
+    return subscription

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import factory
+
+from billing.tests.factories import PlanFactory, UserFactory
+from subscriptions.models import Subscription, SubscriptionHistory
+
+PERIOD_START = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+class SubscriptionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Subscription
+
+    user = factory.SubFactory(UserFactory)
+    plan = factory.SubFactory(PlanFactory)
+    status = Subscription.Status.ACTIVE
+    current_period_start = PERIOD_START
+    current_period_end = PERIOD_START + timedelta(days=31)
+    stripe_subscription_id = factory.Sequence(lambda n: f"sub_test{n:06d}")
+    currency = "USD"
+    amount = 999
+
+
+class SubscriptionHistoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SubscriptionHistory
+
+    subscription = factory.SubFactory(SubscriptionFactory)
+    from_status = Subscription.Status.INCOMPLETE
+    to_status = Subscription.Status.ACTIVE
+    cause = SubscriptionHistory.Cause.WEBHOOK
