@@ -1,7 +1,8 @@
 """Stripe events that drive subscriptions, handed to the subscriptions services.
 
 They run in the webhook inbox's transaction, after dj-stripe re-read the object from Stripe;
-the services ignore events older than the state already applied (`stripe_state_at`).
+the object's state is then Stripe's current one, dated now; a payload that could not be re-read
+is dated by its event, and the services ignore one older than the state applied (`stripe_state_at`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from djstripe.event_handlers import djstripe_receiver
 from djstripe.models import Event
 
-from billing.services.webhooks import current_object
+from billing.services.webhooks import current_object_as_of
 from subscriptions.services import (
     subscription_apply_invoice_failed,
     subscription_apply_invoice_paid,
@@ -30,25 +31,24 @@ from subscriptions.services import (
     ]
 )
 def on_subscription(sender: Any, event: Event, **kwargs: Any) -> None:
-    subscription_sync_from_stripe(data=current_object(event), event_id=event.id, event_created=event.created)
+    data, as_of = current_object_as_of(event)
+    subscription_sync_from_stripe(data=data, event_id=event.id, event_created=as_of)
 
 
 @djstripe_receiver("invoice.payment_succeeded")
 def on_invoice_paid(sender: Any, event: Event, **kwargs: Any) -> None:
-    subscription_apply_invoice_paid(
-        data=current_object(event), event_id=event.id, event_created=event.created
-    )
+    data, as_of = current_object_as_of(event)
+    subscription_apply_invoice_paid(data=data, event_id=event.id, event_created=as_of)
 
 
 @djstripe_receiver("invoice.payment_failed")
 def on_invoice_failed(sender: Any, event: Event, **kwargs: Any) -> None:
-    subscription_apply_invoice_failed(
-        data=current_object(event), event_id=event.id, event_created=event.created
-    )
+    data, as_of = current_object_as_of(event)
+    subscription_apply_invoice_failed(data=data, event_id=event.id, event_created=as_of)
 
 
 @djstripe_receiver("checkout.session.completed")
 def on_checkout_completed(sender: Any, event: Event, **kwargs: Any) -> None:
-    session = current_object(event)
+    session, as_of = current_object_as_of(event)
     if session.get("mode") == "subscription":
-        subscription_from_checkout(data=session, event_id=event.id, event_created=event.created)
+        subscription_from_checkout(data=session, event_id=event.id, event_created=as_of)

@@ -129,6 +129,16 @@ def _export(self: Any, expand: list[str] | None = None) -> dict:
 ls.StripeObject._export = _export
 
 
+def _invoice_subscription_details(self: Any) -> dict | None:
+    # Stripe copies the subscription's metadata onto each of its invoices; localstripe does not.
+    if not getattr(self, "subscription", None):
+        return None
+    return {"metadata": dict(ls.Subscription._api_retrieve(self.subscription).metadata or {})}
+
+
+ls.Invoice.subscription_details = property(_invoice_subscription_details)
+
+
 # --- 4. Prices (a recurring price has a localstripe Plan of the same id behind it) ---------------
 class Price(ls.StripeObject):
     object = "price"

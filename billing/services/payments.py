@@ -323,7 +323,7 @@ def checkout_session_create(
         )
     price = stripe_price_ensure(item=PushItem(plan, quote.currency, quote.amount))
     customer_id = customer_ensure(user=user)
-    metadata = {"user_id": str(user.pk), "plan_code": plan.code, "zone": zone.code if zone else ""}
+    metadata = {"user_id": str(user.pk), "plan_code": plan.code, "pricing_zone": zone.code if zone else ""}
     params: dict[str, Any] = {
         "mode": "payment" if plan.interval == Plan.Interval.ONE_TIME else "subscription",
         "customer": customer_id,

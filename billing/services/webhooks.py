@@ -142,10 +142,16 @@ def webhook_event_reprocess(*, webhook_event_ids: list[int]) -> int:
 def current_object(event: Event) -> dict[str, Any]:
     """The event's object as dj-stripe last read it from Stripe (its re-fetch while processing),
     else as delivered: handlers act on Stripe's current state, not on a possibly stale payload."""
+    return current_object_as_of(event)[0]
+
+
+def current_object_as_of(event: Event) -> tuple[dict[str, Any], datetime]:
+    """`current_object` and the time its state is from: now when re-read from Stripe during this
+    processing, else the event's own creation time (the payload is as old as the event)."""
     delivered: dict[str, Any] = (event.data or {}).get("object", {})
     model = _MIRRORS.get(str(delivered.get("object")))
     if model is not None:
         mirrored = model.objects.filter(id=delivered.get("id")).values_list("stripe_data", flat=True).first()
         if mirrored:
-            return dict(mirrored)
-    return delivered
+            return dict(mirrored), timezone.now()
+    return delivered, event.created

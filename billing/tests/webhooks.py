@@ -27,6 +27,8 @@ def endpoint() -> WebhookEndpoint:
 
 def event(type: str, obj: Any, *, created: int | None = None, id: str | None = None) -> dict[str, Any]:
     data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    # As on the wire: Stripe sends decimals (e.g. unit_amount_decimal) as strings.
+    data = json.loads(json.dumps(data, default=str))
     return {
         "id": id or f"evt_test_{int(time.time())}_{next(_ids)}",
         "object": "event",

@@ -1,0 +1,124 @@
+"""A subscription bought through Checkout, driven by Stripe events through the real webhook URL.
+
+The stand-in plays Stripe: it creates the subscription and its first invoice when the test card
+pays; the events carry those objects, and dj-stripe re-reads them from the stand-in.
+"""
+
+import json
+import random
+import urllib.request
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from billing import stripe_gateway
+from billing.dev.testing import StandinServer
+from billing.models import WebhookEvent
+from billing.services.payments import checkout_session_create
+from billing.tests.factories import PlanFactory, PriceFactory, UserFactory
+from billing.tests.webhooks import deliver, event
+from subscriptions.models import Subscription
+
+
+def _pay(standin: StandinServer, session_id: str) -> None:
+    request = urllib.request.Request(
+        f"{standin.url}/_dev/checkout/{session_id}/complete",
+        data=json.dumps({"card": "4242424242424242"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).read()
+
+
+@pytest.fixture
+def bought(stripe_standin: StandinServer) -> dict[str, Any]:
+    """A user who paid a monthly plan on the stand-in's checkout page; the events Stripe sends."""
+    user = UserFactory(username="buyer")
+    PriceFactory(plan=PlanFactory(code="pro"), currency="USD", amount=999)
+    session = checkout_session_create(
+        user=user,
+        plan_code="pro",
+        country=None,
+        zone_code=None,
+        success_url="https://example.com/ok",
+        cancel_url="https://example.com/no",
+    )
+    _pay(stripe_standin, session["id"])
+    sdk = stripe_gateway.client()
+    completed = sdk.v1.checkout.sessions.retrieve(session["id"])
+    remote = sdk.v1.subscriptions.retrieve(completed.subscription)
+    invoice = sdk.v1.invoices.retrieve(remote.latest_invoice)
+    created = int(remote.created)
+    return {
+        "user": user,
+        "stripe_id": remote.id,
+        "events": [
+            event("checkout.session.completed", completed, created=created),
+            event("customer.subscription.created", remote, created=created),
+            event("invoice.payment_succeeded", invoice, created=created + 1),
+        ],
+    }
+
+
+def _state(stripe_id: str) -> tuple[Any, ...]:
+    sub = Subscription.objects.get(stripe_subscription_id=stripe_id)
+    return (
+        sub.user.username,
+        sub.plan.code,
+        sub.status,
+        sub.current_period_end is not None,
+        sub.amount,
+        sub.currency,
+    )
+
+
+def _deliver_all(client: Client, events: list[dict[str, Any]], capture: Any) -> None:
+    for payload in events:
+        with capture(execute=True):
+            assert deliver(client, payload).status_code == 200
+
+
+@pytest.mark.django_db
+def test_checkout_then_events_in_order_make_an_active_subscription(
+    client: Client, bought: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    _deliver_all(client, bought["events"], django_capture_on_commit_callbacks)
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"done"}
+    assert _state(bought["stripe_id"]) == ("buyer", "pro", "active", True, 999, "USD")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_shuffled_and_duplicated_events_end_in_the_same_state(
+    client: Client, bought: dict[str, Any], seed: int, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given the same events, each twice, in a shuffled order
+    events = bought["events"] * 2
+    random.Random(seed).shuffle(events)
+
+    # when all are delivered
+    _deliver_all(client, events, django_capture_on_commit_callbacks)
+
+    # then one subscription, in the same state as the ordered delivery, each event processed once
+    assert Subscription.objects.count() == 1
+    assert _state(bought["stripe_id"]) == ("buyer", "pro", "active", True, 999, "USD")
+    assert sorted(WebhookEvent.objects.values_list("attempts", "deliveries")) == [(1, 2)] * 3
+
+
+@pytest.mark.django_db
+def test_a_cancellation_at_stripe_reaches_us_through_the_deleted_event(
+    client: Client, bought: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    # given the active subscription
+    _deliver_all(client, bought["events"], django_capture_on_commit_callbacks)
+
+    # when it is cancelled at Stripe and Stripe says so
+    cancelled = stripe_gateway.client().v1.subscriptions.cancel(bought["stripe_id"])
+    _deliver_all(
+        client,
+        [event("customer.subscription.deleted", cancelled, created=int(cancelled.created) + 3600)],
+        django_capture_on_commit_callbacks,
+    )
+
+    # then ours is cancelled too
+    assert _state(bought["stripe_id"])[2] == "cancelled"
