@@ -18,6 +18,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include(router.urls)),
     path("me/", MeView.as_view(), name="me"),
     path("", include("subscriptions.urls")),
+    path("", include("entitlements.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -131,3 +131,36 @@ def test_support_can_view_payments_but_not_refund(paid: Payment, client: Client)
         client.post(f"/admin/billing/payment/{paid.pk}/refund/", {"reason": "duplicate"}).status_code == 403
     )
     assert Refund.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_one_time_purchase_grants_and_a_refund_with_revoke_takes_it_back(
+    stripe_standin: StandinServer, finance: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given a one-time plan with a feature, bought with a good card
+    from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory
+    from entitlements.selectors import entitlement_check
+
+    lifetime = PlanFactory(code="lifetime", interval="one_time")
+    PlanFeatureFactory(plan=lifetime, feature=FeatureFactory(code="export_pdf"))
+    buyer = UserFactory(username="buyer")
+    payment = payment_create(
+        user=buyer, amount=4900, currency="USD", payment_method="pm_card_visa", plan=lifetime
+    )
+
+    # then the very next check allows it, from the one-time purchase
+    check = entitlement_check(user_id=buyer.pk, features=["export_pdf"])[0]
+    assert (check["allowed"], check["source"]) == (True, "one_time")
+
+    # when finance refunds it and revokes what it bought (the cache is invalidated on commit)
+    with django_capture_on_commit_callbacks(execute=True):
+        refund_create(
+            payment_id=payment.pk,
+            amount=None,
+            reason="requested_by_customer",
+            staff_user=finance,
+            revoke_entitlements=True,
+        )
+
+    # then the next check refuses it
+    assert entitlement_check(user_id=buyer.pk, features=["export_pdf"])[0]["allowed"] is False

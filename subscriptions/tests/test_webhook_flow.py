@@ -16,8 +16,9 @@ from billing import stripe_gateway
 from billing.dev.testing import StandinServer
 from billing.models import WebhookEvent
 from billing.services.payments import checkout_session_create
-from billing.tests.factories import PlanFactory, PriceFactory, UserFactory
+from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory, UserFactory
 from billing.tests.webhooks import deliver, event
+from entitlements.selectors import entitlement_check
 from subscriptions.models import Subscription
 
 
@@ -34,7 +35,9 @@ def _pay(standin: StandinServer, session_id: str) -> None:
 def bought(stripe_standin: StandinServer) -> dict[str, Any]:
     """A user who paid a monthly plan on the stand-in's checkout page; the events Stripe sends."""
     user = UserFactory(username="buyer")
-    PriceFactory(plan=PlanFactory(code="pro"), currency="USD", amount=999)
+    pro = PlanFactory(code="pro")
+    PriceFactory(plan=pro, currency="USD", amount=999)
+    PlanFeatureFactory(plan=pro, feature=FeatureFactory(code="export_pdf"))
     session = checkout_session_create(
         user=user,
         plan_code="pro",
@@ -122,3 +125,30 @@ def test_a_cancellation_at_stripe_reaches_us_through_the_deleted_event(
 
     # then ours is cancelled too
     assert _state(bought["stripe_id"])[2] == "cancelled"
+
+
+def _allowed(user: Any) -> tuple[bool, str]:
+    result = entitlement_check(user_id=user.pk, features=["export_pdf"])[0]
+    return result["allowed"], result["reason"]
+
+
+@pytest.mark.django_db
+def test_the_buyer_is_entitled_once_stripe_confirms_and_loses_it_on_cancellation(
+    client: Client, bought: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    # given a paid checkout: not yet entitled until Stripe's events arrive
+    buyer = bought["user"]
+    assert _allowed(buyer) == (False, "no_subscription")
+
+    # when the events arrive, then the very next check allows the plan's feature
+    _deliver_all(client, bought["events"], django_capture_on_commit_callbacks)
+    assert _allowed(buyer) == (True, "granted")
+
+    # when Stripe says the subscription was deleted, then the next check refuses it
+    cancelled = stripe_gateway.client().v1.subscriptions.cancel(bought["stripe_id"])
+    _deliver_all(
+        client,
+        [event("customer.subscription.deleted", cancelled, created=int(cancelled.created) + 3600)],
+        django_capture_on_commit_callbacks,
+    )
+    assert _allowed(buyer)[0] is False

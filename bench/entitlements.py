@@ -1,0 +1,332 @@
+"""Entitlement check throughput and latency, over HTTP, against gunicorn on loopback.
+
+    .venv/bin/python bench/entitlements.py [--duration 10]
+
+Creates/migrates PostgreSQL `payments_bench` (migrate is slow only the first time), fills 10,000
+users with a subscription and its entitlements (bulk_create), starts gunicorn (2 workers) on a free
+port, and drives it from a second process (aiohttp, 16 connections, fixed duration per scenario):
+(a) GET /health/live, (b) a cached single check, (c) a bulk check of 100 codes, (d) a cold check
+(each request a user never checked since the cache was flushed). Stops gunicorn itself; the last
+line is `entitlements: single/trivial=R bulk/single=R single_p99_ms=N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
+USERS = 10_000
+FEATURES = 100
+PLANS = 5  # each plan holds 20 of the 100 features
+WARM_USERS = 1_000
+CONNECTIONS = 16
+ENV = {
+    "APP_ENV": "test",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/payments_bench",
+    "REDIS_URL": "redis://127.0.0.1:6379/12",
+    "RATELIMIT_ENABLE": "0",
+    "DJANGO_DEBUG": "0",
+    "LOG_LEVEL": "WARNING",
+    "LOG_FORMAT": "plain",
+    "DJANGO_SETTINGS_MODULE": "payments_project.settings",
+    "PYTHONPATH": str(ROOT),
+}
+
+
+# --- setup (this process) -----------------------------------------------------------------------
+
+
+def database_prepare() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'payments_bench'").fetchone()
+        if not exists:
+            conn.execute("CREATE DATABASE payments_bench")
+    env = {**os.environ, **ENV}
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=150)
+
+
+def data_fill() -> list[dict[str, Any]]:
+    """Fresh bench rows every run; returns [{token, feature}] per user (index = user number)."""
+    os.environ.update(ENV)
+    import django
+
+    django.setup()
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+    from django.db import connection
+    from django.utils import timezone
+    from rest_framework.authtoken.models import Token
+
+    from billing.models import Feature, Plan, PlanFeature
+    from entitlements.models import Entitlement
+    from subscriptions.models import Subscription
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE entitlements_entitlement, entitlements_familymember, subscriptions_subscriptionhistory,"
+            " subscriptions_subscription, authtoken_token, billing_planfeature RESTART IDENTITY CASCADE"
+        )
+    get_user_model().objects.filter(username__startswith="bench").delete()
+    Plan.objects.filter(code__startswith="bench").delete()
+    Feature.objects.filter(code__startswith="bench").delete()
+
+    now = timezone.now()
+    features = Feature.objects.bulk_create(
+        [Feature(code=f"bench_f{i:03d}", name=f"Bench {i}") for i in range(FEATURES)]
+    )
+    plans = Plan.objects.bulk_create([Plan(code=f"bench_p{i}", name=f"Bench {i}") for i in range(PLANS)])
+    per_plan = FEATURES // PLANS
+    plan_features = {plan.pk: features[i * per_plan : (i + 1) * per_plan] for i, plan in enumerate(plans)}
+    PlanFeature.objects.bulk_create(
+        [PlanFeature(plan_id=pid, feature=f) for pid, fs in plan_features.items() for f in fs]
+    )
+    User = get_user_model()
+    UNUSABLE = make_password(None)
+    users = User.objects.bulk_create(
+        [User(username=f"bench{i}", email=f"bench{i}@example.com", password=UNUSABLE) for i in range(USERS)],
+        batch_size=5000,
+    )
+    tokens = Token.objects.bulk_create(
+        [Token(key=Token.generate_key(), user=user) for user in users], batch_size=5000
+    )
+    subscriptions = Subscription.objects.bulk_create(
+        [
+            Subscription(
+                user=user,
+                plan=plans[i % PLANS],
+                status=Subscription.Status.ACTIVE,
+                current_period_start=now,
+                current_period_end=now + timedelta(days=30),
+            )
+            for i, user in enumerate(users)
+        ],
+        batch_size=5000,
+    )
+    rows = [
+        Entitlement(
+            user_id=sub.user_id,
+            feature=feature,
+            plan_id=sub.plan_id,
+            subscription=sub,
+            granted_at=now,
+            expires_at=sub.current_period_end,
+        )
+        for sub in subscriptions
+        for feature in plan_features[sub.plan_id]
+    ]
+    Entitlement.objects.bulk_create(rows, batch_size=10_000)
+    return [
+        {"token": token.key, "feature": plan_features[plans[i % PLANS].pk][i % per_plan].code}
+        for i, token in enumerate(tokens)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def gunicorn_start(port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **ENV}
+    process = subprocess.Popen(
+        [GUNICORN, "payments_project.wsgi:application", "--workers", "2", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    gunicorn_stop(process)
+    raise RuntimeError("gunicorn did not come up")
+
+
+def gunicorn_stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def redis_flush() -> None:
+    import redis
+
+    redis.Redis.from_url(ENV["REDIS_URL"]).flushdb()
+
+
+def load_run(port: int, scenario: str, users_file: str, duration: float) -> dict[str, Any]:
+    """The load generator runs in a second process (this script with --load)."""
+    out = subprocess.run(
+        [
+            PYTHON,
+            __file__,
+            "--load",
+            scenario,
+            "--port",
+            str(port),
+            "--users",
+            users_file,
+            "--duration",
+            str(duration),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# --- load generator (second process) -------------------------------------------------------------
+
+
+def _request(scenario: str, users: list[dict[str, Any]], n: int) -> tuple[str, str, dict[str, str], Any]:
+    if scenario == "trivial":
+        return "GET", "/health/live", {}, None
+    # cold: each request a user nobody checked since the flush; else the warmed users
+    user = users[WARM_USERS + n] if scenario == "cold" else users[n % WARM_USERS]
+    headers = {"Authorization": f"Token {user['token']}"}
+    if scenario == "bulk":
+        codes = [f"bench_f{i:03d}" for i in range(FEATURES)]
+        return "POST", "/api/v1/entitlements/bulk-check", headers, {"features": codes}
+    return "GET", f"/api/v1/entitlements/check?feature={user['feature']}", headers, None
+
+
+async def _drive(port: int, scenario: str, users: list[dict[str, Any]], duration: float, limit: int) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    deadline = time.monotonic() + duration
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS, force_close=False)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal counter, errors
+            while time.monotonic() < deadline and counter < limit:
+                n = counter
+                counter += 1
+                method, path, headers, body = _request(scenario, users, n)
+                start = time.perf_counter()
+                try:
+                    async with session.request(method, path, headers=headers, json=body) as response:
+                        await response.read()
+                        if response.status != 200:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+                latencies.append(time.perf_counter() - start)
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return (
+            round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2) if latencies else 0.0
+        )
+
+    return {
+        "scenario": scenario,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    }
+
+
+def load_main(args: argparse.Namespace) -> None:
+    users = json.loads(Path(args.users).read_text())
+    limit = 10**9
+    if args.load in ("single", "bulk"):  # warm the snapshots of the users we will ask about
+        asyncio.run(_drive(args.port, args.load, users, 30, WARM_USERS))
+    if args.load == "cold":
+        limit = len(users) - WARM_USERS
+    print(json.dumps(asyncio.run(_drive(args.port, args.load, users, args.duration, limit))))
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--load")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--users")
+    args = parser.parse_args()
+    if args.load:
+        load_main(args)
+        return
+
+    began = time.monotonic()
+    database_prepare()
+    print(f"database ready in {time.monotonic() - began:.1f}s", flush=True)
+    t = time.monotonic()
+    users = data_fill()
+    print(f"filled {USERS} users, {USERS * FEATURES // PLANS} entitlements in {time.monotonic() - t:.1f}s")
+    redis_flush()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(users, handle)
+        users_file = handle.name
+    port = free_port()
+    server = gunicorn_start(port)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for scenario in ("trivial", "single", "bulk", "cold"):
+            if scenario == "cold":
+                redis_flush()
+            results[scenario] = result = load_run(port, scenario, users_file, args.duration)
+            print(
+                f"{scenario:8s} {result['rps']:9.1f} req/s  p50 {result['p50_ms']:7.2f} ms  "
+                f"p99 {result['p99_ms']:7.2f} ms  ({result['requests']} requests, {result['errors']} errors,"
+                f" {result['seconds']}s)",
+                flush=True,
+            )
+    finally:
+        gunicorn_stop(server)
+        Path(users_file).unlink(missing_ok=True)
+    print(f"total {time.monotonic() - began:.1f}s")
+    single_trivial = results["single"]["rps"] / results["trivial"]["rps"]
+    bulk_single = results["bulk"]["rps"] / results["single"]["rps"]
+    print(
+        f"entitlements: single/trivial={single_trivial:.2f} bulk/single={bulk_single:.2f} "
+        f"single_p99_ms={results['single']['p99_ms']:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,128 @@
+"""The per-user entitlement snapshot in Redis: one hash per user, guarded by a version counter.
+
+Layout (keys go through the cache's KEY_PREFIX/VERSION, so they follow CACHES overrides):
+
+- `ent:s:<user_id>`: a hash, field `__meta` (JSON: has_subscription) plus one field per feature
+  code the user holds a row for (JSON entry, see selectors._entry). A warm check of N codes is one
+  HMGET of `__meta` and the N codes.
+- `ent:v:<user_id>`: a counter. Invalidation (after commit) INCRs it and DELs the hash in one
+  MULTI. A rebuild reads the counter BEFORE reading the database and writes the hash through a Lua
+  script only if the counter still holds what it read, so a rebuild that raced an invalidation
+  never stores its stale result.
+
+Every function raises CacheUnavailable when Redis cannot be reached; callers fall back to the
+database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+from django_redis import get_redis_connection
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from entitlements.metrics import entitlement_cache_fallbacks_total
+
+logger = logging.getLogger(__name__)
+
+META_FIELD = "__meta"
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, ConnectionInterrupted, OSError)
+
+# KEYS[1] snapshot hash, KEYS[2] version counter; ARGV[1] version read before the DB read,
+# ARGV[2] ttl seconds, ARGV[3..] field, value pairs.
+_WRITE_IF_VERSION = """
+local current = redis.call('GET', KEYS[2]) or '0'
+if current ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+
+class CacheUnavailable(Exception):
+    """Redis could not be reached; the caller answers from the database."""
+
+
+def _conn() -> Any:
+    return get_redis_connection("default")
+
+
+def snapshot_key(user_id: int) -> str:
+    return str(caches["default"].make_key(f"ent:s:{user_id}"))
+
+
+def version_key(user_id: int) -> str:
+    return str(caches["default"].make_key(f"ent:v:{user_id}"))
+
+
+def snapshot_ttl() -> int:
+    # Bounds how long a snapshot can outlive a lost invalidation (Redis down at commit time).
+    return int(getattr(settings, "ENTITLEMENTS_SNAPSHOT_TTL_SECONDS", 3600))
+
+
+def snapshot_read_fields(*, user_id: int, codes: Sequence[str]) -> list[bytes | None]:
+    """ONE command: HMGET of the meta field then each code. result[0] is None on a miss."""
+    try:
+        return list(_conn().hmget(snapshot_key(user_id), [META_FIELD, *codes]))
+    except REDIS_ERRORS as exc:
+        raise CacheUnavailable(str(exc)) from exc
+
+
+def snapshot_read_all(*, user_id: int) -> dict[bytes, bytes]:
+    """ONE command: HGETALL. Empty on a miss (a built snapshot always has the meta field)."""
+    try:
+        return dict(_conn().hgetall(snapshot_key(user_id)))
+    except REDIS_ERRORS as exc:
+        raise CacheUnavailable(str(exc)) from exc
+
+
+def snapshot_version(*, user_id: int) -> str:
+    try:
+        raw = _conn().get(version_key(user_id))
+    except REDIS_ERRORS as exc:
+        raise CacheUnavailable(str(exc)) from exc
+    return "0" if raw is None else raw.decode()
+
+
+def snapshot_write(*, user_id: int, version: str, meta: dict[str, Any], entries: dict[str, Any]) -> bool:
+    """Store the snapshot if no invalidation happened since `version` was read; True if stored."""
+    args: list[Any] = [version, snapshot_ttl(), META_FIELD, json.dumps(meta, separators=(",", ":"))]
+    for code, entry in entries.items():
+        args += [code, json.dumps(entry, separators=(",", ":"))]
+    try:
+        conn = _conn()
+        script = conn.register_script(_WRITE_IF_VERSION)
+        return bool(script(keys=[snapshot_key(user_id), version_key(user_id)], args=args, client=conn))
+    except REDIS_ERRORS as exc:
+        raise CacheUnavailable(str(exc)) from exc
+
+
+def snapshot_invalidate(*, user_ids: Iterable[int]) -> None:
+    """Bump each user's version and drop the snapshot, atomically per call. Never raises."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return
+    try:
+        pipe = _conn().pipeline(transaction=True)
+        for user_id in ids:
+            pipe.incr(version_key(user_id))
+            pipe.delete(snapshot_key(user_id))
+        pipe.execute()
+    except REDIS_ERRORS:
+        # The snapshot (if Redis kept it) stays until its TTL: see snapshot_ttl().
+        entitlement_cache_fallbacks_total.inc()
+        logger.warning("entitlement cache invalidation failed for users %s", ids, exc_info=True)
+
+
+def snapshot_invalidate_on_commit(*, user_ids: Iterable[int]) -> None:
+    ids = frozenset(user_ids)
+    if ids:
+        transaction.on_commit(lambda: snapshot_invalidate(user_ids=ids))

@@ -1,0 +1,56 @@
+"""Subscription domain signals -> entitlement services. Sent inside the sender's transaction, so
+a grant commits or rolls back with the subscription change; each service is idempotent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing.models import Payment
+from entitlements import services
+from entitlements.selectors import feature_codes_forget
+from subscriptions.models import Subscription
+
+
+def on_subscription_activated(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
+    services.entitlement_grant_for_subscription(subscription=subscription)
+
+
+def on_subscription_renewed(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
+    services.entitlement_extend_for_subscription(subscription=subscription)
+
+
+def on_subscription_suspended(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
+    services.entitlement_suspend_for_subscription(subscription=subscription)
+
+
+def on_subscription_reactivated(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
+    services.entitlement_restore_for_subscription(subscription=subscription)
+
+
+def on_subscription_cancelled(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
+    services.entitlement_revoke_for_subscription(subscription=subscription)
+
+
+def on_subscription_plan_changed(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
+    services.entitlement_replace_plan_for_subscription(subscription=subscription)
+
+
+def on_payment_succeeded(sender: Any, *, payment: Payment, **kwargs: Any) -> None:
+    """A one-time purchase of a plan grants its features, keyed by the PaymentIntent."""
+    if payment.plan is not None and payment.stripe_payment_intent_id:
+        services.entitlement_grant_one_time(
+            user=payment.user, plan=payment.plan, source_ref=payment.stripe_payment_intent_id
+        )
+
+
+def on_payment_refunded(
+    sender: Any, *, payment: Payment, revoke_entitlements: bool = False, **kwargs: Any
+) -> None:
+    """Staff chose to take back what the refunded payment bought."""
+    if revoke_entitlements and payment.stripe_payment_intent_id:
+        services.entitlement_revoke_one_time(source_ref=payment.stripe_payment_intent_id)
+
+
+def on_feature_changed(sender: Any, **kwargs: Any) -> None:
+    """A feature added or removed: this process re-reads the known codes on the next check."""
+    feature_codes_forget()
