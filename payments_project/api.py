@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit.core import get_usage
 from rest_framework import exceptions, status
@@ -55,6 +56,14 @@ def _field_errors(detail: Any, prefix: str = "") -> dict[str, list[dict[str, str
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable: say so, never guess (e.g. an entitlement answer).
+        logger.error("database unavailable: %s", exc)
+        return Response(
+            error_body("database_unavailable", "The service cannot reach its database; retry shortly."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, DomainError):
         return Response(
             error_body(exc.code, exc.message, exc.fields),

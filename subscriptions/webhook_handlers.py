@@ -44,6 +44,8 @@ def on_invoice_paid(sender: Any, event: Event, **kwargs: Any) -> None:
 @djstripe_receiver("invoice.payment_failed")
 def on_invoice_failed(sender: Any, event: Event, **kwargs: Any) -> None:
     data, as_of = current_object_as_of(event)
+    if data.get("status") == "paid":
+        return  # a retry paid it since: this failure is history, not the current state
     subscription_apply_invoice_failed(data=data, event_id=event.id, event_created=as_of)
 
 

@@ -274,3 +274,24 @@ def test_a_failure_is_recorded_and_reprocess_recovers_it(
     assert (row.status, row.attempts, row.last_error) == ("done", 2, "")
     assert pending_payment.status == "succeeded"
     assert SECRET.startswith("whsec_")
+
+
+@pytest.mark.django_db
+def test_refund_updated_for_a_refund_made_elsewhere_creates_our_row_once(
+    client: Client, pending_payment: Payment, received: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given a paid payment refunded in Stripe's dashboard
+    intent = _confirm_at_stripe(pending_payment)
+    pending_payment.refresh_from_db()
+    remote = stripe_gateway.client().v1.refunds.create({"payment_intent": intent.id, "amount": 200})
+
+    # when refund.created and refund.updated both arrive
+    _deliver(client, event("refund.created", remote), django_capture_on_commit_callbacks)
+    _deliver(client, event("refund.updated", remote), django_capture_on_commit_callbacks)
+
+    # then one refund row, and the payment's refunded amount follows
+    refund = Refund.objects.get()
+    assert (refund.stripe_refund_id, refund.amount, refund.status) == (remote.id, 200, "succeeded")
+    pending_payment.refresh_from_db()
+    assert pending_payment.amount_refunded == 200
+    assert received == [("refunded", 200)]

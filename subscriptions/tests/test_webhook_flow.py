@@ -152,3 +152,44 @@ def test_the_buyer_is_entitled_once_stripe_confirms_and_loses_it_on_cancellation
         django_capture_on_commit_callbacks,
     )
     assert _allowed(buyer)[0] is False
+
+
+@pytest.mark.django_db
+def test_a_late_payment_failed_for_an_invoice_paid_since_changes_nothing(
+    client: Client, bought: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    # given the active subscription whose first invoice is paid
+    _deliver_all(client, bought["events"], django_capture_on_commit_callbacks)
+    invoice = bought["events"][2]["data"]["object"]
+
+    # when an older invoice.payment_failed for that invoice arrives late
+    failed = dict(invoice, status="open", paid=False, attempt_count=1)
+    _deliver_all(
+        client,
+        [event("invoice.payment_failed", failed, created=bought["events"][0]["created"])],
+        django_capture_on_commit_callbacks,
+    )
+
+    # then the subscription stays active (Stripe's current invoice is paid)
+    assert _state(bought["stripe_id"])[2] == "active"
+    assert _allowed(bought["user"]) == (True, "granted")
+
+
+@pytest.mark.django_db
+def test_payment_failed_on_an_unpaid_invoice_makes_the_subscription_past_due(
+    client: Client, bought: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    # given the active subscription, and a renewal invoice that Stripe could not charge
+    _deliver_all(client, bought["events"], django_capture_on_commit_callbacks)
+    sdk = stripe_gateway.client()
+    customer = sdk.v1.subscriptions.retrieve(bought["stripe_id"]).customer
+    sdk.v1.invoice_items.create({"customer": customer, "amount": 999, "currency": "usd"})
+    renewal = sdk.v1.invoices.create({"customer": customer, "subscription": bought["stripe_id"]})
+    assert renewal.status != "paid"
+
+    # when Stripe reports the failure
+    _deliver_all(client, [event("invoice.payment_failed", renewal)], django_capture_on_commit_callbacks)
+
+    # then the subscription is past due and its features are suspended on the next check
+    assert _state(bought["stripe_id"])[2] == "past_due"
+    assert _allowed(bought["user"]) == (False, "suspended")
