@@ -230,3 +230,31 @@ def test_change_plan_moves_stripe_and_our_row(api_client, subscription, stripe_c
     subscription.refresh_from_db()
     assert (subscription.plan.code, subscription.amount, subscription.currency) == ("max", 1999, "USD")
     assert sent.names() == ["plan_changed"]
+
+
+def test_staff_extend_period_moves_stripe_and_our_row_and_is_audited(
+    subscription: Subscription, stripe_client: stripe.StripeClient, sent
+) -> None:
+    # given an active subscription and a support agent
+    staff = UserFactory(username="agent", is_staff=True)
+    end = subscription.current_period_end
+    assert end is not None
+
+    # when support extends it by 7 days
+    services.subscription_extend_period(subscription=subscription, days=7, staff_user=staff, note="outage")
+
+    # then Stripe defers the next charge to the new end, our period follows, the history says who
+    from datetime import timedelta
+
+    new_end = end + timedelta(days=7)
+    remote = stripe_client.v1.subscriptions.retrieve(subscription.stripe_subscription_id)
+    assert remote.trial_end == int(new_end.timestamp())
+    subscription.refresh_from_db()
+    assert subscription.current_period_end == new_end
+    entry = SubscriptionHistory.objects.filter(subscription=subscription).last()
+    assert (entry.cause, entry.staff_user, entry.note) == (
+        "staff",
+        staff,
+        "period extended by 7 days: outage",
+    )
+    assert sent.names() == ["renewed"]
