@@ -8,6 +8,7 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from billing import stripe_gateway, webhook_handlers  # noqa: F401 - connects the handlers
+        from payments_project import authentication  # noqa: F401 - token-cache invalidation signals
         from payments_project.roles import roles_ensure
 
         stripe_gateway.configure_sdk_globals()

@@ -96,14 +96,7 @@ def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         error = exc.error
         raise PaymentDeclined(
             exc.user_message or "The card was declined.",
-            fields={
-                "decline_code": [
-                    {
-                        "code": str(getattr(error, "decline_code", None) or exc.code or "card_declined"),
-                        "message": exc.user_message or "declined",
-                    }
-                ]
-            },
+            extra={"decline_code": str(getattr(error, "decline_code", None) or exc.code or "card_declined")},
         ) from exc
     except stripe.InvalidRequestError as exc:
         raise DomainError(

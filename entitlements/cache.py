@@ -33,7 +33,14 @@ from entitlements.metrics import entitlement_cache_fallbacks_total
 logger = logging.getLogger(__name__)
 
 META_FIELD = "__meta"
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, ConnectionInterrupted, OSError)
+# NotImplementedError: the cache is not Redis (the embedded local-memory default of `make run`);
+# checks are then answered from the database, like when Redis is down.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError,
+    ConnectionInterrupted,
+    OSError,
+    NotImplementedError,
+)
 
 # KEYS[1] snapshot hash, KEYS[2] version counter; ARGV[1] version read before the DB read,
 # ARGV[2] ttl seconds, ARGV[3..] field, value pairs.
@@ -108,8 +115,8 @@ def snapshot_write(*, user_id: int, version: str, meta: dict[str, Any], entries:
 def snapshot_invalidate(*, user_ids: Iterable[int]) -> None:
     """Bump each user's version and drop the snapshot, atomically per call. Never raises."""
     ids = sorted(set(user_ids))
-    if not ids:
-        return
+    if not ids or "django_redis" not in settings.CACHES["default"]["BACKEND"]:
+        return  # no Redis, no snapshots to drop
     try:
         pipe = _conn().pipeline(transaction=True)
         for user_id in ids:

@@ -17,6 +17,7 @@ class DomainError(Exception):
         status_code: int | None = None,
         fields: dict[str, list[dict[str, str]]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -26,6 +27,8 @@ class DomainError(Exception):
             self.status_code = status_code
         self.fields = fields or {}
         self.headers = headers or {}
+        # More machine-readable facts beside code/message/fields, e.g. a card's decline_code.
+        self.extra = extra or {}
 
 
 class NotFound(DomainError):

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "django_celery_beat",
     "djstripe",
@@ -166,7 +167,7 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", default=False):
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "payments_project.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -186,6 +187,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Swagger UI served from our own static files: the docs page works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Rate limits per API scope (a view's `ratelimit_scope`), django-ratelimit syntax, e.g.
@@ -199,6 +204,9 @@ RATELIMIT_USE_CACHE = "default"
 # With Redis down the API keeps answering (entitlement checks fall back to the database);
 # losing abuse protection for the outage is the lesser harm than refusing every request.
 RATELIMIT_FAIL_OPEN = True
+# How long a token's cached user snapshot (payments_project.authentication) may live. Token
+# deletion and user changes invalidate it at once; the TTL only bounds a lost invalidation.
+AUTH_TOKEN_CACHE_TTL_SECONDS = env_int("AUTH_TOKEN_CACHE_TTL_SECONDS", 60)
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")

@@ -18,6 +18,9 @@ import asyncio
 import contextlib
 import html
 import logging
+import os
+import pickle
+import signal
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -324,6 +327,13 @@ _subscription_init, _subscription_update = ls.Subscription.__init__, ls.Subscrip
 
 def _subscription_init_with_prices(self: Any, items: Any = None, **kwargs: Any) -> None:
     _subscription_init(self, items=_plan_items(items), **kwargs)
+    # localstripe leaves a trial subscription "incomplete" and never starts it; Stripe starts the
+    # trial at once ("trialing", the first charge at trial_end).
+    if self.trial_end is not None or self.trial_period_days is not None:
+        self.status = "trialing"
+        self.trial_start = self.start_date
+        if self.trial_end is None:
+            self.trial_end = self.start_date + int(self.trial_period_days) * 86400
 
 
 def _subscription_update_with_prices(
@@ -885,13 +895,40 @@ async def start(host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, 
     return runner, f"http://{host}:{bound_port}"
 
 
-async def _serve_forever(host: str, port: int) -> None:
+def _persist_to(path: str) -> None:
+    """Keep the stand-in's objects across restarts of `make run`, like Stripe keeps them: our
+    database still names its customers, prices and subscriptions after a restart."""
+
+    def dump(store: Any) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(dict(store), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    ls.Store.dump_to_disk = dump
+    try:
+        with open(path, "rb") as f:
+            dict.update(ls.store, pickle.load(f))  # noqa: S301 - our own dev file
+    except FileNotFoundError:
+        pass
+    except Exception:  # a file from another localstripe version: start empty
+        logger.warning("ignoring unreadable stand-in state %s", path, exc_info=True)
+
+
+async def _serve_forever(host: str, port: int, state_file: str | None) -> None:
     runner, url = await start(host, port)
-    logger.info("Stripe stand-in listening on %s (dev only, in-memory state)", url)
+    kept = f"state kept in {state_file}" if state_file else "in-memory state"
+    logger.info("Stripe stand-in listening on %s (dev only, %s)", url, kept)
     try:
         await asyncio.Event().wait()
     finally:
+        if state_file:  # objects changed in place (statuses) are saved on the way out too
+            ls.store.dump_to_disk()
         await runner.cleanup()
+
+
+def _stop(*_: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -903,6 +940,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--public-url", help="base URL of checkout pages (default: the Host the API was called on)"
     )
+    parser.add_argument("--state-file", help="keep objects across restarts in this file (pickle)")
     args = parser.parse_args(argv)
     if args.host in WILDCARD_HOSTS:
         parser.error("--host must name one interface (e.g. 127.0.0.1), not all of them")
@@ -913,8 +951,12 @@ def main(argv: list[str] | None = None) -> None:
         register_webhook("cli", args.webhook_url, args.webhook_secret, None)
     if args.public_url:
         app[PUBLIC_URL] = args.public_url.rstrip("/")
+    if args.state_file:
+        _persist_to(args.state_file)
+    # honcho stops its processes with SIGTERM: end the loop cleanly so the state is saved.
+    signal.signal(signal.SIGTERM, _stop)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop it
-        asyncio.run(_serve_forever(args.host, args.port))
+        asyncio.run(_serve_forever(args.host, args.port, args.state_file))
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def payment_create(
                 {"idempotency_key": f"{stripe_key}:confirm"},
             )
         except stripe_gateway.PaymentDeclined as exc:
-            decline = exc.fields.get("decline_code", [{}])[0].get("code", "card_declined")
+            decline = str(exc.extra.get("decline_code", "card_declined"))
             Payment.objects.filter(pk=payment.pk).exclude(status__in=FINAL).update(
                 status=Payment.Status.FAILED, failure_code=decline, failure_message=exc.message
             )
@@ -294,6 +294,30 @@ def payment_status_set(*, payment_id: int, status: str, staff_user: Any, reason:
     return payment
 
 
+def _refuse_second_subscription(*, user: Any) -> None:
+    """A customer with a running subscription changes plan instead of buying a second one.
+
+    A guard for the common mistake (a double click, a second tab), not a lock: two sessions opened
+    at the same instant could both be paid, and Stripe would then bill both subscriptions.
+    """
+    from subscriptions.models import Subscription
+
+    running = [
+        Subscription.Status.TRIALING,
+        Subscription.Status.ACTIVE,
+        Subscription.Status.PAST_DUE,
+        Subscription.Status.UNPAID,
+        Subscription.Status.PAUSED,
+    ]
+    current = Subscription.objects.filter(user=user, status__in=running).select_related("plan").first()
+    if current is not None:
+        raise Conflict(
+            f"You already subscribe to {current.plan.name}; change plan instead of buying another.",
+            code="already_subscribed",
+            extra={"subscription_id": str(current.pk)},
+        )
+
+
 def checkout_session_create(
     *,
     user: Any,
@@ -321,6 +345,8 @@ def checkout_session_create(
             f"Plan {plan_code!r} is not sold in {zone.code if zone else 'the default zone'}.",
             code="not_for_sale",
         )
+    if plan.interval != Plan.Interval.ONE_TIME:
+        _refuse_second_subscription(user=user)
     price = stripe_price_ensure(item=PushItem(plan, quote.currency, quote.amount))
     customer_id = customer_ensure(user=user)
     metadata = {"user_id": str(user.pk), "plan_code": plan.code, "pricing_zone": zone.code if zone else ""}

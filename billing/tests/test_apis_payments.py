@@ -98,7 +98,8 @@ def test_a_declined_card_is_a_402_with_the_decline_code(stripe_standin: StandinS
         "error": {
             "code": "card_declined",
             "message": "Your card was declined.",
-            "fields": {"decline_code": [{"code": "generic_decline", "message": "Your card was declined."}]},
+            "fields": {},
+            "decline_code": "generic_decline",
         }
     }
     payment = Payment.objects.get()
@@ -189,3 +190,71 @@ def test_staff_status_change_is_audited_and_users_cannot(stripe_standin: Standin
         staff_user,
         "customer called",
     )
+
+
+@pytest.mark.django_db
+def test_checkout_session_for_a_plan_at_the_zone_price(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # given Pro sold in euros
+    from billing.tests.factories import PlanFactory, PriceFactory, PricingZoneFactory, ZoneCountryFactory
+
+    PriceFactory(plan=PlanFactory(code="pro", trial_days=14), currency="EUR", amount=899)
+    ZoneCountryFactory(zone=PricingZoneFactory(code="euro", currency="EUR"), country="FR")
+
+    # when ana opens a checkout from France
+    response = _client(ana).post(
+        "/api/v1/checkout-sessions/",
+        {
+            "plan": "pro",
+            "country": "fr",
+            "success_url": "https://x.test/ok",
+            "cancel_url": "https://x.test/no",
+        },
+        format="json",
+    )
+
+    # then a Stripe session bills 8.99 EUR a month, for her
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["mode"], body["plan"], body["amount"], body["currency"], body["zone"]) == (
+        "subscription",
+        "pro",
+        899,
+        "EUR",
+        "euro",
+    )
+    session = stripe_gateway.client().v1.checkout.sessions.retrieve(body["id"], {"expand": ["line_items"]})
+    assert session.url == body["url"]
+    assert session.metadata.to_dict() == {"user_id": str(ana.pk), "plan_code": "pro", "pricing_zone": "euro"}
+    assert session.line_items.data[0].price.unit_amount == 899
+
+
+@pytest.mark.django_db
+def test_checkout_is_refused_while_a_subscription_runs(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    from billing.tests.factories import PlanFactory, PriceFactory
+    from subscriptions.tests.factories import SubscriptionFactory
+
+    PriceFactory(plan=PlanFactory(code="pro"), currency="USD", amount=999)
+    running = SubscriptionFactory(user=ana, status="active")
+    response = _client(ana).post(
+        "/api/v1/checkout-sessions/",
+        {"plan": "pro", "success_url": "https://x.test/ok", "cancel_url": "https://x.test/no"},
+        format="json",
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "already_subscribed"
+    assert response.json()["error"]["subscription_id"] == str(running.pk)
+
+
+@pytest.mark.django_db
+def test_checkout_for_an_unknown_plan_is_404(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    response = _client(ana).post(
+        "/api/v1/checkout-sessions/",
+        {"plan": "nope", "success_url": "https://x.test/ok", "cancel_url": "https://x.test/no"},
+        format="json",
+    )
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "code": "not_found",
+        "message": "No active plan 'nope'.",
+        "fields": {},
+    }

@@ -212,6 +212,27 @@ def test_with_redis_down_checks_are_answered_from_the_database(
 
 
 @pytest.mark.django_db
+@override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
+def test_without_redis_configured_checks_are_answered_from_the_database(
+    make_plan: Callable[..., Plan], django_capture_on_commit_callbacks
+) -> None:
+    # given the embedded local-memory cache of `make run` (no REDIS_URL) and a granted feature
+    subscription = SubscriptionFactory(plan=make_plan("export"))
+    with django_capture_on_commit_callbacks(execute=True):
+        entitlement_grant_for_subscription(subscription=subscription)
+
+    # when checking, then revoking and checking again
+    before = _one(subscription.user_id, "export")
+    with django_capture_on_commit_callbacks(execute=True):
+        entitlement_revoke_for_subscription(subscription=subscription)
+    after = _one(subscription.user_id, "export")
+
+    # then both answers are right and nothing raised
+    assert (before["allowed"], before["reason"]) == (True, "granted")
+    assert (after["allowed"], after["reason"]) == (False, "no_subscription")
+
+
+@pytest.mark.django_db
 def test_list_shows_the_effective_entitlements_with_their_source(make_plan: Callable[..., Plan]) -> None:
     # given an own subscription and an expired one-time feature
     user = UserFactory()

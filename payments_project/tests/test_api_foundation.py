@@ -172,3 +172,9 @@ def test_openapi_schema_describes_the_api(api_client: APIClient, db: None) -> No
     schema = response.json()
     assert schema["info"]["title"] == "Payments back-office API"
     assert {"/api/v1/plans/", "/api/v1/plans/{code}/", "/api/v1/me/"} <= set(schema["paths"])
+
+
+def test_docs_page_serves_swagger_ui_from_our_own_static_files(api_client: APIClient, db: None) -> None:
+    page = api_client.get("/api/v1/docs/").content.decode()
+    assert "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "cdn.jsdelivr.net" not in page

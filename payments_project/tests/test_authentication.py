@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.client
+from django.contrib.auth.models import Group
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from billing.models import Plan
+from billing.tests.factories import UserFactory as _UserFactory
+from entitlements.services import entitlement_grant_for_subscription
+from entitlements.tests.conftest import make_plan  # noqa: F401 - the fixture
+from entitlements.tests.factories import SubscriptionFactory
+from payments_project import authentication
+
+
+def _user(subscription: Any) -> Any:
+    return subscription.user
+
+
+def UserFactory(**fields: Any) -> Any:
+    return _UserFactory(**fields)
+
+
+CLOSED_PORT_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    }
+}
+
+
+def _client(token: Token) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.mark.django_db
+def test_a_warm_check_makes_no_database_query(
+    make_plan: Callable[..., Plan],  # noqa: F811
+    django_assert_num_queries: Any,
+) -> None:
+    # given a subscriber whose token and entitlements were read once (both snapshots warm)
+    subscription = SubscriptionFactory(plan=make_plan("export"))
+    entitlement_grant_for_subscription(subscription=subscription)
+    client = _client(Token.objects.create(user=_user(subscription)))
+    first = client.get("/api/v1/entitlements/check?feature=export")
+
+    # when they check again
+    with django_assert_num_queries(0):
+        response = client.get("/api/v1/entitlements/check?feature=export")
+
+    # then the answer is the same, without touching the database
+    assert first.status_code == 200
+    assert response.status_code == 200
+    assert response.json() == first.json()
+    assert response.json()["allowed"] is True
+
+
+@pytest.mark.django_db
+def test_a_warm_check_is_three_redis_commands(make_plan: Callable[..., Plan], monkeypatch: Any) -> None:  # noqa: F811
+    # given a warm subscriber
+    subscription = SubscriptionFactory(plan=make_plan("export"))
+    entitlement_grant_for_subscription(subscription=subscription)
+    client = _client(Token.objects.create(user=_user(subscription)))
+    client.get("/api/v1/entitlements/check?feature=export")
+    sent: list[str] = []
+    original = redis.client.Redis.execute_command
+
+    def counting(self: redis.client.Redis, *args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return original(self, *args, **options)
+
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counting)
+
+    # when they check again
+    response = client.get("/api/v1/entitlements/check?feature=export")
+
+    # then: the token snapshot, the rate-limit counter (one script), the entitlement snapshot
+    assert response.status_code == 200
+    assert sent == ["MGET", "EVALSHA", "HMGET"]
+
+
+@pytest.mark.django_db
+def test_a_deleted_token_is_refused_on_the_very_next_request() -> None:
+    # given a token used once (its snapshot is warm)
+    token = Token.objects.create(user=UserFactory())
+    client = _client(token)
+    before = client.get("/api/v1/me/")
+
+    # when the token is deleted
+    token.delete()
+    response = client.get("/api/v1/me/")
+
+    # then the next request is refused
+    assert before.status_code == 200
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "authentication_failed",
+        "message": "Invalid token.",
+        "fields": {},
+    }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("update_fields", [None, ["is_active"]])
+def test_a_deactivated_user_is_refused_on_the_very_next_request(update_fields: list[str] | None) -> None:
+    # given a user whose token snapshot is warm
+    user = UserFactory()
+    client = _client(Token.objects.create(user=user))
+    before = client.get("/api/v1/me/")
+
+    # when the user is deactivated
+    user.is_active = False
+    user.save(update_fields=update_fields)
+    response = client.get("/api/v1/me/")
+
+    # then the next request is refused
+    assert before.status_code == 200
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "authentication_failed",
+        "message": "User inactive or deleted.",
+        "fields": {},
+    }
+
+
+@pytest.mark.django_db
+def test_a_deleted_user_is_refused_on_the_very_next_request() -> None:
+    # given a user whose token snapshot is warm
+    user = UserFactory()
+    client = _client(Token.objects.create(user=user))
+    before = client.get("/api/v1/me/")
+
+    # when the user is deleted (the token goes with it)
+    user.delete()
+    response = client.get("/api/v1/me/")
+
+    # then
+    assert before.status_code == 200
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Invalid token."
+
+
+@pytest.mark.django_db
+def test_a_staff_change_applies_on_the_very_next_request() -> None:
+    # given ana (not staff, snapshot warm) and bob
+    ana, bob = UserFactory(username="ana"), UserFactory(username="bob")
+    client = _client(Token.objects.create(user=ana))
+    refused = client.get(f"/api/v1/me/?user_id={bob.pk}")
+
+    # when ana is made staff
+    ana.is_staff = True
+    ana.save()
+    answered = client.get(f"/api/v1/me/?user_id={bob.pk}")
+
+    # then she may act for bob from the next request on
+    assert refused.status_code == 403
+    assert answered.status_code == 200
+    assert answered.json()["username"] == "bob"
+
+
+@pytest.mark.django_db
+def test_a_warm_user_still_has_its_other_fields_and_permissions() -> None:
+    # given a service account (permission through its group) and bob, the service's snapshot warm
+    service = UserFactory(username="checkout-service", email="svc@example.com")
+    service.groups.add(Group.objects.get(name="service"))
+    bob = UserFactory(username="bob")
+    client = _client(Token.objects.create(user=service))
+    client.get("/api/v1/me/")
+
+    # when the service asks about itself and for bob, warm
+    me = client.get("/api/v1/me/")
+    for_bob = client.get(f"/api/v1/me/?user_id={bob.pk}")
+
+    # then the deferred fields load from the database and the permission is checked there
+    assert me.json() == {
+        "id": service.pk,
+        "username": "checkout-service",
+        "email": "svc@example.com",
+        "is_staff": False,
+        "can_act_for_any_user": True,
+    }
+    assert for_bob.status_code == 200
+    assert for_bob.json()["username"] == "bob"
+
+
+@pytest.mark.django_db
+def test_a_fill_that_raced_an_invalidation_is_not_stored() -> None:
+    # given a fill that read the generation before an invalidation (e.g. a deactivation committing)
+    user = UserFactory()
+    token = Token.objects.create(user=user)
+    _, generation = authentication._read(token.key)
+    authentication.token_cache_invalidate([token.key])
+
+    # when it writes its (possibly stale) snapshot
+    authentication._write(token.key, generation, user)
+
+    # then nothing was stored, and a fill with the fresh generation is
+    snapshot, fresh = authentication._read(token.key)
+    authentication._write(token.key, fresh, user)
+    assert snapshot is None
+    assert fresh == "2"
+    assert authentication._read(token.key)[0] == f"{user.pk}|1|0|0".encode()
+
+
+@pytest.mark.django_db
+def test_a_last_login_update_keeps_the_snapshot() -> None:
+    # given a warm snapshot
+    user = UserFactory()
+    token = Token.objects.create(user=user)
+    _client(token).get("/api/v1/me/")
+
+    # when only last_login is saved (what a login does)
+    user.save(update_fields=["last_login"])
+
+    # then the snapshot is still there
+    assert authentication._read(token.key) == (f"{user.pk}|1|0|0".encode(), "1")
+
+
+@pytest.mark.django_db
+@override_settings(CACHES=CLOSED_PORT_REDIS)
+def test_with_redis_down_tokens_authenticate_from_the_database() -> None:
+    # given Redis unreachable, a valid token and a deleted one
+    user = UserFactory(username="ana")
+    client = _client(Token.objects.create(user=user))
+    gone = Token.objects.create(user=UserFactory())
+    gone_client = _client(gone)
+    gone.delete()
+
+    # when both are used
+    response = client.get("/api/v1/me/")
+    refused = gone_client.get("/api/v1/me/")
+
+    # then the valid one authenticates from the database, the deleted one is refused
+    assert response.status_code == 200
+    assert response.json()["username"] == "ana"
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "Invalid token."
