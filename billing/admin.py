@@ -79,7 +79,7 @@ class PlanAdmin(admin.ModelAdmin):
     def list_prices(self, obj: Plan) -> str:
         return ", ".join(p.display_amount for p in obj.prices.all() if p.active) or "-"
 
-    @admin.action(description="Create missing Stripe products and prices")
+    @admin.action(description="Create missing Stripe products and prices", permissions=["change"])
     def push_to_stripe(self, request: HttpRequest, queryset: QuerySet[Plan]) -> None:
         try:
             created = catalog_push_to_stripe()
@@ -351,10 +351,13 @@ class WebhookEventAdmin(admin.ModelAdmin):
     ]
     actions = ["reprocess"]
 
-    @admin.action(description="Reprocess the selected events")
+    @admin.action(description="Reprocess the selected events", permissions=["reprocess"])
     def reprocess(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
         count = webhook_event_reprocess(webhook_event_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} events queued again (done events are left alone).")
+
+    def has_reprocess_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.change_webhookevent")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

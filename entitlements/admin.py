@@ -20,12 +20,12 @@ class EntitlementAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     actions = ["suspend_selected", "revoke_selected"]
 
-    @admin.action(description="Suspend selected entitlements")
+    @admin.action(description="Suspend selected entitlements", permissions=["change"])
     def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Entitlement]) -> None:
         count = entitlement_set_status(entitlements=queryset, status=Entitlement.Status.SUSPENDED)
         self.message_user(request, f"{count} entitlement(s) suspended.", messages.SUCCESS)
 
-    @admin.action(description="Revoke selected entitlements")
+    @admin.action(description="Revoke selected entitlements", permissions=["change"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Entitlement]) -> None:
         count = entitlement_set_status(entitlements=queryset, status=Entitlement.Status.REVOKED)
         self.message_user(request, f"{count} entitlement(s) revoked.", messages.SUCCESS)

@@ -1,7 +1,8 @@
 """Staff and API roles as Django groups, kept in step with the code on every `migrate`.
 
 - support: sees everything in the back-office, changes nothing that moves money.
-- finance: support, plus what moves money (refunds, when the billing app grows them).
+- finance: support, plus what moves money or access: refunds, subscription and entitlement
+  actions, catalog edits, reprocessing webhook events.
 - service: API accounts of other back-ends; may act for any user_id.
 """
 
@@ -17,7 +18,14 @@ ROLES: dict[str, dict[str, list[str]]] = {
     "support": {"view_apps": VIEW_APPS, "perms": []},
     "finance": {
         "view_apps": VIEW_APPS,
-        "perms": ["billing.refund_payment", "billing.change_plan", "billing.change_pricingzone"],
+        "perms": [
+            "billing.refund_payment",
+            "billing.change_plan",
+            "billing.change_pricingzone",
+            "billing.change_webhookevent",
+            "subscriptions.change_subscription",
+            "entitlements.change_entitlement",
+        ],
     },
     "service": {"view_apps": [], "perms": ["billing.act_for_any_user"]},
 }

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html_join
 
 from payments_project.errors import DomainError
 from subscriptions import services
@@ -51,7 +53,19 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Subscription | None = None) -> list[str]:
         # Status and periods mirror Stripe: they change through the services only.
-        return [f.name for f in Subscription._meta.concrete_fields if f.name not in ("id",)]
+        return [f.name for f in Subscription._meta.concrete_fields if f.name not in ("id",)] + ["related"]
+
+    @admin.display(description="related")
+    def related(self, obj: Subscription) -> str:
+        links = [
+            (reverse("admin:auth_user_change", args=[obj.user_id]), "customer"),
+            (f"{reverse('admin:billing_payment_changelist')}?user__id__exact={obj.user_id}", "payments"),
+            (
+                f"{reverse('admin:entitlements_entitlement_changelist')}?subscription__id__exact={obj.pk}",
+                "entitlements",
+            ),
+        ]
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
 
     def _each(
         self,
@@ -70,7 +84,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if ok:
             self.message_user(request, f"{done}: {ok} subscription(s).", messages.SUCCESS)
 
-    @admin.action(description="Cancel at period end")
+    @admin.action(description="Cancel at period end", permissions=["change"])
     def cancel_at_period_end_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         self._each(
             request,
@@ -79,7 +93,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "Cancellation at period end requested",
         )
 
-    @admin.action(description="Cancel immediately")
+    @admin.action(description="Cancel immediately", permissions=["change"])
     def cancel_now_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         self._each(
             request,
@@ -88,7 +102,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "Cancelled",
         )
 
-    @admin.action(description="Resume (undo pending cancellation)")
+    @admin.action(description="Resume (undo pending cancellation)", permissions=["change"])
     def resume_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         self._each(
             request,
@@ -97,7 +111,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
             "Resumed",
         )
 
-    @admin.action(description=f"Extend period by {GOODWILL_DAYS} days (goodwill)")
+    @admin.action(description=f"Extend period by {GOODWILL_DAYS} days (goodwill)", permissions=["change"])
     def extend_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
         self._each(
             request,
