@@ -40,7 +40,9 @@ WRK_THREADS = 2
 # What the README recommends for production, the same for every scenario: one worker per core,
 # threads so a worker keeps connections alive (a sync worker closes each one) and overlaps its
 # Redis/PostgreSQL waits.
-GUNICORN_ARGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--keep-alive", "5"]
+GUNICORN_ARGS = os.environ.get(
+    "BENCH_GUNICORN_ARGS", "--workers 2 --worker-class gthread --threads 4 --keep-alive 5"
+).split()  # BENCH_GUNICORN_ARGS: try another setting (the same one for every scenario)
 ENV = {
     "APP_ENV": "test",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/payments_bench",

@@ -146,20 +146,35 @@ def _ratelimit_usage(request: Request, scope: str, rate: str) -> dict[str, Any] 
         conn = get_redis_connection(cache_name)
     except NotImplementedError:
         return get_usage(request, group=group, key="user_or_ip", rate=rate, increment=True)
-    limit, period = ratelimit_core._split_rate(rate)
-    value = ratelimit_core.user_or_ip(request)
-    window = ratelimit_core._get_window(value, period)
-    key = caches[cache_name].make_key(
-        ratelimit_core._make_cache_key(group, window, rate, value, ratelimit_core.ALL)
-    )
+    key, limit, ttl, window = ratelimit_counter(ratelimit_core.user_or_ip(request), scope, rate, cache_name)
     script = conn.register_script(_RATELIMIT_INCR)
-    count = int(script(keys=[key], args=[period + ratelimit_core.EXPIRATION_FUDGE], client=conn))
+    count = int(script(keys=[key], args=[ttl], client=conn))
     return {
         "count": count,
         "limit": limit,
         "should_limit": count > limit,
         "time_left": window - int(time.time()),
     }
+
+
+def ratelimit_rate(scope: str) -> str | None:
+    """The rate of a view scope (settings.RATELIMIT_RATES, else its default); None: no limit."""
+    rates = settings.RATELIMIT_RATES
+    return rates.get(scope, rates.get("default")) or None
+
+
+def ratelimit_counter(value: str, scope: str, rate: str, cache_name: str) -> tuple[str, int, int, int]:
+    """(counter key, limit, ttl, window end) of django-ratelimit's counter for `value` (user_or_ip).
+
+    The key functions are django-ratelimit's own (group, rate, value, window with its jitter), the
+    key goes through the cache's make_key, the ttl is the period plus its fudge.
+    """
+    limit, period = ratelimit_core._split_rate(rate)
+    window = ratelimit_core._get_window(value, period)
+    key = caches[cache_name].make_key(
+        ratelimit_core._make_cache_key(f"api:{scope}", window, rate, value, ratelimit_core.ALL)
+    )
+    return str(key), limit, period + ratelimit_core.EXPIRATION_FUDGE, window
 
 
 class RatelimitThrottle(BaseThrottle):
@@ -175,8 +190,7 @@ class RatelimitThrottle(BaseThrottle):
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         scope = getattr(view, "ratelimit_scope", "default")
-        rates = settings.RATELIMIT_RATES
-        rate = rates.get(scope, rates.get("default"))
+        rate = ratelimit_rate(scope)
         if not rate:
             return True
         try:

@@ -73,9 +73,13 @@ def _conn() -> Any:
     return get_redis_connection("default")
 
 
-def _keys(token_key: str) -> tuple[str, str]:
+def token_cache_keys(token_key: str) -> tuple[str, str]:
+    """(snapshot key, generation key) of a token key."""
     make_key = caches["default"].make_key
     return str(make_key(f"auth:t:{token_key}")), str(make_key(f"auth:g:{token_key}"))
+
+
+_keys = token_cache_keys
 
 
 def token_cache_ttl() -> int:

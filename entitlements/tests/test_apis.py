@@ -90,8 +90,8 @@ def test_bulk_check_warm_is_one_redis_command_through_the_api(
     assert response.status_code == 200
     assert [r["allowed"] for r in results] == [True] * 100 + [False]
     assert results[100]["reason"] == "unknown_feature"
-    # the token (cached user) is one MGET, the 101 answers one HMGET: no SQL, no other command
-    assert [command[0] for command in redis_commands] == ["MGET", "HMGET"]
+    # one script (hotpath): the token snapshot and the 101 answers; no SQL, no other command
+    assert [command[0] for command in redis_commands] == ["EVALSHA"]
 
 
 @pytest.mark.django_db

@@ -1,0 +1,289 @@
+"""GET entitlements/check and POST entitlements/bulk-check without DRF when everything is warm.
+
+A plain Django view answers a request itself only when it is the common, warm case:
+
+- a well-formed `Authorization: Token <key>` header, no `format` parameter, an Accept header that
+  is absent, `*/*` or `application/json`, input that DRF's serializers would take as is (see
+  `_simple_code`), and `user_id` absent or the caller's own id;
+- and ONE Redis round trip (a Lua script, EVALSHA) finds the token's cached user snapshot active
+  and belonging to the user we expect for that token: the script then also counts the request in
+  django-ratelimit's counter (same key, window and ttl as payments_project.api._ratelimit_usage)
+  and HMGETs the user's entitlement snapshot (`__meta` + the codes).
+
+Anything else is delegated, untouched and before any Redis side effect, to the DRF viewset action
+(EntitlementViewSet.check / bulk_check), so errors, session auth (with DRF's CSRF check), Redis
+down, a cold token, `user_id` for another user, odd input... behave exactly as before.
+
+Which user a token belongs to is remembered per process (`_HINTS`) after a successful DRF answer:
+it only chooses which keys the script reads. The script checks that the token snapshot names that
+user (and that it is active) before counting or reading anything, so a stale hint only costs a
+delegation, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+from django_redis import get_redis_connection
+from rest_framework import exceptions
+
+from entitlements import cache
+from entitlements.apis import MAX_BULK_FEATURES, EntitlementViewSet
+from entitlements.metrics import (
+    entitlement_cache_hits_total,
+    entitlement_check_duration_seconds,
+    entitlement_checks_total,
+)
+from entitlements.selectors import _result, entitlement_check
+from payments_project.api import error_body, ratelimit_counter, ratelimit_rate
+from payments_project.authentication import REDIS_ERRORS, token_cache_keys
+from payments_project.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., HttpResponseBase]
+
+# KEYS[1] token snapshot, KEYS[2] entitlement snapshot, KEYS[3] rate counter (absent: no limit).
+# ARGV[1] "<user id>|1|": the start of an ACTIVE snapshot of the expected user; ARGV[2] the counter's
+# ttl; ARGV[3..] the HMGET fields. {0}: not that user (or no snapshot), nothing done. Else
+# {1, count or -1, HMGET values...}; the counter is INCR + EXPIRE exactly like _RATELIMIT_INCR.
+_CHECK = """
+local token = redis.call('GET', KEYS[1])
+if not token or string.sub(token, 1, string.len(ARGV[1])) ~= ARGV[1] then return {0} end
+local count = -1
+if KEYS[3] then
+    count = redis.call('INCR', KEYS[3])
+    if count == 1 or redis.call('TTL', KEYS[3]) < 0 then
+        redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
+    end
+end
+local values = redis.call('HMGET', KEYS[2], unpack(ARGV, 3))
+local out = {1, count}
+for i = 1, #values do out[i + 2] = values[i] end
+return out
+"""
+
+_HINTS: dict[str, int] = {}  # token key -> id of its user, learnt from DRF answers
+_HINTS_MAX = 100_000
+_ACCEPT_OK = frozenset({"", "*/*", "application/json"})
+_SCOPE = EntitlementViewSet.ratelimit_scope
+_script: dict[int, Any] = {}  # id(redis client) -> its registered Script
+
+
+def _token_key(request: HttpRequest) -> str | None:
+    """The key of a plain `Token <key>` header (what TokenAuthentication accepts), else None."""
+    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if len(parts) != 2 or parts[0].lower() != "token" or not parts[1].isascii():
+        return None
+    return parts[1]
+
+
+def _simple_code(value: Any) -> bool:
+    """A feature code DRF's CharField(max_length=64) keeps unchanged (no trim, no error)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and value == value.strip()
+        and "\x00" not in value
+        and value.isprintable()
+    )
+
+
+def _fast_allowed(request: HttpRequest) -> bool:
+    return (
+        "format" not in request.GET
+        and request.META.get("HTTP_ACCEPT", "") in _ACCEPT_OK
+        and "django_redis" in settings.CACHES["default"]["BACKEND"]
+    )
+
+
+def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> HttpResponse:
+    """Bytes as DRF's JSONRenderer writes them (compact, UTF-8, U+2028/2029 escaped)."""
+    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = body.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    response = HttpResponse(body.encode(), status=status, content_type="application/json")
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _warm_read(token_key: str, user_id: int, codes: Sequence[str]) -> tuple[bool, int, list[Any]] | None:
+    """ONE round trip: (limited, seconds left in the window, [meta, *codes] raw).
+
+    None: not warm (or Redis unreachable), nothing was counted: the caller delegates.
+    """
+    rate = ratelimit_rate(_SCOPE) if getattr(settings, "RATELIMIT_ENABLE", True) else None
+    if rate and getattr(settings, "RATELIMIT_USE_CACHE", "default") != "default":
+        return None  # the counter lives elsewhere: the DRF path counts it
+    keys = [token_cache_keys(token_key)[0], cache.snapshot_key(user_id)]
+    ttl, limit, window = 0, 0, 0
+    if rate:
+        counter_key, limit, ttl, window = ratelimit_counter(str(user_id), _SCOPE, rate, "default")
+        keys.append(counter_key)
+    try:
+        conn = get_redis_connection("default")
+        script = _script.get(id(conn)) or _script_prepare(conn)
+        out = script(keys=keys, args=[f"{user_id}|1|", ttl, cache.META_FIELD, *codes], client=conn)
+    except REDIS_ERRORS:
+        return None  # Redis down or not Redis: the DRF path falls back to the database
+    if not out or out[0] != 1:
+        return None
+    count = int(out[1])
+    return bool(rate) and count > limit, window - int(time.time()), list(out[2:])
+
+
+def _script_prepare(conn: Any) -> Any:
+    script = _script[id(conn)] = conn.register_script(_CHECK)
+    return script
+
+
+def _answer(user_id: int, codes: Sequence[str], raw: list[Any]) -> list[dict[str, Any]]:
+    """entitlement_check's warm branch on values already read; a missing snapshot is rebuilt."""
+    if raw[0] is None:
+        return entitlement_check(user_id=user_id, features=codes)  # cold snapshot: DB, then store
+    start = time.perf_counter()
+    entitlement_cache_hits_total.inc()
+    meta = json.loads(raw[0])
+    now = time.time()
+    results = [
+        _result(code, None if value is None else json.loads(value), meta, now)
+        for code, value in zip(codes, raw[1:], strict=True)
+    ]
+    allowed = sum(1 for result in results if result["allowed"])
+    if allowed:
+        entitlement_checks_total.labels(result="allowed").inc(allowed)
+    if len(results) - allowed:
+        entitlement_checks_total.labels(result="denied").inc(len(results) - allowed)
+    entitlement_check_duration_seconds.observe(time.perf_counter() - start)
+    return results
+
+
+def _respond(token_key: str, user_id: int, codes: Sequence[str], bulk: bool) -> HttpResponse | None:
+    response = _respond_body(token_key, user_id, codes, bulk)
+    if response is not None:
+        response["Allow"] = "POST, OPTIONS" if bulk else "GET, HEAD, OPTIONS"  # as DRF's action
+    return response
+
+
+def _respond_body(token_key: str, user_id: int, codes: Sequence[str], bulk: bool) -> HttpResponse | None:
+    read = _warm_read(token_key, user_id, codes)
+    if read is None:
+        return None
+    limited, time_left, raw = read
+    if limited:  # as RatelimitThrottle + DRF's Throttled: wait = max(1, seconds left)
+        wait = max(1, int(time_left))
+        message = str(exceptions.Throttled(wait).detail)
+        return _json(429, error_body("rate_limited", message), {"Retry-After": str(wait)})
+    try:
+        results = _answer(user_id, codes, raw)
+    except (OperationalError, InterfaceError) as exc:
+        logger.error("database unavailable: %s", exc)
+        return _json(
+            503,
+            error_body("database_unavailable", "The service cannot reach its database; retry shortly."),
+            {"Retry-After": "5"},
+        )
+    except DomainError as exc:
+        return _json(exc.status_code, error_body(exc.code, exc.message, exc.fields, exc.extra), exc.headers)
+    except Exception:
+        logger.exception("unhandled error in API view")
+        return _json(500, error_body("internal_error", "An unexpected error occurred."))
+    return _json(200, {"results": results} if bulk else results[0])
+
+
+def _remember(request: HttpRequest, token_key: str, response: HttpResponseBase) -> HttpResponseBase:
+    """After a DRF 200 with a Token header, request.user is that token's user (DRF sets it)."""
+    if response.status_code == 200:
+        user = request.__dict__.get("user")
+        pk = getattr(user, "pk", None)
+        if isinstance(pk, int) and getattr(user, "is_authenticated", False) is True:
+            if len(_HINTS) >= _HINTS_MAX:
+                _HINTS.clear()
+            _HINTS[token_key] = pk
+            if not _script:  # load the script once, on this cold path, not in the first warm request
+                try:
+                    conn = get_redis_connection("default")
+                    _script_prepare(conn)
+                    conn.script_load(_CHECK)
+                except REDIS_ERRORS:
+                    logger.debug("entitlement check script not loaded", exc_info=True)
+    return response
+
+
+def check_view(drf_view: View) -> View:
+    """GET entitlements/check: warm answers here, everything else through `drf_view`."""
+
+    @csrf_exempt
+    def check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        token_key = _token_key(request) if request.method == "GET" else None
+        if token_key is None or not _fast_allowed(request):
+            return drf_view(request, *args, **kwargs)
+        user_id = _HINTS.get(token_key)
+        features = request.GET.getlist("feature")
+        wanted = request.GET.getlist("user_id")
+        if (
+            user_id is not None
+            and len(features) == 1
+            and _simple_code(features[0])
+            and (not wanted or (len(wanted) == 1 and wanted[0].isascii() and wanted[0].isdigit()))
+            and (not wanted or int(wanted[0]) == user_id)
+        ):
+            response = _respond(token_key, user_id, features, bulk=False)
+            if response is not None:
+                return response
+        return _remember(request, token_key, drf_view(request, *args, **kwargs))
+
+    return check
+
+
+def _bulk_input(request: HttpRequest, user_id: int) -> list[str] | None:
+    """The codes of a body DRF's BulkCheckInputSerializer takes unchanged for this user, else None."""
+    if request.content_type != "application/json":
+        return None
+    try:
+        data = json.loads(request.body, parse_constant=_no_constant)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    features = data.get("features")
+    if not isinstance(features, list) or not 0 < len(features) <= MAX_BULK_FEATURES:
+        return None
+    if not all(_simple_code(code) for code in features):
+        return None
+    if "user_id" in data:
+        wanted = data["user_id"]
+        if type(wanted) is not int or wanted != user_id:
+            return None
+    return features
+
+
+def _no_constant(value: str) -> Any:
+    raise ValueError(value)  # NaN/Infinity: DRF's parser refuses them
+
+
+def bulk_check_view(drf_view: View) -> View:
+    """POST entitlements/bulk-check: warm answers here, everything else through `drf_view`."""
+
+    @csrf_exempt
+    def bulk_check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        token_key = _token_key(request) if request.method == "POST" else None
+        if token_key is None or not _fast_allowed(request):
+            return drf_view(request, *args, **kwargs)
+        user_id = _HINTS.get(token_key)
+        codes = None if user_id is None else _bulk_input(request, user_id)
+        if user_id is not None and codes is not None:
+            response = _respond(token_key, user_id, codes, bulk=True)
+            if response is not None:
+                return response
+        return _remember(request, token_key, drf_view(request, *args, **kwargs))
+
+    return bulk_check

@@ -1,0 +1,415 @@
+"""The plain-view hot path of entitlements/check and bulk-check (entitlements.hotpath)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import OperationalError
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from billing.models import Plan
+from billing.tests.factories import UserFactory
+from entitlements import cache, hotpath
+from entitlements.services import entitlement_grant_for_subscription
+from entitlements.tests.factories import SubscriptionFactory
+
+CHECK = "/api/v1/entitlements/check"
+BULK = "/api/v1/entitlements/bulk-check"
+CLOSED_PORT_REDIS = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    }
+}
+# What DRF's headers and ours must agree on (the rest is middleware, the same for both).
+COMPARED_HEADERS = ("Content-Type", "Retry-After", "WWW-Authenticate", "Allow", "Vary")
+
+
+@pytest.fixture(autouse=True)
+def _no_hints() -> Iterator[None]:
+    hotpath._HINTS.clear()
+    yield
+    hotpath._HINTS.clear()
+
+
+def _subscriber(make_plan: Callable[..., Plan], *codes: str) -> tuple[Any, APIClient, str]:
+    subscription: Any = SubscriptionFactory(plan=make_plan(*codes))
+    entitlement_grant_for_subscription(subscription=subscription)
+    key = Token.objects.create(user=subscription.user).key
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return subscription, client, key
+
+
+def _headers(response: Any) -> dict[str, str | None]:
+    return {name: response.get(name) for name in COMPARED_HEADERS}
+
+
+@pytest.mark.django_db
+def test_warm_single_check_is_one_redis_command_and_no_sql(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]], django_assert_num_queries: Any
+) -> None:
+    # given a subscriber whose token, snapshot and hint are warm (one request through DRF)
+    subscription, client, _ = _subscriber(make_plan, "export")
+    first = client.get(f"{CHECK}?feature=export")
+    redis_commands.clear()
+
+    # when they check again
+    with django_assert_num_queries(0):
+        response = client.get(f"{CHECK}?feature=export")
+
+    # then one script (token + rate-limit counter + snapshot fields), the same bytes as DRF's
+    assert [command[0] for command in redis_commands] == ["EVALSHA"]
+    assert response.status_code == 200
+    assert response.content == first.content
+    assert _headers(response) == _headers(first)
+    assert response.json() == {
+        "feature": "export",
+        "allowed": True,
+        "reason": "granted",
+        "source": "own",
+        "plan": subscription.plan.code,
+        "expires_at": subscription.current_period_end.isoformat(),
+        "limit": None,
+        "used": None,
+        "remaining": None,
+    }
+
+
+@pytest.mark.django_db
+def test_warm_bulk_check_is_one_redis_command_and_no_sql(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]], django_assert_num_queries: Any
+) -> None:
+    # given 100 granted features, warm
+    codes = [f"f{i:03d}" for i in range(100)]
+    _, client, _ = _subscriber(make_plan, *codes)
+    first = client.post(BULK, {"features": [*codes, "nope"]}, format="json")
+    redis_commands.clear()
+
+    # when the 100 plus an unknown one are checked again
+    with django_assert_num_queries(0):
+        response = client.post(BULK, {"features": [*codes, "nope"]}, format="json")
+
+    # then
+    results = response.json()["results"]
+    assert [command[0] for command in redis_commands] == ["EVALSHA"]
+    assert response.status_code == 200
+    assert response.content == first.content
+    assert _headers(response) == _headers(first)
+    assert [r["allowed"] for r in results] == [True] * 100 + [False]
+    assert results[100]["reason"] == "unknown_feature"
+
+
+@pytest.mark.django_db
+def test_without_credentials_is_401_not_authenticated(api_client: APIClient) -> None:
+    response = api_client.get(f"{CHECK}?feature=export")
+    bulk = api_client.post(BULK, {"features": ["export"]}, format="json")
+
+    assert [response.status_code, bulk.status_code] == [401, 401]
+    assert response.json() == bulk.json()
+    assert response.json()["error"] == {
+        "code": "not_authenticated",
+        "message": "Authentication credentials were not provided.",
+        "fields": {},
+    }
+    assert response["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.django_db
+def test_a_bad_token_is_401_authentication_failed(api_client: APIClient) -> None:
+    api_client.credentials(HTTP_AUTHORIZATION="Token nope")
+
+    response = api_client.get(f"{CHECK}?feature=export")
+    bulk = api_client.post(BULK, {"features": ["export"]}, format="json")
+
+    assert [response.status_code, bulk.status_code] == [401, 401]
+    assert response.json() == bulk.json()
+    assert response.json()["error"] == {
+        "code": "authentication_failed",
+        "message": "Invalid token.",
+        "fields": {},
+    }
+
+
+@pytest.mark.django_db
+def test_a_deactivated_user_is_refused_although_warm(make_plan: Callable[..., Plan]) -> None:
+    # given a warm subscriber
+    subscription, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+
+    # when they are deactivated
+    subscription.user.is_active = False
+    subscription.user.save()
+    response = client.get(f"{CHECK}?feature=export")
+
+    # then
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "User inactive or deleted."
+
+
+@pytest.mark.django_db
+def test_a_user_asking_for_another_user_warm_is_403(make_plan: Callable[..., Plan]) -> None:
+    # given a warm subscriber and bob
+    _, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    bob = UserFactory(username="bob")
+
+    # when they ask about bob
+    response = client.get(f"{CHECK}?feature=export&user_id={bob.pk}")
+    bulk = client.post(BULK, {"features": ["export"], "user_id": bob.pk}, format="json")
+
+    # then
+    assert [response.status_code, bulk.status_code] == [403, 403]
+    assert response.json()["error"] == {
+        "code": "permission_denied",
+        "message": "Only staff and service accounts may act for another user.",
+        "fields": {},
+    }
+    assert bulk.json() == response.json()
+
+
+@pytest.mark.django_db
+def test_own_user_id_is_answered_warm_and_a_service_account_may_ask_for_anyone(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a warm subscriber and a service account
+    subscription, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    service: Any = UserFactory(username="checkout-service")
+    service.groups.add(Group.objects.get(name="service"))
+    service_client = APIClient()
+    service_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=service).key}")
+    redis_commands.clear()
+
+    # when the subscriber names themselves, and the service asks about the subscriber
+    own = client.get(f"{CHECK}?feature=export&user_id={subscription.user.pk}")
+    own_commands = [command[0] for command in redis_commands]
+    answered = service_client.post(
+        BULK, {"features": ["export"], "user_id": subscription.user.pk}, format="json"
+    )
+
+    # then
+    assert own_commands == ["EVALSHA"]
+    assert own.json()["allowed"] is True
+    assert answered.status_code == 200
+    assert answered.json()["results"][0]["allowed"] is True
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "field", "code"),
+    [
+        ("", "feature", "required"),
+        ("feature=", "feature", "blank"),
+        (f"feature={'x' * 65}", "feature", "max_length"),
+    ],
+)
+def test_check_validation_errors(make_plan: Callable[..., Plan], query: str, field: str, code: str) -> None:
+    # given a warm subscriber
+    _, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+
+    # when the query is invalid
+    response = client.get(f"{CHECK}?{query}")
+
+    # then
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["message"] == "The request has invalid fields."
+    assert response.json()["error"]["fields"][field][0]["code"] == code
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({}, "features", "required"),
+        ({"features": []}, "features", "empty"),
+        ({"features": "export"}, "features", "not_a_list"),
+        ({"features": [f"f{i}" for i in range(201)]}, "features", "max_length"),
+        ({"features": ["export", ""]}, "features.1", "blank"),
+        ({"features": ["export"], "user_id": "x"}, "user_id", "invalid"),
+    ],
+)
+def test_bulk_check_validation_errors(
+    make_plan: Callable[..., Plan], body: dict[str, Any], field: str, code: str
+) -> None:
+    # given a warm subscriber
+    _, client, _ = _subscriber(make_plan, "export")
+    client.post(BULK, {"features": ["export"]}, format="json")
+
+    # when the body is invalid
+    response = client.post(BULK, body, format="json")
+
+    # then
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert response.json()["error"]["fields"][field][0]["code"] == code
+
+
+@pytest.mark.django_db
+def test_rate_limit_warm_is_429_with_retry_after(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a limit of 3 a minute and a warm subscriber (the warming request counts)
+    with override_settings(RATELIMIT_RATES={"default": "100/m", "entitlements": "3/m"}):
+        _, client, _ = _subscriber(make_plan, "export")
+        client.get(f"{CHECK}?feature=export")
+
+        # when they check three more times
+        statuses = [client.get(f"{CHECK}?feature=export").status_code for _ in range(2)]
+        redis_commands.clear()
+        refused = client.post(BULK, {"features": ["export"]}, format="json")
+
+    # then the fourth is refused by the one script, in the error format
+    assert statuses == [200, 200]
+    assert [command[0] for command in redis_commands] == ["EVALSHA"]
+    assert refused.status_code == 429
+    wait = int(refused["Retry-After"])
+    assert 1 <= wait <= 60
+    assert refused.json()["error"] == {
+        "code": "rate_limited",
+        "message": f"Request was throttled. Expected available in {wait} second{'s' if wait > 1 else ''}.",
+        "fields": {},
+    }
+
+
+@pytest.mark.django_db
+def test_fast_and_drf_rate_limits_share_one_counter(make_plan: Callable[..., Plan]) -> None:
+    # given a limit of 2 a minute
+    with override_settings(RATELIMIT_RATES={"default": "100/m", "entitlements": "2/m"}):
+        _, client, key = _subscriber(make_plan, "export")
+
+        # when one request goes through DRF (no hint yet), one warm, one more warm
+        answers = [client.get(f"{CHECK}?feature=export").status_code for _ in range(3)]
+
+    # then the counter is the same one
+    assert answers == [200, 200, 429]
+    assert key in hotpath._HINTS
+
+
+@pytest.mark.django_db
+def test_database_down_on_a_warm_request_is_503_database_unavailable(
+    make_plan: Callable[..., Plan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a warm subscriber, then the database gone when the unknown codes must be looked up
+    _, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+
+    def down() -> frozenset[str]:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("entitlements.selectors.feature_codes_known", down)
+
+    # when a code outside the snapshot is checked
+    response = client.get(f"{CHECK}?feature=other")
+
+    # then
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json() == {
+        "error": {
+            "code": "database_unavailable",
+            "message": "The service cannot reach its database; retry shortly.",
+            "fields": {},
+        }
+    }
+
+
+@pytest.mark.django_db
+def test_a_missing_snapshot_is_rebuilt_from_the_database(make_plan: Callable[..., Plan]) -> None:
+    # given a warm subscriber whose snapshot was invalidated
+    subscription, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    cache.snapshot_invalidate(user_ids=[subscription.user.pk])
+
+    # when they check
+    response = client.post(BULK, {"features": ["export", "sso"]}, format="json")
+
+    # then the answer comes from the database and the snapshot is stored again
+    assert response.status_code == 200
+    assert [(r["feature"], r["reason"]) for r in response.json()["results"]] == [
+        ("export", "granted"),
+        ("sso", "unknown_feature"),
+    ]
+    assert cache.snapshot_read_fields(user_id=subscription.user.pk, codes=[])[0] is not None
+
+
+@pytest.mark.django_db
+def test_a_stale_hint_never_answers_for_the_wrong_user(make_plan: Callable[..., Plan]) -> None:
+    # given a warm subscriber, and a hint pointing their token at another user with export
+    _, client, key = _subscriber(make_plan, "export")
+    other, _, _ = _subscriber(make_plan, "sso")
+    client.get(f"{CHECK}?feature=export")
+    hotpath._HINTS[key] = other.user.pk
+
+    # when they check sso (which only the other user holds)
+    response = client.get(f"{CHECK}?feature=sso")
+
+    # then their own answer, and the hint is corrected
+    assert response.status_code == 200
+    assert response.json()["allowed"] is False
+    assert hotpath._HINTS[key] != other.user.pk
+
+
+@pytest.mark.django_db
+@override_settings(CACHES=CLOSED_PORT_REDIS)
+def test_with_redis_down_answers_come_from_the_database(make_plan: Callable[..., Plan]) -> None:
+    # given Redis unreachable and a subscriber
+    _, client, _ = _subscriber(make_plan, "export")
+
+    # when they check, twice (the second time with a hint)
+    first = client.get(f"{CHECK}?feature=export")
+    second = client.post(BULK, {"features": ["export", "nope"]}, format="json")
+
+    # then both are answered from the database
+    assert first.status_code == 200
+    assert first.json()["allowed"] is True
+    assert second.status_code == 200
+    assert [(r["allowed"], r["reason"]) for r in second.json()["results"]] == [
+        (True, "granted"),
+        (False, "unknown_feature"),
+    ]
+
+
+@pytest.mark.django_db
+def test_session_auth_works_and_a_session_post_needs_csrf(make_plan: Callable[..., Plan]) -> None:
+    # given a logged-in subscriber (session cookie) whose client enforces CSRF
+    subscription, _, _ = _subscriber(make_plan, "export")
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(subscription.user)
+
+    # when they check with GET and POST without a CSRF token
+    answered = client.get(f"{CHECK}?feature=export")
+    refused = client.post(BULK, {"features": ["export"]}, format="json")
+
+    # then
+    assert answered.status_code == 200
+    assert answered.json()["allowed"] is True
+    assert refused.status_code == 403
+    assert refused.json()["error"] == {
+        "code": "permission_denied",
+        "message": "CSRF Failed: CSRF cookie not set.",
+        "fields": {},
+    }
+
+
+@pytest.mark.django_db
+def test_a_token_post_needs_no_csrf(make_plan: Callable[..., Plan]) -> None:
+    # given a warm token client that enforces CSRF
+    subscription: Any = SubscriptionFactory(plan=make_plan("export"))
+    entitlement_grant_for_subscription(subscription=subscription)
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=subscription.user).key}")
+
+    # when it posts twice (through DRF, then warm)
+    answers = [client.post(BULK, {"features": ["export"]}, format="json").status_code for _ in range(2)]
+
+    # then
+    assert answers == [200, 200]
