@@ -15,10 +15,11 @@ router.register("payments", PaymentViewSet, basename="payment")
 router.register("checkout-sessions", CheckoutSessionViewSet, basename="checkout-session")
 
 api_v1: list[URLPattern | URLResolver] = [
+    # First: entitlement checks are the most frequent requests, resolved before anything else.
+    path("", include("entitlements.urls")),
     path("", include(router.urls)),
     path("me/", MeView.as_view(), name="me"),
     path("", include("subscriptions.urls")),
-    path("", include("entitlements.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
