@@ -8,6 +8,7 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 # collectstatic needs settings that import cleanly; these build-time values are never used at run time.
 RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build STRIPE_SECRET_KEY=sk_test_build000000000000000000000 \
+    REDIS_URL=redis://build:6379/0 CELERY_BROKER_URL=redis://build:6379/1 \
     python manage.py collectstatic --noinput
 RUN useradd --create-home app && mkdir -p /app/var && chown -R app /app/var
 USER app

@@ -110,6 +110,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (Redis when REDIS_URL is set) --------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+if PRODUCTION and not REDIS_URL:
+    # Rate limits, entitlement snapshots and token caching must be shared by every process.
+    raise ImproperlyConfigured("REDIS_URL is required when APP_ENV=production")
 REDIS_TIMEOUT_SECONDS = float(env_str("REDIS_TIMEOUT_SECONDS", "0.5"))
 if REDIS_URL:
     CACHES = {
@@ -210,6 +213,8 @@ AUTH_TOKEN_CACHE_TTL_SECONDS = env_int("AUTH_TOKEN_CACHE_TTL_SECONDS", 60)
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+if PRODUCTION and CELERY_BROKER_URL.startswith("filesystem://"):
+    raise ImproperlyConfigured("CELERY_BROKER_URL (e.g. redis://...) is required when APP_ENV=production")
 CELERY_BROKER_FOLDER = VAR_DIR / "celery"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded broker: a folder on disk, no server. The folders must exist before a worker starts.

@@ -86,6 +86,13 @@ def test_production_without_a_secret_key_refuses_to_start() -> None:
     assert "DJANGO_SECRET_KEY is required when APP_ENV=production" in result.stderr
 
 
+def test_production_without_redis_or_a_broker_refuses_to_start() -> None:
+    no_redis = _run({k: v for k, v in PRODUCTION.items() if k != "REDIS_URL"}, "-c", READ)
+    no_broker = _run({k: v for k, v in PRODUCTION.items() if k != "CELERY_BROKER_URL"}, "-c", READ)
+    assert "REDIS_URL is required when APP_ENV=production" in no_redis.stderr
+    assert "CELERY_BROKER_URL (e.g. redis://...) is required when APP_ENV=production" in no_broker.stderr
+
+
 def test_a_malformed_value_is_refused_with_its_name() -> None:
     result = _run({"DJANGO_DEBUG": "maybe"}, "-c", READ)
     assert result.returncode == 1
