@@ -1,19 +1,12 @@
 """Payments over HTTP, end to end against the Stripe stand-in through the official SDK."""
 
 import pytest
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from billing import stripe_gateway
 from billing.dev.testing import StandinServer
 from billing.models import Payment, PaymentStatusChange
 from billing.tests.factories import UserFactory
-
-
-def _client(user) -> APIClient:  # type: ignore[no-untyped-def]
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
+from payments_project.tests.helpers import token_client
 
 
 @pytest.fixture
@@ -24,7 +17,7 @@ def ana():  # type: ignore[no-untyped-def]
 @pytest.mark.django_db
 def test_one_time_payment_with_a_good_card_succeeds(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
     # when ana pays 15.00 EUR with a test visa
-    response = _client(ana).post(
+    response = token_client(ana).post(
         "/api/v1/payments/",
         {
             "amount": 1500,
@@ -61,7 +54,7 @@ def test_one_time_payment_with_a_good_card_succeeds(stripe_standin: StandinServe
 def test_a_retry_with_the_same_idempotency_key_never_charges_twice(
     stripe_standin: StandinServer, ana
 ) -> None:  # type: ignore[no-untyped-def]
-    client = _client(ana)
+    client = token_client(ana)
     payload = {"amount": 700, "currency": "JPY", "payment_method": "pm_card_visa"}
     first = client.post("/api/v1/payments/", payload, format="json", HTTP_IDEMPOTENCY_KEY="k")
     second = client.post("/api/v1/payments/", payload, format="json", HTTP_IDEMPOTENCY_KEY="k")
@@ -72,7 +65,7 @@ def test_a_retry_with_the_same_idempotency_key_never_charges_twice(
 
 @pytest.mark.django_db
 def test_reusing_a_key_for_another_amount_is_a_409(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
-    client = _client(ana)
+    client = token_client(ana)
     client.post(
         "/api/v1/payments/", {"amount": 700, "currency": "JPY"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
     )
@@ -86,7 +79,7 @@ def test_reusing_a_key_for_another_amount_is_a_409(stripe_standin: StandinServer
 @pytest.mark.django_db
 def test_a_declined_card_is_a_402_with_the_decline_code(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
     # when ana pays with a card that Stripe declines
-    response = _client(ana).post(
+    response = token_client(ana).post(
         "/api/v1/payments/",
         {"amount": 1000, "currency": "usd", "payment_method": "pm_card_visa_chargeDeclined"},
         format="json",
@@ -108,7 +101,7 @@ def test_a_declined_card_is_a_402_with_the_decline_code(stripe_standin: StandinS
 
 @pytest.mark.django_db
 def test_without_a_payment_method_the_client_secret_is_returned(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
-    response = _client(ana).post("/api/v1/payments/", {"amount": 2500, "currency": "USD"}, format="json")
+    response = token_client(ana).post("/api/v1/payments/", {"amount": 2500, "currency": "USD"}, format="json")
     body = response.json()
     assert response.status_code == 201
     assert body["status"] == "requires_payment_method"
@@ -129,7 +122,7 @@ def test_without_a_payment_method_the_client_secret_is_returned(stripe_standin: 
 def test_bad_input_is_a_400_and_nothing_is_written(
     stripe_standin: StandinServer, ana, payload, field, code
 ) -> None:  # type: ignore[no-untyped-def]
-    response = _client(ana).post("/api/v1/payments/", payload, format="json")
+    response = token_client(ana).post("/api/v1/payments/", payload, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["fields"][field][0]["code"] == code
     assert Payment.objects.count() == 0
@@ -141,7 +134,9 @@ def test_stripe_down_is_a_503_and_leaves_no_row(settings, ana) -> None:  # type:
     settings.STRIPE_MAX_NETWORK_RETRIES = 0
     stripe_gateway.client.cache_clear()
     try:
-        response = _client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json")
+        response = token_client(ana).post(
+            "/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json"
+        )
     finally:
         stripe_gateway.client.cache_clear()
     assert response.status_code == 503
@@ -154,13 +149,17 @@ def test_stripe_down_is_a_503_and_leaves_no_row(settings, ana) -> None:  # type:
 def test_users_see_only_their_payments_and_staff_filter_all(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
     # given one payment each for ana and bob
     bob = UserFactory(username="bob")
-    mine = _client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
-    theirs = _client(bob).post("/api/v1/payments/", {"amount": 200, "currency": "USD"}, format="json").json()
-    staff = _client(UserFactory(username="staff", is_staff=True))
+    mine = (
+        token_client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
+    )
+    theirs = (
+        token_client(bob).post("/api/v1/payments/", {"amount": 200, "currency": "USD"}, format="json").json()
+    )
+    staff = token_client(UserFactory(username="staff", is_staff=True))
 
     # then each sees their own; bob's payment is a 404 for ana; staff see and filter all
-    assert [p["id"] for p in _client(ana).get("/api/v1/payments/").json()["results"]] == [mine["id"]]
-    assert _client(ana).get(f"/api/v1/payments/{theirs['id']}/").status_code == 404
+    assert [p["id"] for p in token_client(ana).get("/api/v1/payments/").json()["results"]] == [mine["id"]]
+    assert token_client(ana).get(f"/api/v1/payments/{theirs['id']}/").status_code == 404
     assert {p["id"] for p in staff.get("/api/v1/payments/").json()["results"]} == {mine["id"], theirs["id"]}
     assert [p["id"] for p in staff.get(f"/api/v1/payments/?user_id={bob.pk}").json()["results"]] == [
         theirs["id"]
@@ -171,13 +170,15 @@ def test_users_see_only_their_payments_and_staff_filter_all(stripe_standin: Stan
 
 @pytest.mark.django_db
 def test_staff_status_change_is_audited_and_users_cannot(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
-    payment = _client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
+    payment = (
+        token_client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
+    )
     staff_user = UserFactory(username="staff", is_staff=True)
 
-    refused = _client(ana).post(
+    refused = token_client(ana).post(
         f"/api/v1/payments/{payment['id']}/status/", {"status": "succeeded", "reason": "x"}
     )
-    done = _client(staff_user).post(
+    done = token_client(staff_user).post(
         f"/api/v1/payments/{payment['id']}/status/", {"status": "canceled", "reason": "customer called"}
     )
 
@@ -201,7 +202,7 @@ def test_checkout_session_for_a_plan_at_the_zone_price(stripe_standin: StandinSe
     ZoneCountryFactory(zone=PricingZoneFactory(code="euro", currency="EUR"), country="FR")
 
     # when ana opens a checkout from France
-    response = _client(ana).post(
+    response = token_client(ana).post(
         "/api/v1/checkout-sessions/",
         {
             "plan": "pro",
@@ -235,7 +236,7 @@ def test_checkout_is_refused_while_a_subscription_runs(stripe_standin: StandinSe
 
     PriceFactory(plan=PlanFactory(code="pro"), currency="USD", amount=999)
     running = SubscriptionFactory(user=ana, status="active")
-    response = _client(ana).post(
+    response = token_client(ana).post(
         "/api/v1/checkout-sessions/",
         {"plan": "pro", "success_url": "https://x.test/ok", "cancel_url": "https://x.test/no"},
         format="json",
@@ -247,7 +248,7 @@ def test_checkout_is_refused_while_a_subscription_runs(stripe_standin: StandinSe
 
 @pytest.mark.django_db
 def test_checkout_for_an_unknown_plan_is_404(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
-    response = _client(ana).post(
+    response = token_client(ana).post(
         "/api/v1/checkout-sessions/",
         {"plan": "nope", "success_url": "https://x.test/ok", "cancel_url": "https://x.test/no"},
         format="json",

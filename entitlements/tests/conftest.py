@@ -5,8 +5,6 @@ from typing import Any, cast
 
 import pytest
 import redis.client
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from billing.models import Plan
 from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory
@@ -43,9 +41,3 @@ def redis_commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
 
     monkeypatch.setattr(redis.client.Redis, "execute_command", counting)
     return sent
-
-
-def token_client(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client

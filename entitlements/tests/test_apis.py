@@ -10,8 +10,8 @@ from billing.models import Plan
 from billing.tests.factories import UserFactory
 from entitlements.models import FamilyMember
 from entitlements.services import entitlement_grant_for_subscription, family_create
-from entitlements.tests.conftest import token_client
 from entitlements.tests.factories import SubscriptionFactory
+from payments_project.tests.helpers import token_client
 
 
 @pytest.mark.django_db

@@ -2,11 +2,11 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import override_settings
 from django.urls import path
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from billing.tests.factories import UserFactory
+from payments_project.tests.helpers import token_client
 
 
 class Boom(APIView):
@@ -19,16 +19,10 @@ class Boom(APIView):
 urlpatterns = [path("api/v1/boom/", Boom.as_view())]
 
 
-def _token_client(user) -> APIClient:  # type: ignore[no-untyped-def]
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
 @pytest.mark.django_db
 def test_me_with_a_token_returns_the_caller() -> None:
     user = UserFactory(username="ana")
-    response = _token_client(user).get("/api/v1/me/")
+    response = token_client(user).get("/api/v1/me/")
     assert response.status_code == 200
     assert response.json() == {
         "id": user.pk,
@@ -66,7 +60,7 @@ def test_a_user_cannot_act_for_another_user() -> None:
     ana, bob = UserFactory(username="ana"), UserFactory(username="bob")
 
     # when ana asks as bob, then she is refused
-    response = _token_client(ana).get(f"/api/v1/me/?user_id={bob.pk}")
+    response = token_client(ana).get(f"/api/v1/me/?user_id={bob.pk}")
     assert response.status_code == 403
     assert response.json()["error"] == {
         "code": "permission_denied",
@@ -83,7 +77,7 @@ def test_a_service_account_may_act_for_any_user() -> None:
     bob = UserFactory(username="bob")
 
     # when it acts for bob, then it gets bob
-    response = _token_client(service).get(f"/api/v1/me/?user_id={bob.pk}")
+    response = token_client(service).get(f"/api/v1/me/?user_id={bob.pk}")
     assert response.status_code == 200
     assert response.json()["username"] == "bob"
 
@@ -94,7 +88,7 @@ def test_a_service_account_may_act_for_any_user() -> None:
 )
 def test_staff_acting_for_a_bad_user_id_gets_a_clear_error(user_id: str, status: int, code: str) -> None:
     staff = UserFactory(username="staff", is_staff=True)
-    response = _token_client(staff).get(f"/api/v1/me/?user_id={user_id}")
+    response = token_client(staff).get(f"/api/v1/me/?user_id={user_id}")
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 
@@ -151,7 +145,7 @@ def test_rate_limit_in_redis_answers_429_with_retry_after(api_client: APIClient)
 def test_rate_limits_are_per_scope(api_client: APIClient) -> None:
     # given the default scope allows 2/min, the plans scope 100/min
     user = UserFactory()
-    client = _token_client(user)
+    client = token_client(user)
     me = [client.get("/api/v1/me/").status_code for _ in range(3)]
     plans = [client.get("/api/v1/plans/").status_code for _ in range(3)]
     assert me == [200, 200, 429]
