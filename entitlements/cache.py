@@ -25,22 +25,16 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 from django_redis import get_redis_connection
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
 
 from entitlements.metrics import entitlement_cache_fallbacks_total
+
+# Redis down, or the cache is not Redis (the local-memory default of `make run`): checks are then
+# answered from the database.
+from payments_project.authentication import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
 META_FIELD = "__meta"
-# NotImplementedError: the cache is not Redis (the embedded local-memory default of `make run`);
-# checks are then answered from the database, like when Redis is down.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    RedisError,
-    ConnectionInterrupted,
-    OSError,
-    NotImplementedError,
-)
 
 # KEYS[1] snapshot hash, KEYS[2] version counter; ARGV[1] version read before the DB read,
 # ARGV[2] ttl seconds, ARGV[3..] field, value pairs.
