@@ -3,11 +3,15 @@
     .venv/bin/python bench/entitlements.py [--duration 10]
 
 Creates/migrates PostgreSQL `payments_bench` (migrate is slow only the first time), fills 10,000
-users with a subscription and its entitlements (bulk_create), starts gunicorn (2 workers) on a free
-port, and drives it from a second process (aiohttp, 16 connections, fixed duration per scenario):
-(a) GET /health/live, (b) a cached single check, (c) a bulk check of 100 codes, (d) a cold check
-(each request a user never checked since the cache was flushed). Stops gunicorn itself; the last
-line is `entitlements: single/trivial=R bulk/single=R single_p99_ms=N`.
+users with a subscription and its entitlements (bulk_create), starts gunicorn (2 gthread workers x
+4 threads) on a free port, and drives it from a second process (wrk when installed, else aiohttp;
+16 connections, fixed duration per scenario): (a) GET /health/live, (b) a cached single check,
+(c) a bulk check of 100 codes, (d) a cold check (each request a user never checked since the cache
+was flushed). Stops gunicorn itself; the last line is
+`entitlements: single/trivial=R bulk/single=R single_p99_ms=N`.
+
+Knobs: BENCH_GUNICORN_ARGS (another server setting, the same for every scenario) and
+BENCH_WRK_THREADS (wrk's threads, default 2).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ FEATURES = 100
 PLANS = 5  # each plan holds 20 of the 100 features
 WARM_USERS = 1_000
 CONNECTIONS = 16
-WRK_THREADS = 2
+WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
 # What the README recommends for production, the same for every scenario: one worker per core,
 # threads so a worker keeps connections alive (a sync worker closes each one) and overlaps its
 # Redis/PostgreSQL waits.
