@@ -6,9 +6,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
-from rest_framework import serializers, viewsets
+from rest_framework import exceptions, serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -135,8 +135,14 @@ class PaymentCreateInputSerializer(serializers.Serializer):
         slug_field="code",
         queryset=Plan.objects.filter(active=True, interval=Plan.Interval.ONE_TIME),
         required=False,
-        help_text="A one-time plan whose features this payment buys.",
+        help_text="A one-time plan whose features this payment buys, at its price in the zone.",
     )
+    country = serializers.RegexField(
+        r"^[A-Za-z]{2}$", required=False, help_text="With `plan`: the buyer's country (pricing zone)."
+    )
+
+    def validate_country(self, value: str) -> str:
+        return value.upper()
 
     def validate_metadata(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 40:
@@ -184,6 +190,13 @@ class PaymentListQuerySerializer(serializers.Serializer):
 class PaymentStatusInputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Payment.Status.choices)
     reason = serializers.CharField(max_length=1000)
+
+
+class CanSetPaymentStatus(BasePermission):
+    """Finance only (the permission), not every staff member."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user.is_authenticated and request.user.has_perm("billing.set_payment_status"))
 
 
 class PaymentViewSet(viewsets.GenericViewSet):
@@ -237,13 +250,14 @@ class PaymentViewSet(viewsets.GenericViewSet):
         return Response(PaymentOutputSerializer(payment).data, status=201)
 
     @extend_schema(request=PaymentStatusInputSerializer, responses=PaymentOutputSerializer)
-    @action(detail=True, methods=["post"], url_path="status", permission_classes=[IsAdminUser])
+    @action(detail=True, methods=["post"], url_path="status", permission_classes=[CanSetPaymentStatus])
     def set_status(self, request: Request, pk: str) -> Response:
         data = PaymentStatusInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        payment = payment_status_set(
-            payment_id=self.get_object().pk, staff_user=request.user, **data.validated_data
-        )
+        if not str(pk).isdigit():
+            raise exceptions.NotFound("No such payment.")
+        # Finance acts on anyone's payment: looked up by id, not through the caller's own list.
+        payment = payment_status_set(payment_id=int(pk), staff_user=request.user, **data.validated_data)
         return Response(PaymentOutputSerializer(payment).data)
 
 

@@ -270,7 +270,10 @@ class Payment(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["user", "status", "created_at"], name="payment_user_status")]
-        permissions = [("refund_payment", "Can refund a payment")]
+        permissions = [
+            ("refund_payment", "Can refund a payment"),
+            ("set_payment_status", "Can set a payment's status by hand (audited)"),
+        ]
 
     def __str__(self) -> str:
         return f"payment {self.pk} {self.display_amount} ({self.status})"

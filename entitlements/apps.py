@@ -14,6 +14,7 @@ class EntitlementsConfig(AppConfig):
         from billing import signals as billing_signals
         from billing.models import Feature
         from entitlements import receivers
+        from entitlements.models import Entitlement, FamilyMember
         from subscriptions import signals
 
         pairs: list[tuple[Signal, Callable[..., None]]] = [
@@ -31,6 +32,12 @@ class EntitlementsConfig(AppConfig):
         post_save.connect(
             receivers.on_feature_changed, sender=Feature, dispatch_uid="entitlements.feature_saved"
         )
+        for model, receiver in (
+            (Entitlement, receivers.on_entitlement_written),
+            (FamilyMember, receivers.on_family_member_written),
+        ):
+            for name, signal_ in (("saved", post_save), ("deleted", post_delete)):
+                signal_.connect(receiver, sender=model, dispatch_uid=f"entitlements.{model.__name__}.{name}")
         post_delete.connect(
             receivers.on_feature_changed, sender=Feature, dispatch_uid="entitlements.feature_deleted"
         )

@@ -7,6 +7,8 @@ from typing import Any
 
 from billing.models import Payment
 from entitlements import services
+from entitlements.cache import snapshot_invalidate_on_commit
+from entitlements.models import Entitlement, FamilyMember
 from entitlements.selectors import feature_codes_forget
 from subscriptions.models import Subscription
 
@@ -54,3 +56,22 @@ def on_payment_refunded(
 def on_feature_changed(sender: Any, **kwargs: Any) -> None:
     """A feature added or removed: this process re-reads the known codes on the next check."""
     feature_codes_forget()
+
+
+# --- cache upkeep for writes that bypass the services (admin forms, cascades) -----------------------
+# The services invalidate what they change themselves (they use queryset updates, which send no
+# signal); these catch a row saved or deleted one by one anywhere else, so a staff edit in the admin
+# is seen on the very next check too.
+
+
+def on_entitlement_written(sender: Any, *, instance: Entitlement, **kwargs: Any) -> None:
+    snapshot_invalidate_on_commit(
+        user_ids=services.holders_of(user_ids=[instance.user_id], family_ids=[instance.family_id])
+    )
+
+
+def on_family_member_written(sender: Any, *, instance: FamilyMember, **kwargs: Any) -> None:
+    # The member who left or joined, and (through the family) everyone still in it.
+    snapshot_invalidate_on_commit(
+        user_ids=services.holders_of(user_ids=[instance.user_id], family_ids=[instance.family_id])
+    )

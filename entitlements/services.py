@@ -42,7 +42,7 @@ def _constraint_name(exc: IntegrityError) -> str:
     return str(getattr(diag, "constraint_name", "") or "")
 
 
-def _users_of(*, user_ids: Iterable[int | None], family_ids: Iterable[int | None]) -> set[int]:
+def holders_of(*, user_ids: Iterable[int | None], family_ids: Iterable[int | None]) -> set[int]:
     users = {user_id for user_id in user_ids if user_id}
     families = {family_id for family_id in family_ids if family_id}
     if families:
@@ -53,7 +53,7 @@ def _users_of(*, user_ids: Iterable[int | None], family_ids: Iterable[int | None
 def _invalidate_subscription(*, subscription: Subscription) -> None:
     held_by = Entitlement.objects.filter(subscription=subscription).values_list("family_id", flat=True)
     snapshot_invalidate_on_commit(
-        user_ids=_users_of(user_ids=[subscription.user_id], family_ids=[subscription.family_id, *held_by])
+        user_ids=holders_of(user_ids=[subscription.user_id], family_ids=[subscription.family_id, *held_by])
     )
 
 
@@ -217,7 +217,7 @@ def entitlement_revoke_one_time(*, source_ref: str) -> int:
         holders = list(rows.values_list("user_id", "family_id"))
         updated = rows.update(status=Entitlement.Status.REVOKED, updated_at=timezone.now())
         snapshot_invalidate_on_commit(
-            user_ids=_users_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
+            user_ids=holders_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
         )
     return updated
 
@@ -230,7 +230,7 @@ def entitlement_set_status(*, entitlements: Iterable[Entitlement], status: str) 
         holders = list(rows.values_list("user_id", "family_id"))
         updated = rows.update(status=status, updated_at=timezone.now())
         snapshot_invalidate_on_commit(
-            user_ids=_users_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
+            user_ids=holders_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
         )
     return updated
 

@@ -208,8 +208,11 @@ class RatelimitThrottle(BaseThrottle):
 
 
 def can_act_for_any_user(user: Any) -> bool:
-    """Staff and service accounts (the permission, usually through the `service` group)."""
-    return bool(user.is_authenticated and (user.is_staff or user.has_perm(ACT_FOR_ANY_USER_PERMISSION)))
+    """Service accounts and superusers: the permission, usually through the `service` group.
+
+    Being staff is not enough: a read-only support agent must not pay or cancel for customers.
+    """
+    return bool(user.is_authenticated and user.has_perm(ACT_FOR_ANY_USER_PERMISSION))
 
 
 def subject_user(request: Request, user_id: Any) -> Any:

@@ -107,8 +107,8 @@ def _write(token_key: str, generation: str, user: Any) -> None:
 
 def token_cache_invalidate(token_keys: list[str]) -> None:
     """Drop the snapshots and bump their generations, atomically. Never raises."""
-    if not token_keys:
-        return
+    if not token_keys or "django_redis" not in settings.CACHES["default"]["BACKEND"]:
+        return  # no Redis (the local-memory default of `make run`): nothing is cached
     try:
         pipe = _conn().pipeline(transaction=True)
         for token_key in token_keys:

@@ -20,6 +20,7 @@ ROLES: dict[str, dict[str, list[str]]] = {
         "view_apps": VIEW_APPS,
         "perms": [
             "billing.refund_payment",
+            "billing.set_payment_status",
             "billing.change_plan",
             "billing.change_pricingzone",
             "billing.change_webhookevent",

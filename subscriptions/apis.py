@@ -52,7 +52,8 @@ class SubscriptionViewSet(viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet[Subscription]:
         if getattr(self, "swagger_fake_view", False):  # schema generation has no real user
             return Subscription.objects.none()
-        if can_act_for_any_user(self.request.user):
+        user = self.request.user
+        if can_act_for_any_user(user) or user.has_perm(services.STAFF_PERMISSION):
             return Subscription.objects.select_related("plan").order_by("-created_at", "-pk")
         return subscription_list(user=self.request.user)
 

@@ -49,7 +49,7 @@ class Subscription(models.Model):
         indexes = [models.Index(fields=["user", "status"], name="subscription_user_status")]
 
     def __str__(self) -> str:
-        return f"{self.plan_id} for {self.user_id} ({self.status})"
+        return f"{self.plan.code} for {self.user} ({self.status})"
 
 
 class SubscriptionHistory(models.Model):

@@ -355,9 +355,13 @@ def subscription_from_checkout(*, data: dict, event_id: str, event_created: date
 
 
 # --- customer and staff operations (Stripe first, then our row) ---------------------------------
+STAFF_PERMISSION = "subscriptions.change_subscription"  # the finance group (and superusers)
+
+
 def _check_actor(subscription: Subscription, actor: Any) -> None:
-    if actor.pk != subscription.user_id and not can_act_for_any_user(actor):
-        raise NotFound("No such subscription.")
+    if actor.pk == subscription.user_id or can_act_for_any_user(actor) or actor.has_perm(STAFF_PERMISSION):
+        return
+    raise NotFound("No such subscription.")
 
 
 def _cause_of(subscription: Subscription, actor: Any) -> tuple[str, Any]:
@@ -390,8 +394,8 @@ def _audit(subscription: Subscription, cause: str, staff_user: Any, note: str) -
 
 def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: bool = False) -> Subscription:
     """Cancel at the period end (Stripe keeps billing until then), or now (staff only)."""
-    if immediately and not actor.is_staff:
-        raise DomainError("Only staff may cancel immediately.", code="forbidden", status_code=403)
+    if immediately and not actor.has_perm(STAFF_PERMISSION):
+        raise DomainError("Only finance staff may cancel immediately.", code="forbidden", status_code=403)
     _check_actor(subscription, actor)
     with transaction.atomic():
         sub = _lock(subscription)
@@ -497,8 +501,8 @@ def subscription_extend_period(
     *, subscription: Subscription, days: int, staff_user: Any, note: str
 ) -> Subscription:
     """Support goodwill: push the next charge `days` later (in Stripe: a trial until then)."""
-    if not staff_user.is_staff:
-        raise DomainError("Only staff may extend a period.", code="forbidden", status_code=403)
+    if not staff_user.has_perm(STAFF_PERMISSION):
+        raise DomainError("Only finance staff may extend a period.", code="forbidden", status_code=403)
     if days < 1:
         raise DomainError("Extend by at least one day.", code="invalid_days")
     with transaction.atomic():

@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -93,6 +94,26 @@ def _intent_status(intent: Any) -> str:
     return status
 
 
+# A row without its PaymentIntent this long after its creation belongs to a request that died
+# between our insert and Stripe's answer: a retry may then take it over (same Stripe key).
+IN_FLIGHT = timedelta(seconds=30)
+
+
+def plan_price_check(*, plan: Plan, amount: int, currency: str, country: str | None) -> None:
+    """A one-time plan is sold at its catalog price in the buyer's zone, never at the caller's."""
+    zone = zone_for_country(country=country)
+    listed = plan_list(zone=zone).filter(pk=plan.pk).first()
+    quote = plan_quote(plan=listed, zone=zone) if listed is not None else None
+    if quote is None:
+        raise DomainError(f"Plan {plan.code!r} is not sold in this zone.", code="not_for_sale")
+    if (quote.amount, quote.currency) != (amount, currency):
+        raise DomainError(
+            f"Plan {plan.code!r} costs {quote.display} here.",
+            code="price_mismatch",
+            fields={"amount": [{"code": "price_mismatch", "message": f"{quote.amount} {quote.currency}"}]},
+        )
+
+
 def payment_create(
     *,
     user: Any,
@@ -104,15 +125,19 @@ def payment_create(
     payment_method: str | None = None,
     idempotency_key: str | None = None,
     plan: Plan | None = None,
+    country: str | None = None,
 ) -> Payment:
     """Create a PaymentIntent (and confirm it when a payment method is given).
 
     A retry with the same Idempotency-Key (or order id) returns the same payment and never
-    charges twice: our row is unique per (user, key), Stripe's calls carry keys derived from it.
-    If Stripe cannot be reached, no row is left behind.
+    charges twice: our row is unique per (user, key), and Stripe's calls carry keys derived from
+    that key with the same parameters, so a retry after a lost answer gets the same PaymentIntent.
+    A request whose first call Stripe refused, or never answered, leaves no row behind.
     """
     started = time.perf_counter()
     code = money_validate(amount=amount, currency=currency)
+    if plan is not None:
+        plan_price_check(plan=plan, amount=amount, currency=code, country=country)
     key = idempotency_key or (f"order:{order_id}" if order_id else f"auto:{uuid.uuid4().hex}")
     wanted = {"amount": amount, "currency": code, "description": description, "order_id": order_id}
     try:
@@ -129,61 +154,79 @@ def payment_create(
             raise Conflict(
                 "This Idempotency-Key was used for a different payment.", code="idempotency_key_reused"
             )
-        if payment.stripe_payment_intent_id:
-            return payment  # a replay: the first answer stands
-    metrics.payment_total.labels(currency=code).inc()
+        if not payment.stripe_payment_intent_id and payment.created_at > timezone.now() - IN_FLIGHT:
+            raise Conflict(
+                "A request with this Idempotency-Key is in progress; retry in a moment.",
+                code="in_progress",
+                headers={"Retry-After": "2"},
+            )
     stripe_key = f"payment:{user.pk}:{key}"
-    try:
-        customer_id = customer_ensure(user=user)
-        params: dict[str, Any] = {
-            "amount": amount,
-            "currency": code.lower(),
-            "customer": customer_id,
-            "metadata": {
-                **dict(metadata or {}),
-                "payment_id": str(payment.pk),
-                "user_id": str(user.pk),
-                "order_id": order_id,
-                **({"plan_code": plan.code} if plan else {}),
-            },
-        }
-        if description:
-            params["description"] = description
-        if payment_method:
-            params["payment_method"] = payment_method
-        intent = stripe_gateway.call(
-            stripe_gateway.client().v1.payment_intents.create, params, {"idempotency_key": stripe_key}
-        )
-    except DomainError:
-        # Stripe refused or was unreachable before anything existed there: leave nothing behind.
-        Payment.objects.filter(pk=payment.pk, stripe_payment_intent_id__isnull=True).delete()
-        metrics.payment_failed_total.labels(currency=code, code="create_failed").inc()
-        raise
+    if not payment.stripe_payment_intent_id:
+        metrics.payment_total.labels(currency=code).inc()
+        try:
+            _intent_create(user=user, payment=payment, stripe_key=stripe_key, payment_method=payment_method)
+        except DomainError:
+            if created:  # only the request that inserted the row may take it back
+                Payment.objects.filter(pk=payment.pk, stripe_payment_intent_id__isnull=True).delete()
+            metrics.payment_failed_total.labels(currency=code, code="create_failed").inc()
+            raise
+        payment.refresh_from_db()
+    elif not (payment_method and payment.status == Payment.Status.REQUIRES_CONFIRMATION):
+        return payment  # a replay: the first answer stands
+    if payment_method and payment.status in (Payment.Status.REQUIRES_CONFIRMATION, Payment.Status.PENDING):
+        # Also reached by a retry whose first attempt created the intent but lost the confirm.
+        _intent_confirm(payment=payment, stripe_key=stripe_key)
+    payment.refresh_from_db()
+    metrics.payment_duration_seconds.observe(time.perf_counter() - started)
+    return payment
+
+
+def _intent_create(*, user: Any, payment: Payment, stripe_key: str, payment_method: str | None) -> None:
+    customer_id = customer_ensure(user=user)
+    # Only values that a retry reproduces exactly: Stripe refuses a reused key with other params.
+    params: dict[str, Any] = {
+        "amount": payment.amount,
+        "currency": payment.currency.lower(),
+        "customer": customer_id,
+        "metadata": {
+            **payment.metadata,
+            "user_id": str(user.pk),
+            "order_id": payment.order_id,
+            "idempotency_key": payment.idempotency_key[:500],
+            **({"plan_code": payment.plan.code} if payment.plan else {}),
+        },
+    }
+    if payment.description:
+        params["description"] = payment.description
+    if payment_method:
+        params["payment_method"] = payment_method
+    intent = stripe_gateway.call(
+        stripe_gateway.client().v1.payment_intents.create, params, {"idempotency_key": stripe_key}
+    )
     Payment.objects.filter(pk=payment.pk).update(
         stripe_payment_intent_id=intent.id,
         stripe_customer_id=customer_id,
         client_secret=intent.client_secret or "",
         status=_intent_status(intent),
     )
-    if payment_method:
-        try:
-            intent = stripe_gateway.call(
-                stripe_gateway.client().v1.payment_intents.confirm,
-                intent.id,
-                {},
-                {"idempotency_key": f"{stripe_key}:confirm"},
-            )
-        except stripe_gateway.PaymentDeclined as exc:
-            decline = str(exc.extra.get("decline_code", "card_declined"))
-            Payment.objects.filter(pk=payment.pk).exclude(status__in=FINAL).update(
-                status=Payment.Status.FAILED, failure_code=decline, failure_message=exc.message
-            )
-            metrics.payment_failed_total.labels(currency=code, code=decline).inc()
-            raise
-        payment_apply_intent_status(payment_id=payment.pk, status=_intent_status(intent))
-    payment.refresh_from_db()
-    metrics.payment_duration_seconds.observe(time.perf_counter() - started)
-    return payment
+
+
+def _intent_confirm(*, payment: Payment, stripe_key: str) -> None:
+    try:
+        intent = stripe_gateway.call(
+            stripe_gateway.client().v1.payment_intents.confirm,
+            payment.stripe_payment_intent_id,
+            {},
+            {"idempotency_key": f"{stripe_key}:confirm"},
+        )
+    except stripe_gateway.PaymentDeclined as exc:
+        decline = str(exc.extra.get("decline_code", "card_declined"))
+        Payment.objects.filter(pk=payment.pk).exclude(status__in=FINAL).update(
+            status=Payment.Status.FAILED, failure_code=decline, failure_message=exc.message
+        )
+        metrics.payment_failed_total.labels(currency=payment.currency, code=decline).inc()
+        raise
+    payment_apply_intent_status(payment_id=payment.pk, status=_intent_status(intent))
 
 
 def payment_apply_intent_status(

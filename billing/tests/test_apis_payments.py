@@ -1,6 +1,7 @@
 """Payments over HTTP, end to end against the Stripe stand-in through the official SDK."""
 
 import pytest
+from django.contrib.auth.models import Group
 
 from billing import stripe_gateway
 from billing.dev.testing import StandinServer
@@ -46,7 +47,7 @@ def test_one_time_payment_with_a_good_card_succeeds(stripe_standin: StandinServe
         "eur",
         "Poster",
     )
-    assert intent.metadata["payment_id"] == str(body["id"])
+    assert (intent.metadata["user_id"], intent.metadata["idempotency_key"]) == (str(ana.pk), "key-1")
     assert Payment.objects.get().user == ana
 
 
@@ -155,7 +156,9 @@ def test_users_see_only_their_payments_and_staff_filter_all(stripe_standin: Stan
     theirs = (
         token_client(bob).post("/api/v1/payments/", {"amount": 200, "currency": "USD"}, format="json").json()
     )
-    staff = token_client(UserFactory(username="staff", is_staff=True))
+    service = UserFactory(username="checkout-service")
+    service.groups.add(Group.objects.get(name="service"))
+    staff = token_client(service)
 
     # then each sees their own; bob's payment is a 404 for ana; staff see and filter all
     assert [p["id"] for p in token_client(ana).get("/api/v1/payments/").json()["results"]] == [mine["id"]]
@@ -173,7 +176,16 @@ def test_staff_status_change_is_audited_and_users_cannot(stripe_standin: Standin
     payment = (
         token_client(ana).post("/api/v1/payments/", {"amount": 100, "currency": "USD"}, format="json").json()
     )
-    staff_user = UserFactory(username="staff", is_staff=True)
+    staff_user = UserFactory(username="fin", is_staff=True)
+    staff_user.groups.add(Group.objects.get(name="finance"))
+    support = UserFactory(username="agent", is_staff=True)
+    support.groups.add(Group.objects.get(name="support"))
+    assert (
+        token_client(support)
+        .post(f"/api/v1/payments/{payment['id']}/status/", {"status": "succeeded", "reason": "x"})
+        .status_code
+        == 403
+    )
 
     refused = token_client(ana).post(
         f"/api/v1/payments/{payment['id']}/status/", {"status": "succeeded", "reason": "x"}
@@ -259,3 +271,75 @@ def test_checkout_for_an_unknown_plan_is_404(stripe_standin: StandinServer, ana)
         "message": "No active plan 'nope'.",
         "fields": {},
     }
+
+
+@pytest.mark.django_db
+def test_a_one_time_plan_is_sold_only_at_its_catalog_price(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # given a lifetime plan listed at 49.00 USD
+    from billing.tests.factories import PlanFactory, PriceFactory
+
+    PriceFactory(plan=PlanFactory(code="lifetime", interval="one_time"), currency="USD", amount=4900)
+    client = token_client(ana)
+
+    # when ana tries to buy it for 0.50, then at its price
+    cheap = client.post(
+        "/api/v1/payments/",
+        {"amount": 50, "currency": "USD", "plan": "lifetime", "payment_method": "pm_card_visa"},
+        format="json",
+    )
+    fair = client.post(
+        "/api/v1/payments/",
+        {"amount": 4900, "currency": "USD", "plan": "lifetime", "payment_method": "pm_card_visa"},
+        format="json",
+    )
+
+    # then the cheap one is refused before Stripe, the fair one goes through
+    assert cheap.status_code == 400
+    assert cheap.json()["error"]["code"] == "price_mismatch"
+    assert cheap.json()["error"]["message"] == "Plan 'lifetime' costs $49.00 here."
+    assert fair.status_code == 201 and fair.json()["status"] == "succeeded"
+    assert list(Payment.objects.values_list("amount", flat=True)) == [4900]
+
+
+@pytest.mark.django_db
+def test_a_retry_while_the_first_request_is_in_flight_is_a_409_and_takes_nothing_away(
+    stripe_standin: StandinServer, ana
+) -> None:  # type: ignore[no-untyped-def]
+    # given a first request that inserted its row and is still waiting for Stripe
+    in_flight = Payment.objects.create(user=ana, amount=700, currency="JPY", idempotency_key="k")
+
+    # when the retry arrives
+    response = token_client(ana).post(
+        "/api/v1/payments/", {"amount": 700, "currency": "JPY"}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+
+    # then it is told to retry, calls nothing, and the first request's row is intact
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "in_progress"
+    assert response["Retry-After"] == "2"
+    assert list(Payment.objects.values_list("pk", "stripe_payment_intent_id")) == [(in_flight.pk, None)]
+    assert stripe_gateway.client().v1.payment_intents.list().data == []
+
+
+@pytest.mark.django_db
+def test_a_row_left_by_a_dead_request_is_taken_over_by_the_retry(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # given a row whose request died before Stripe answered, a minute ago
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    dead = Payment.objects.create(user=ana, amount=700, currency="JPY", idempotency_key="k")
+    Payment.objects.filter(pk=dead.pk).update(created_at=timezone.now() - timedelta(minutes=1))
+
+    # when the client retries with the same key and a card
+    response = token_client(ana).post(
+        "/api/v1/payments/",
+        {"amount": 700, "currency": "JPY", "payment_method": "pm_card_visa"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k",
+    )
+
+    # then the same row is completed and paid once
+    assert response.status_code == 201
+    assert (response.json()["id"], response.json()["status"]) == (dead.pk, "succeeded")
+    assert len(stripe_gateway.client().v1.payment_intents.list().data) == 1

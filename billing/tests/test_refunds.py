@@ -138,10 +138,11 @@ def test_one_time_purchase_grants_and_a_refund_with_revoke_takes_it_back(
     stripe_standin: StandinServer, finance: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     # given a one-time plan with a feature, bought with a good card
-    from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory
+    from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory
     from entitlements.selectors import entitlement_check
 
     lifetime = PlanFactory(code="lifetime", interval="one_time")
+    PriceFactory(plan=lifetime, currency="USD", amount=4900)
     PlanFeatureFactory(plan=lifetime, feature=FeatureFactory(code="export_pdf"))
     buyer = UserFactory(username="buyer")
     payment = payment_create(

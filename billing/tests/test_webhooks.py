@@ -295,3 +295,26 @@ def test_refund_updated_for_a_refund_made_elsewhere_creates_our_row_once(
     pending_payment.refresh_from_db()
     assert pending_payment.amount_refunded == 200
     assert received == [("refunded", 200)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body", ["123", "null", '"text"', '{"id": 5, "livemode": false}'])
+def test_signed_bodies_that_are_not_events_are_400_not_500(client: Client, body: str) -> None:
+    response = deliver(client, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_webhook"
+    assert WebhookEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_debug_secret_override_header_is_not_honoured(client: Client, settings: Any) -> None:
+    # given DEBUG on (as under `make run`) and an event signed with a secret of the attacker's choice
+    settings.DEBUG = True
+    payload = event("charge.succeeded", {"id": "ch_forged", "object": "charge"})
+    response = deliver(
+        client, payload, secret="whsec_attacker", HTTP_X_DJSTRIPE_WEBHOOK_SECRET="whsec_attacker"
+    )
+
+    # then it is refused like any bad signature
+    assert response.status_code == 400
+    assert WebhookEvent.objects.count() == 0

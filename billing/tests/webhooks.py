@@ -49,6 +49,7 @@ def deliver(
     secret: str = SECRET,
     timestamp: int | None = None,
     signed: bool = True,
+    **extra: str,
 ) -> Any:
     ep = endpoint()
     body = payload if isinstance(payload, str) else json.dumps(payload)
@@ -58,5 +59,9 @@ def deliver(
         signature = stripe.WebhookSignature._compute_signature(f"{t}.{body}", secret)
         headers["HTTP_STRIPE_SIGNATURE"] = f"t={t},v1={signature}"
     return client.post(
-        f"/djstripe/webhook/{ep.djstripe_uuid}/", data=body, content_type="application/json", **headers
+        f"/djstripe/webhook/{ep.djstripe_uuid}/",
+        data=body,
+        content_type="application/json",
+        **headers,
+        **extra,
     )

@@ -249,3 +249,25 @@ def test_list_shows_the_effective_entitlements_with_their_source(make_plan: Call
     assert [(r["feature"], r["source"]) for r in cold] == [("export", "own")]
     assert warm == cold
     assert _one(user.pk, "old")["reason"] == "expired"
+
+
+@pytest.mark.django_db
+def test_an_admin_edit_of_an_entitlement_is_seen_on_the_very_next_check(
+    make_plan: Callable[..., Plan], django_capture_on_commit_callbacks
+) -> None:
+    # given a granted feature and a warm snapshot
+    subscription = SubscriptionFactory(plan=make_plan("export"))
+    with django_capture_on_commit_callbacks(execute=True):
+        entitlement_grant_for_subscription(subscription=subscription)
+    assert _one(subscription.user_id, "export")["allowed"] is True
+
+    # when staff revoke it in the admin's change form (a plain save, not a service)
+    from entitlements.models import Entitlement
+
+    row = Entitlement.objects.get(subscription=subscription)
+    row.status = Entitlement.Status.REVOKED
+    with django_capture_on_commit_callbacks(execute=True):
+        row.save()
+
+    # then the next check refuses it
+    assert _one(subscription.user_id, "export")["allowed"] is False

@@ -87,7 +87,8 @@ def test_a_service_account_may_act_for_any_user() -> None:
     ("user_id", "status", "code"), [("abc", 400, "validation_error"), ("999999", 404, "not_found")]
 )
 def test_staff_acting_for_a_bad_user_id_gets_a_clear_error(user_id: str, status: int, code: str) -> None:
-    staff = UserFactory(username="staff", is_staff=True)
+    staff = UserFactory(username="checkout-service")
+    staff.groups.add(Group.objects.get(name="service"))
     response = token_client(staff).get(f"/api/v1/me/?user_id={user_id}")
     assert response.status_code == status
     assert response.json()["error"]["code"] == code

@@ -150,14 +150,14 @@ def test_a_deleted_user_is_refused_on_the_very_next_request() -> None:
 
 
 @pytest.mark.django_db
-def test_a_staff_change_applies_on_the_very_next_request() -> None:
-    # given ana (not staff, snapshot warm) and bob
+def test_a_superuser_change_applies_on_the_very_next_request() -> None:
+    # given ana (not a superuser, snapshot warm) and bob
     ana, bob = UserFactory(username="ana"), UserFactory(username="bob")
     client = _client(Token.objects.create(user=ana))
     refused = client.get(f"/api/v1/me/?user_id={bob.pk}")
 
-    # when ana is made staff
-    ana.is_staff = True
+    # when ana is made a superuser
+    ana.is_superuser = True
     ana.save()
     answered = client.get(f"/api/v1/me/?user_id={bob.pk}")
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import stripe
+from django.contrib.auth.models import Group
 from django.test import override_settings
 
 from billing import stripe_gateway
@@ -70,7 +71,9 @@ def test_list_shows_only_my_subscriptions(api_client) -> None:
 def test_staff_lists_anyones_by_user_id(api_client) -> None:
     # given someone's subscription and a staff member
     theirs = SubscriptionFactory()
-    api_client.force_authenticate(UserFactory(username="staff", is_staff=True))
+    service = UserFactory(username="service")
+    service.groups.add(Group.objects.get(name="service"))
+    api_client.force_authenticate(service)
     # when staff lists with ?user_id=
     response = api_client.get(f"/api/v1/subscriptions/?user_id={theirs.user_id}")
     # then theirs
@@ -143,6 +146,7 @@ def test_user_asking_immediate_cancel_is_forbidden(api_client, subscription, str
 def test_staff_cancels_immediately(api_client, subscription, stripe_client, sent) -> None:
     # given a staff member
     staff = UserFactory(username="staff", is_staff=True)
+    staff.groups.add(Group.objects.get(name="finance"))
     api_client.force_authenticate(staff)
     # when staff cancels someone's subscription immediately
     response = api_client.post(
@@ -237,6 +241,7 @@ def test_staff_extend_period_moves_stripe_and_our_row_and_is_audited(
 ) -> None:
     # given an active subscription and a support agent
     staff = UserFactory(username="agent", is_staff=True)
+    staff.groups.add(Group.objects.get(name="finance"))
     end = subscription.current_period_end
     assert end is not None
 
