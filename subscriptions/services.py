@@ -305,13 +305,15 @@ def subscription_apply_invoice_paid(
             return sub
         period = line.get("period") or {}
         start, end = _ts(period.get("start")), _ts(period.get("end"))
-        if end is not None and (sub.current_period_end is None or end >= sub.current_period_end):
+        current = end is None or sub.current_period_end is None or end >= sub.current_period_end
+        if end is not None and current:
             sub.current_period_start, sub.current_period_end = start, end
         sub.stripe_state_at = event_created
         sub.save()
-        # A trial's 0-amount invoice is paid too: the subscription stays trialing.
+        # A trial's 0-amount invoice is paid too: the subscription stays trialing. An older
+        # period's invoice paid late says nothing about now (e.g. the current one may be past due).
         trial_invoice = sub.status == Status.TRIALING and not data.get("amount_paid")
-        to_send = [] if trial_invoice else _safe_transition(sub, Status.ACTIVE, event_id)
+        to_send = [] if trial_invoice or not current else _safe_transition(sub, Status.ACTIVE, event_id)
         _send(sub, _announce_period(sub, to_send))
     return sub
 

@@ -344,3 +344,44 @@ def test_unknown_user_is_refused(meta) -> None:
         )
     assert raised.value.code == "unknown_user"
     assert Subscription.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_old_periods_invoice_paid_late_does_not_lift_a_past_due_subscription() -> None:
+    # given a past-due subscription whose current period started on 1 March
+    from datetime import UTC, datetime
+
+    from subscriptions.services import subscription_apply_invoice_paid
+    from subscriptions.tests.factories import SubscriptionFactory
+
+    march, april = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    sub = SubscriptionFactory(
+        status="past_due",
+        current_period_start=march,
+        current_period_end=april,
+        stripe_subscription_id="sub_late",
+    )
+
+    # when February's invoice is reported paid late
+    february = {
+        "id": "in_feb",
+        "object": "invoice",
+        "subscription": "sub_late",
+        "amount_paid": 999,
+        "lines": {
+            "data": [
+                {
+                    "type": "subscription",
+                    "period": {
+                        "start": int(datetime(2026, 2, 1, tzinfo=UTC).timestamp()),
+                        "end": int(march.timestamp()),
+                    },
+                }
+            ]
+        },
+    }
+    subscription_apply_invoice_paid(data=february, event_id="evt_feb", event_created=datetime.now(UTC))
+
+    # then it stays past due with March's period
+    sub.refresh_from_db()
+    assert (sub.status, sub.current_period_start, sub.current_period_end) == ("past_due", march, april)
