@@ -9,6 +9,7 @@ from billing.services.webhooks import (
     WebhookProcessingFailed,
     webhook_event_give_up,
     webhook_event_process,
+    webhook_events_sweep,
 )
 
 
@@ -31,3 +32,9 @@ def webhook_event_process_task(self: Any, webhook_event_id: int) -> None:
         if self.app.conf.task_always_eager:
             return  # eager runs (tests, scripts): the row stays "failed" for reprocess/redelivery
         raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+
+
+@shared_task
+def webhook_events_sweep_task() -> int:
+    """Beat job (every minute): queue inbox rows that would otherwise wait forever."""
+    return webhook_events_sweep()

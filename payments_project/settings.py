@@ -240,6 +240,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Entries are copied into django-celery-beat's tables, where staff can pause or retime them.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "billing-catalog-push": {"task": "billing.tasks.catalog_push", "schedule": 900.0},
+    "billing-webhook-events-sweep": {"task": "billing.tasks.webhook_events_sweep_task", "schedule": 60.0},
 }
 
 # --- Stripe (dj-stripe keeps the local mirror) --------------------------------------------------

@@ -68,9 +68,36 @@ def webhook_trigger_accept(trigger: WebhookEventTrigger, api_key: str | None = N
 
 
 def _enqueue(webhook_event_id: int) -> None:
+    transaction.on_commit(lambda: _publish(webhook_event_id))
+
+
+def _publish(webhook_event_id: int) -> None:
     from billing.tasks import webhook_event_process_task
 
-    transaction.on_commit(lambda: webhook_event_process_task.delay(webhook_event_id))
+    try:
+        webhook_event_process_task.delay(webhook_event_id)
+    except Exception:
+        logger.warning("could not queue webhook event %s; the sweep will", webhook_event_id, exc_info=True)
+
+
+# A pending row this old was never queued (broker down) or its message was lost.
+STALE_PENDING = timedelta(minutes=2)
+
+
+def webhook_events_sweep() -> int:
+    """Beat job: queue again what would otherwise wait forever: pending rows never queued (the
+    broker was down), rows left "processing" by a worker that died, failed rows whose retries were
+    lost. Processing claims each row atomically, so a row queued twice is processed once."""
+    now = timezone.now()
+    stuck = WebhookEvent.objects.filter(
+        Q(status=WebhookEvent.Status.PENDING, received_at__lt=now - STALE_PENDING)
+        | Q(status=WebhookEvent.Status.PROCESSING, started_at__lt=now - STALE_PROCESSING)
+        | Q(status=WebhookEvent.Status.FAILED, started_at__lt=now - STALE_PROCESSING)
+    ).values_list("pk", flat=True)[:500]
+    ids = list(stuck)
+    for pk in ids:
+        _publish(pk)
+    return len(ids)
 
 
 def webhook_event_process(*, webhook_event_id: int) -> WebhookEvent:
@@ -127,11 +154,14 @@ def webhook_event_give_up(*, webhook_event_id: int) -> None:
 
 def webhook_event_reprocess(*, webhook_event_ids: list[int]) -> int:
     """Staff's "reprocess" action: put failed or dead events back in the queue."""
+    stale = timezone.now() - STALE_PROCESSING
     ids = list(
-        WebhookEvent.objects.filter(
-            pk__in=webhook_event_ids,
-            status__in=[WebhookEvent.Status.FAILED, WebhookEvent.Status.DEAD, WebhookEvent.Status.PENDING],
-        ).values_list("pk", flat=True)
+        WebhookEvent.objects.filter(pk__in=webhook_event_ids)
+        .filter(
+            Q(status__in=[WebhookEvent.Status.FAILED, WebhookEvent.Status.DEAD, WebhookEvent.Status.PENDING])
+            | Q(status=WebhookEvent.Status.PROCESSING, started_at__lt=stale)
+        )
+        .values_list("pk", flat=True)
     )
     WebhookEvent.objects.filter(pk__in=ids).update(status=WebhookEvent.Status.PENDING)
     for pk in ids:

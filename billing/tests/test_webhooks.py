@@ -318,3 +318,39 @@ def test_the_debug_secret_override_header_is_not_honoured(client: Client, settin
     # then it is refused like any bad signature
     assert response.status_code == 400
     assert WebhookEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_sweep_queues_events_that_were_never_queued_or_whose_worker_died(
+    client: Client, pending_payment: Payment, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given an accepted event whose queueing failed (the broker was down), two minutes ago
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.services.webhooks import webhook_events_sweep
+
+    intent = _confirm_at_stripe(pending_payment)
+    response = deliver(client, event("payment_intent.succeeded", intent))  # on_commit never runs here
+    assert response.status_code == 200
+    row = WebhookEvent.objects.get()
+    WebhookEvent.objects.filter(pk=row.pk).update(received_at=timezone.now() - timedelta(minutes=3))
+    # and a second one left "processing" by a worker that died
+    dead = WebhookEvent.objects.create(
+        stripe_event_id="evt_dead_worker",
+        type="payment_intent.succeeded",
+        status=WebhookEvent.Status.PROCESSING,
+        started_at=timezone.now() - timedelta(minutes=11),
+        trigger=row.trigger,
+    )
+
+    # when the beat sweep runs
+    queued = webhook_events_sweep()
+
+    # then both were processed (the same event's object twice: its effect once)
+    assert queued == 2
+    assert sorted(WebhookEvent.objects.values_list("status", "attempts")) == [("done", 1), ("done", 1)]
+    pending_payment.refresh_from_db()
+    assert pending_payment.status == "succeeded"
+    assert dead.pk != row.pk
