@@ -5,6 +5,7 @@ from typing import Any
 from celery import shared_task
 
 from billing.services import catalog_push_to_stripe
+from billing.services.refunds import refunds_resubmit
 from billing.services.webhooks import (
     WebhookProcessingFailed,
     webhook_event_give_up,
@@ -38,3 +39,9 @@ def webhook_event_process_task(self: Any, webhook_event_id: int) -> None:
 def webhook_events_sweep_task() -> int:
     """Beat job (every minute): queue inbox rows that would otherwise wait forever."""
     return webhook_events_sweep()
+
+
+@shared_task
+def refunds_resubmit_task() -> int:
+    """Beat job (every 5 minutes): send again refunds whose Stripe answer never came."""
+    return refunds_resubmit()

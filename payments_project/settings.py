@@ -241,6 +241,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "billing-catalog-push": {"task": "billing.tasks.catalog_push", "schedule": 900.0},
     "billing-webhook-events-sweep": {"task": "billing.tasks.webhook_events_sweep_task", "schedule": 60.0},
+    "billing-refunds-resubmit": {"task": "billing.tasks.refunds_resubmit_task", "schedule": 300.0},
 }
 
 # --- Stripe (dj-stripe keeps the local mirror) --------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from billing import stripe_gateway
 from billing.models import Payment, Refund
@@ -31,6 +33,11 @@ def _recount(payment_id: int) -> None:
     Payment.objects.filter(pk=payment_id).update(amount_refunded=total or 0)
 
 
+class RefundPending(DomainError):
+    status_code = 503
+    code = "refund_pending"
+
+
 def refund_create(
     *,
     payment_id: int,
@@ -42,9 +49,10 @@ def refund_create(
 ) -> Refund:
     """Refund all (amount=None) or part of a succeeded payment through Stripe.
 
-    The payment row is locked for the duration, so two staff members cannot together refund more
-    than was paid. The Stripe call carries an idempotency key derived from our refund row; if
-    Stripe refuses or cannot be reached, the transaction rolls back and nothing is recorded.
+    First the refund is recorded as pending, under a lock on the payment, and counts at once
+    against what is left: two staff members cannot together refund more than was paid. Then it
+    is sent to Stripe with an idempotency key derived from that row, so sending it again (after a
+    timeout, by the beat job) can never refund twice.
     """
     if reason not in Refund.Reason.values:
         raise RefundRefused(
@@ -75,28 +83,85 @@ def refund_create(
             created_by=staff_user,
             revoke_entitlements=revoke_entitlements,
         )
+        _recount(payment.pk)
+    logger.info("refund %s of payment %s by staff %s", refund.pk, payment_id, getattr(staff_user, "pk", None))
+    return refund_submit(refund_id=refund.pk)
+
+
+def refund_submit(*, refund_id: int) -> Refund:
+    """Send a pending refund to Stripe; again after a timeout: same row, same key, one refund."""
+    refund = Refund.objects.select_related("payment").get(pk=refund_id)
+    if refund.stripe_refund_id or refund.status != Refund.Status.PENDING:
+        return refund
+    payment = refund.payment
+    try:
         remote = stripe_gateway.call(
             stripe_gateway.client().v1.refunds.create,
             {
                 "payment_intent": payment.stripe_payment_intent_id,
-                "amount": amount,
-                "reason": reason,
+                "amount": refund.amount,
+                "reason": refund.reason,
                 "metadata": {"refund_id": str(refund.pk), "payment_id": str(payment.pk)},
             },
             {"idempotency_key": f"refund:{refund.pk}"},
         )
-        refund.stripe_refund_id = remote.id
-        refund.status = _STATUS.get(str(remote.status), Refund.Status.PENDING)
-        refund.save(update_fields=["stripe_refund_id", "status", "updated_at"])
-        _recount(payment.pk)
-        payment.refresh_from_db()
-        logger.info(
-            "refund %s of payment %s by staff %s", refund.pk, payment.pk, getattr(staff_user, "pk", None)
-        )
-        payment_refunded.send(
-            sender=Refund, payment=payment, refund=refund, revoke_entitlements=revoke_entitlements
-        )
+    except stripe_gateway.StripeUnavailable as exc:
+        # Maybe done at Stripe, maybe not: keep it pending (it still counts against what is left);
+        # the beat job sends it again with the same key, and Stripe's events reconcile it.
+        raise RefundPending(
+            "Stripe did not answer. The refund is recorded as pending and will be sent again "
+            "automatically: do not refund again.",
+            headers=exc.headers,
+        ) from exc
+    except DomainError:
+        # Stripe refused it for sure: it never happened and no longer counts.
+        with transaction.atomic():
+            Refund.objects.filter(pk=refund.pk, stripe_refund_id__isnull=True).update(
+                status=Refund.Status.FAILED
+            )
+            _recount(payment.pk)
+        raise
+    _attach(refund_id=refund.pk, stripe_refund_id=remote.id, status=str(remote.status))
+    refund.refresh_from_db()
     return refund
+
+
+def _attach(*, refund_id: int, stripe_refund_id: str, status: str, payment_id: int | None = None) -> bool:
+    """Give our pending row its Stripe refund (once: from the API answer or from Stripe's event)."""
+    with transaction.atomic():
+        refund = Refund.objects.filter(pk=refund_id).first()
+        if refund is None or (payment_id is not None and refund.payment_id != payment_id):
+            return False
+        Payment.objects.select_for_update().filter(pk=refund.payment_id).first()
+        attached = Refund.objects.filter(pk=refund_id, stripe_refund_id__isnull=True).update(
+            stripe_refund_id=stripe_refund_id, status=_STATUS.get(status, Refund.Status.PENDING)
+        )
+        _recount(refund.payment_id)
+        if attached:
+            refund.refresh_from_db()
+            payment = Payment.objects.get(pk=refund.payment_id)
+            payment_refunded.send(
+                sender=Refund, payment=payment, refund=refund, revoke_entitlements=refund.revoke_entitlements
+            )
+    return bool(attached)
+
+
+def refunds_resubmit() -> int:
+    """Beat job: send again the refunds Stripe never confirmed (same keys: never twice)."""
+    stale = timezone.now() - timedelta(minutes=1)
+    ids = list(
+        Refund.objects.filter(
+            status=Refund.Status.PENDING, stripe_refund_id__isnull=True, created_at__lt=stale
+        ).values_list("pk", flat=True)[:200]
+    )
+    done = 0
+    for pk in ids:
+        try:
+            refund_submit(refund_id=pk)
+            done += 1
+        except DomainError as exc:
+            logger.warning("refund %s still not sent: %s", pk, exc.message)
+    return done
 
 
 def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
@@ -123,6 +188,11 @@ def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
                 if remote_reason in Refund.Reason.values
                 else Refund.Reason.REQUESTED_BY_CUSTOMER
             )
+            ours = str((getattr(item, "metadata", None) or {}).get("refund_id") or "")
+            if ours.isdigit() and _attach(
+                refund_id=int(ours), stripe_refund_id=item.id, status=str(item.status), payment_id=payment.pk
+            ):
+                continue  # our own pending refund, whose API answer was lost or has not arrived yet
             row, created = Refund.objects.get_or_create(
                 stripe_refund_id=item.id,
                 defaults={

@@ -13,6 +13,7 @@ from billing.services.payments import payment_create
 from billing.services.refunds import RefundRefused, refund_create
 from billing.signals import payment_refunded
 from billing.tests.factories import UserFactory
+from payments_project.errors import DomainError
 
 
 @pytest.fixture
@@ -74,20 +75,6 @@ def test_an_unpaid_payment_cannot_be_refunded(stripe_standin: StandinServer, fin
     with pytest.raises(RefundRefused, match="Only succeeded payments can be refunded"):
         refund_create(payment_id=unpaid.pk, amount=100, reason="duplicate", staff_user=finance)
     assert Refund.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_stripe_down_leaves_no_refund_row(paid: Payment, finance: Any, settings: Any) -> None:
-    settings.STRIPE_API_BASE = "http://127.0.0.1:1"
-    settings.STRIPE_MAX_NETWORK_RETRIES = 0
-    stripe_gateway.client.cache_clear()
-    try:
-        with pytest.raises(stripe_gateway.StripeUnavailable):
-            refund_create(payment_id=paid.pk, amount=100, reason="duplicate", staff_user=finance)
-    finally:
-        stripe_gateway.client.cache_clear()
-    paid.refresh_from_db()
-    assert (Refund.objects.count(), paid.amount_refunded) == (0, 0)
 
 
 @pytest.mark.django_db
@@ -165,3 +152,58 @@ def test_one_time_purchase_grants_and_a_refund_with_revoke_takes_it_back(
 
     # then the next check refuses it
     assert entitlement_check(user_id=buyer.pk, features=["export_pdf"])[0]["allowed"] is False
+
+
+@pytest.mark.django_db
+def test_a_refund_stripe_did_not_answer_stays_pending_counts_and_is_sent_once_later(
+    paid: Payment, finance: Any, settings: Any
+) -> None:
+    # given Stripe unreachable when finance refunds 1.000 KWD of 3.000
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.services.refunds import RefundPending, refunds_resubmit
+
+    standin = settings.STRIPE_API_BASE
+    settings.STRIPE_API_BASE = "http://127.0.0.1:1"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    stripe_gateway.client.cache_clear()
+    try:
+        with pytest.raises(RefundPending, match="do not refund again"):
+            refund_create(payment_id=paid.pk, amount=1000, reason="duplicate", staff_user=finance)
+    finally:
+        settings.STRIPE_API_BASE = standin
+        stripe_gateway.client.cache_clear()
+
+    # then it is recorded as pending and already counts against what is left
+    pending = Refund.objects.get()
+    paid.refresh_from_db()
+    assert (pending.status, pending.stripe_refund_id, paid.amount_refunded) == ("pending", None, 1000)
+    with pytest.raises(RefundRefused, match=r"Only KWD2\.000 is left"):
+        refund_create(payment_id=paid.pk, amount=2500, reason="duplicate", staff_user=finance)
+
+    # when the beat job runs with Stripe back (twice, as a retried job would)
+    Refund.objects.filter(pk=pending.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    assert refunds_resubmit() == 1
+    assert refunds_resubmit() == 0
+
+    # then exactly one refund exists at Stripe and ours is attached to it
+    pending.refresh_from_db()
+    assert pending.status == "succeeded" and pending.stripe_refund_id is not None
+    assert _stripe_refunds(paid) == [(1000, "duplicate")]
+
+
+@pytest.mark.django_db
+def test_a_refund_stripe_refuses_is_failed_and_no_longer_counts(paid: Payment, finance: Any) -> None:
+    # given the payment refunded in full behind our back (Stripe's dashboard), unknown to us yet
+    stripe_gateway.client().v1.refunds.create({"payment_intent": paid.stripe_payment_intent_id})
+
+    # when finance refunds part of it here, Stripe refuses (nothing left there)
+    with pytest.raises(DomainError):
+        refund_create(payment_id=paid.pk, amount=500, reason="duplicate", staff_user=finance)
+
+    # then our row says failed and the refundable amount is untouched by it
+    refund = Refund.objects.get()
+    paid.refresh_from_db()
+    assert (refund.status, paid.amount_refunded) == ("failed", 0)
