@@ -3,12 +3,24 @@
 Never import this from production code: importing it patches localstripe's classes in place.
 
     python -m billing.dev.stripe_standin --host 127.0.0.1 --port 8420 \\
-        [--webhook-url URL --webhook-secret whsec_...]
+        [--webhook-url URL --webhook-secret whsec_...] [--state-file var/stripe-standin.pickle]
 
 On top of localstripe 1.15 it adds `GET /v1/account`, Prices, Checkout Sessions with a test
 payment page (`/_dev/checkout/{id}`), Stripe-shaped 404/402 errors, idempotency keys, and the
-fields dj-stripe re-fetches when it processes invoice, subscription, charge and payment events.
-State lives in memory only (localstripe's pickle to /tmp is switched off).
+fields dj-stripe re-fetches when it processes invoice, subscription, charge and payment events;
+PaymentIntents take a description, declines happen at confirm with Stripe's decline codes,
+refunds take a reason, refuse more than is left and send refund.created / charge.refunded,
+subscriptions with a trial start "trialing", updates take proration_behavior. State lives in
+memory (localstripe's own pickle to /tmp is off), or in --state-file across restarts.
+
+Where it still differs from Stripe (known, accepted for development and tests):
+- never sends customer.subscription.updated, invoice.payment_failed or checkout.session.expired
+  on its own (tests deliver those events themselves, signed, with the stand-in's objects); no
+  webhook retries; no renewals (no test clocks);
+- one recurring price per subscription; no coupons, taxes, setup mode, Billing Portal;
+- a trialing subscription keeps its first period's end (Stripe: the trial end) and gets no
+  $0 invoice; in payment mode a Checkout Session always creates a customer;
+- 3-D Secure cards are refused with 402 authentication_required instead of a challenge.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from localstripe.webhooks import (
     register_webhook,
     schedule_webhook,
 )
+
+from billing.money import format_money  # plain Python (Babel): no Django needed
 
 with warnings.catch_warnings():
     # localstripe routes plain functions, which aiohttp deprecates once per route.
@@ -756,7 +770,7 @@ def _render_checkout(session: CheckoutSession, error: str | None = None) -> str:
     e = html.escape
     lines = [(e(item.description), item.quantity) for item in session.line_items._list]
     items = "".join(f"<li>{name} &times; {quantity}</li>" for name, quantity in lines)
-    amount = f"{session.amount_total / 100:.2f} {session.currency.upper()}"
+    amount = format_money(session.amount_total, session.currency.upper())
     if session.status == "open":
         action = f"/_dev/checkout/{e(session.id)}/complete"
         body = (

@@ -272,7 +272,7 @@ def test_the_checkout_page_form_pays_and_redirects_to_success_url(
 
     # then the browser goes to success_url with the session id filled in
     assert page.status_code == 200
-    assert "Pay 20.00 USD" in page.text
+    assert "Pay $20.00" in page.text
     assert 'value="4242424242424242"' in page.text
     assert response.status_code == 303
     assert response.headers["Location"] == f"http://app.test/done?session={session.id}"
