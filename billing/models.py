@@ -200,19 +200,24 @@ class ZonePrice(models.Model):
 
 
 class StripePrice(models.Model):
-    """The Stripe price object for one (plan, currency, amount): Stripe prices are immutable, so
-    a new amount is a new row, and every amount a zone resolves to is pushed once."""
+    """The Stripe price object for one (plan, currency, amount, billing interval): Stripe prices are
+    immutable, so a new amount or interval is a new row, and each is pushed once."""
 
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="stripe_prices")
     currency = models.CharField(max_length=3, validators=[currency_validator])
     amount = models.PositiveBigIntegerField()
+    interval = models.CharField(max_length=16, choices=Plan.Interval.choices)
+    interval_count = models.PositiveSmallIntegerField(default=1)
     stripe_price_id = models.CharField(max_length=255, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["plan", "currency", "amount"]
         constraints = [
-            models.UniqueConstraint(fields=["plan", "currency", "amount"], name="stripeprice_unique_amount"),
+            models.UniqueConstraint(
+                fields=["plan", "currency", "amount", "interval", "interval_count"],
+                name="stripeprice_unique_price",
+            ),
         ]
 
     def __str__(self) -> str:

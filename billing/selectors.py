@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
-from billing.models import Payment, Plan, PlanFeature, PricingZone, ZoneCountry, ZonePrice
+from billing.models import Payment, Plan, PlanFeature, PricingZone, StripePrice, ZoneCountry, ZonePrice
 from billing.money import Rounding, apply_multiplier, format_money
 
 
@@ -87,3 +87,14 @@ def payment_list(*, user: Any, for_any_user: bool, filters: dict[str, Any]) -> Q
     if filters.get("created_before"):
         payments = payments.filter(created_at__lt=filters["created_before"])
     return payments.order_by("-created_at", "-pk")
+
+
+def stripe_price_find(*, plan: Plan, currency: str, amount: int) -> StripePrice | None:
+    """The Stripe price billing `plan` at this amount on the plan's current interval, if pushed."""
+    return StripePrice.objects.filter(
+        plan=plan,
+        currency=currency,
+        amount=amount,
+        interval=plan.interval,
+        interval_count=plan.interval_count,
+    ).first()

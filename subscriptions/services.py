@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from billing import stripe_gateway
 from billing.models import Plan, PricingZone, StripePrice
-from billing.selectors import plan_quote
+from billing.selectors import plan_quote, stripe_price_find
 from entitlements.models import Family
 from payments_project.api import can_act_for_any_user
 from payments_project.errors import Conflict, DomainError, NotFound
@@ -468,7 +468,7 @@ def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: A
         quote = plan_quote(plan=plan, zone=sub.pricing_zone)
         if quote is None:
             raise DomainError("This plan is not sold in the subscription's zone.", code="plan_unavailable")
-        price = StripePrice.objects.filter(plan=plan, currency=quote.currency, amount=quote.amount).first()
+        price = stripe_price_find(plan=plan, currency=quote.currency, amount=quote.amount)
         if price is None:
             raise Conflict(
                 f"Plan {plan.code} has no Stripe price for {quote.amount} {quote.currency} yet.",

@@ -26,7 +26,7 @@ from billing.models import (
     ZonePrice,
 )
 from billing.money import Rounding, is_currency
-from billing.selectors import plan_list, plan_quote
+from billing.selectors import plan_list, plan_quote, stripe_price_find
 from payments_project.errors import DomainError
 
 
@@ -296,7 +296,7 @@ def plan_product_ensure(*, plan: Plan) -> str:
 
 
 def stripe_price_ensure(*, item: PushItem) -> StripePrice:
-    existing = StripePrice.objects.filter(plan=item.plan, currency=item.currency, amount=item.amount).first()
+    existing = stripe_price_find(plan=item.plan, currency=item.currency, amount=item.amount)
     if existing is not None:
         return existing
     product_id = plan_product_ensure(plan=item.plan)
@@ -311,13 +311,16 @@ def stripe_price_ensure(*, item: PushItem) -> StripePrice:
             "interval": item.plan.interval,
             "interval_count": item.plan.interval_count,
         }
-    key = f"price:{item.plan.code}:{item.currency}:{item.amount}:{item.plan.interval}"
+    interval = f"{item.plan.interval}:{item.plan.interval_count}"
+    key = f"price:{item.plan.code}:{item.currency}:{item.amount}:{interval}"
     price = stripe_gateway.call(stripe_gateway.client().v1.prices.create, params, {"idempotency_key": key})
     # Same idempotency key -> same Stripe price, so a concurrent push lands on the same row.
     row, _ = StripePrice.objects.get_or_create(
         plan=item.plan,
         currency=item.currency,
         amount=item.amount,
+        interval=item.plan.interval,
+        interval_count=item.plan.interval_count,
         defaults={"stripe_price_id": price.id},
     )
     return row
@@ -329,9 +332,7 @@ def catalog_push_to_stripe(
     """Create the products and prices Stripe lacks; returns how many prices were created."""
     created = 0
     for item in catalog_push_items() if items is None else items:
-        before = StripePrice.objects.filter(
-            plan=item.plan, currency=item.currency, amount=item.amount
-        ).exists()
+        before = stripe_price_find(plan=item.plan, currency=item.currency, amount=item.amount) is not None
         stripe_price_ensure(item=item)
         created += 0 if before else 1
         if progress is not None:

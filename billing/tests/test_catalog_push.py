@@ -81,3 +81,22 @@ def test_card_errors_are_not_outages() -> None:
     declined = stripe.CardError("declined", param=None, code="card_declined")
     assert stripe_gateway._is_outage(declined) is False
     assert stripe_gateway._is_outage(stripe.APIConnectionError("down")) is True
+
+
+@pytest.mark.django_db
+def test_a_plan_moved_to_another_interval_gets_a_new_stripe_price(stripe_standin: StandinServer) -> None:
+    # given a monthly plan pushed at 10.00 USD
+    catalog_load(data={"plans": [{"code": "p", "interval": "month", "prices": {"USD": 1000}}]})
+    catalog_push_to_stripe()
+
+    # when finance makes it yearly at the same amount and pushes again
+    catalog_load(data={"plans": [{"code": "p", "interval": "year", "prices": {"USD": 1000}}]})
+    created = catalog_push_to_stripe()
+
+    # then a yearly Stripe price exists beside the monthly one
+    assert created == 1
+    rows = sorted(StripePrice.objects.values_list("interval", "amount"))
+    assert rows == [("month", 1000), ("year", 1000)]
+    yearly = StripePrice.objects.get(interval="year")
+    remote = stripe_gateway.client().v1.prices.retrieve(yearly.stripe_price_id)
+    assert remote.recurring is not None and remote.recurring.interval == "year"

@@ -221,7 +221,9 @@ def test_change_plan_moves_stripe_and_our_row(api_client, subscription, stripe_c
     new_price = stripe_client.v1.prices.create(
         {"product": product.id, "currency": "usd", "unit_amount": 1999, "recurring": {"interval": "month"}}
     )
-    StripePrice.objects.create(plan=target, currency="USD", amount=1999, stripe_price_id=new_price.id)
+    StripePrice.objects.create(
+        plan=target, currency="USD", amount=1999, interval="month", stripe_price_id=new_price.id
+    )
     api_client.force_authenticate(subscription.user)
     # when I change plan
     response = api_client.post(
