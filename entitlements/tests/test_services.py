@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,43 @@ def test_one_time_grant_is_idempotent_and_revoked_by_its_reference(
     entitlement_grant_one_time(user=user, plan=plan, source_ref="pi_1")
     assert _allowed(user, "pack") is False
     assert list(Entitlement.objects.filter(source_ref="pi_1").values_list("status", flat=True)) == ["revoked"]
+
+
+@pytest.mark.django_db
+def test_members_added_in_the_admin_go_through_the_family_rules(
+    make_plan: Callable[..., Plan], client: Any
+) -> None:
+    # given a family on a plan for 2 (the owner is a member) and a superuser in the admin
+    owner = UserFactory(username="owner")
+    family = family_create(owner=owner, name="Home")
+    SubscriptionFactory(user=owner, family=family, plan=make_plan(is_family=True, max_members=2))
+    ana, bob = UserFactory(username="ana"), UserFactory(username="bob")
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    existing = list(FamilyMember.objects.filter(family=family).values_list("pk", "user_id"))
+
+    # when staff add ana and bob in the family's page
+    form = {
+        "owner": owner.pk,
+        "name": "Home",
+        "members-TOTAL_FORMS": str(len(existing) + 2),
+        "members-INITIAL_FORMS": str(len(existing)),
+        "members-MIN_NUM_FORMS": "0",
+        "members-MAX_NUM_FORMS": "1000",
+    }
+    for index, (pk, user_id) in enumerate(existing):
+        form |= {
+            f"members-{index}-id": str(pk),
+            f"members-{index}-family": str(family.pk),
+            f"members-{index}-user": str(user_id),
+        }
+    for index, user in enumerate((ana, bob), start=len(existing)):
+        form |= {f"members-{index}-family": str(family.pk), f"members-{index}-user": str(user.pk)}
+    response = client.post(f"/admin/entitlements/family/{family.pk}/change/", form, follow=True)
+
+    # then only ana fits, and the admin says why bob was refused
+    assert response.status_code == 200
+    assert sorted(FamilyMember.objects.filter(family=family).values_list("user__username", flat=True)) == [
+        "ana",
+        "owner",
+    ]
+    assert "The family already has its 2 members." in response.content.decode()
