@@ -12,6 +12,7 @@ from typing import Any
 from djstripe import models as djstripe_models
 from djstripe.event_handlers import djstripe_receiver
 
+from billing.models import Payment
 from billing.services.payments import (
     payment_apply_intent_status,
     payment_from_checkout,
@@ -37,8 +38,6 @@ def on_payment_intent(sender: Any, event: djstripe_models.Event, **kwargs: Any) 
 @djstripe_receiver("charge.succeeded")
 def on_charge_succeeded(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
     charge = current_object(event)
-    from billing.models import Payment
-
     payment = Payment.objects.filter(stripe_payment_intent_id=charge.get("payment_intent")).first()
     if payment is not None and charge.get("status") == "succeeded" and charge.get("captured", True):
         payment_apply_intent_status(payment_id=payment.pk, status=Payment.Status.SUCCEEDED)

@@ -42,7 +42,7 @@ from entitlements.metrics import (
     entitlement_check_duration_seconds,
     entitlement_checks_total,
 )
-from entitlements.selectors import _result, entitlement_check
+from entitlements.selectors import check_result, entitlement_check
 from payments_project.api import error_body, ratelimit_counter, ratelimit_rate
 from payments_project.authentication import REDIS_ERRORS, token_cache_keys
 from payments_project.errors import DomainError
@@ -154,7 +154,7 @@ def _answer(user_id: int, codes: Sequence[str], raw: list[Any]) -> list[dict[str
     meta = json.loads(raw[0])
     now = time.time()
     results = [
-        _result(code, None if value is None else json.loads(value), meta, now)
+        check_result(code, None if value is None else json.loads(value), meta, now)
         for code, value in zip(codes, raw[1:], strict=True)
     ]
     allowed = sum(1 for result in results if result["allowed"])

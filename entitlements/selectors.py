@@ -128,7 +128,7 @@ def entitlement_snapshot_build(*, user_id: int) -> tuple[dict[str, Any], dict[st
 # --- answering ------------------------------------------------------------------------------------
 
 
-def _result(code: str, entry: dict[str, Any] | None, meta: dict[str, Any], now: float) -> dict[str, Any]:
+def check_result(code: str, entry: dict[str, Any] | None, meta: dict[str, Any], now: float) -> dict[str, Any]:
     if entry is None:
         if code in feature_codes_known():
             reason = "not_in_plan" if meta.get("has_subscription") else "no_subscription"
@@ -211,7 +211,7 @@ def entitlement_check(*, user_id: int, features: Sequence[str]) -> list[dict[str
             entitlement_cache_misses_total.inc()
         meta, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
         found = [entries.get(code) for code in codes]
-    results = [_result(code, entry, meta, now) for code, entry in zip(codes, found, strict=True)]
+    results = [check_result(code, entry, meta, now) for code, entry in zip(codes, found, strict=True)]
     allowed = sum(1 for result in results if result["allowed"])
     if allowed:
         entitlement_checks_total.labels(result="allowed").inc(allowed)
@@ -240,7 +240,7 @@ def entitlement_list(*, user_id: int) -> list[dict[str, Any]]:
             entitlement_cache_misses_total.inc()
         meta, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
     now = time.time()
-    results = [_result(code, entries[code], meta, now) for code in sorted(entries)]
+    results = [check_result(code, entries[code], meta, now) for code in sorted(entries)]
     return [result for result in results if result["allowed"]]
 
 

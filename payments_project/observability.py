@@ -17,10 +17,6 @@ _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def current_request_id() -> str:
-    return _request_id.get()
-
-
 def bind_request_id(value: str | None) -> None:
     _request_id.set(value if value and _VALID_ID.match(value) else uuid.uuid4().hex)
 

@@ -21,11 +21,6 @@ def subscription_list(*, user: Any) -> QuerySet[Subscription]:
     )
 
 
-def subscription_get(*, user: Any, subscription_id: int) -> Subscription | None:
-    """One of `user`'s subscriptions; None for anyone else's (the API answers 404)."""
-    return subscription_list(user=user).filter(pk=subscription_id).first()
-
-
 def subscription_access_until(*, subscription: Subscription) -> datetime | None:
     """When access ends if Stripe says nothing more: the trial's end, else the period's end."""
     if subscription.status not in LIVE:
