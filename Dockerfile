@@ -13,6 +13,5 @@ RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build STRIPE_SECRET_KEY=sk_test
 RUN useradd --create-home app && mkdir -p /app/var && chown -R app /app/var
 USER app
 EXPOSE 8000
-# One worker per core, 4 threads each, keep-alive: the setting the entitlement bench measured best.
-CMD ["gunicorn", "payments_project.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2", \
-     "--worker-class", "gthread", "--threads", "4", "--keep-alive", "5", "--access-logfile", "-"]
+# Workers, threads, keep-alive and gc.freeze(): payments_project/gunicorn_conf.py (env overrides).
+CMD ["gunicorn", "-c", "payments_project/gunicorn_conf.py", "payments_project.wsgi:application"]

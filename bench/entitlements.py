@@ -3,15 +3,16 @@
     .venv/bin/python bench/entitlements.py [--duration 10]
 
 Creates/migrates PostgreSQL `payments_bench` (migrate is slow only the first time), fills 10,000
-users with a subscription and its entitlements (bulk_create), starts gunicorn (2 gthread workers x
-4 threads) on a free port, and drives it from a second process (wrk when installed, else aiohttp;
+users with a subscription and its entitlements (bulk_create), starts gunicorn with the production
+settings (payments_project/gunicorn_conf.py: a gthread worker per core, 4 threads, reuse-port,
+gc.freeze) on a free port, and drives it from a second process (wrk when installed, else aiohttp;
 16 connections, fixed duration per scenario): (a) GET /health/live, (b) a cached single check,
 (c) a bulk check of 100 codes, (d) a cold check (each request a user never checked since the cache
 was flushed). Stops gunicorn itself; the last line is
 `entitlements: single/trivial=R bulk/single=R single_p99_ms=N`.
 
-Knobs: BENCH_GUNICORN_ARGS (another server setting, the same for every scenario) and
-BENCH_WRK_THREADS (wrk's threads, default 2).
+Knobs: BENCH_GUNICORN_ARGS (more gunicorn flags, e.g. `--threads 2`, the same for every
+scenario) and BENCH_WRK_THREADS (wrk's threads, default 2).
 """
 
 from __future__ import annotations
@@ -41,12 +42,10 @@ PLANS = 5  # each plan holds 20 of the 100 features
 WARM_USERS = 1_000
 CONNECTIONS = 16
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
-# What the README recommends for production, the same for every scenario: one worker per core,
-# threads so a worker keeps connections alive (a sync worker closes each one) and overlaps its
-# Redis/PostgreSQL waits.
-GUNICORN_ARGS = os.environ.get(
-    "BENCH_GUNICORN_ARGS", "--workers 2 --worker-class gthread --threads 4 --keep-alive 5"
-).split()  # BENCH_GUNICORN_ARGS: try another setting (the same one for every scenario)
+# The production settings (the Dockerfile's), the same for every scenario: one gthread worker per
+# core, gc.freeze() after loading the app (see the file). BENCH_GUNICORN_ARGS adds to them.
+GUNICORN_CONF = str(ROOT / "payments_project" / "gunicorn_conf.py")
+GUNICORN_ARGS = ["-c", GUNICORN_CONF, *os.environ.get("BENCH_GUNICORN_ARGS", "").split()]
 ENV = {
     "APP_ENV": "test",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/payments_bench",

@@ -1,6 +1,8 @@
-"""GET entitlements/check and POST entitlements/bulk-check without DRF when everything is warm.
+"""GET entitlements/check and POST entitlements/bulk-check answered without DRF when warm.
 
-A plain Django view answers a request itself only when it is the common, warm case:
+`check_fast` / `bulk_check_fast` are called by entitlements.middleware.EntitlementHotPathMiddleware,
+ahead of the session, CSRF, authentication and messages middleware (a token request uses none of
+them) and of URL resolution. They answer only the common, warm case:
 
 - a well-formed `Authorization: Token <key>` header, no `format` parameter, an Accept header that
   is absent, `*/*` or `application/json`, input that DRF's serializers would take as is (see
@@ -10,14 +12,15 @@ A plain Django view answers a request itself only when it is the common, warm ca
   django-ratelimit's counter (same key, window and ttl as payments_project.api._ratelimit_usage)
   and HMGETs the user's entitlement snapshot (`__meta` + the codes).
 
-Anything else is delegated, untouched and before any Redis side effect, to the DRF viewset action
-(EntitlementViewSet.check / bulk_check), so errors, session auth (with DRF's CSRF check), Redis
-down, a cold token, `user_id` for another user, odd input... behave exactly as before.
+Anything else returns None, before any Redis side effect, and the request goes on untouched
+through the whole middleware stack to the DRF viewset action (EntitlementViewSet.check /
+bulk_check), so errors, session auth (with DRF's CSRF check), Redis down, a cold token, `user_id`
+for another user, odd input... behave exactly as before.
 
-Which user a token belongs to is remembered per process (`_HINTS`) after a successful DRF answer:
-it only chooses which keys the script reads. The script checks that the token snapshot names that
-user (and that it is active) before counting or reading anything, so a stale hint only costs a
-delegation, never a wrong answer.
+Which user a token belongs to is remembered per process (`_HINTS`) after a successful DRF answer
+(`check_view` / `bulk_check_view` wrap the DRF actions to learn it): it only chooses which keys the
+script reads. The script checks that the token snapshot names that user (and that it is active)
+before counting or reading anything, so a stale hint only costs a delegation, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from entitlements.apis import MAX_BULK_FEATURES, EntitlementViewSet
 from entitlements.metrics import (
     entitlement_cache_hits_total,
     entitlement_check_duration_seconds,
-    entitlement_checks_total,
+    entitlement_checks_allowed,
+    entitlement_checks_denied,
 )
 from entitlements.selectors import check_result, entitlement_check
 from payments_project.api import error_body, ratelimit_counter, ratelimit_rate
@@ -159,9 +163,9 @@ def _answer(user_id: int, codes: Sequence[str], raw: list[Any]) -> list[dict[str
     ]
     allowed = sum(1 for result in results if result["allowed"])
     if allowed:
-        entitlement_checks_total.labels(result="allowed").inc(allowed)
+        entitlement_checks_allowed.inc(allowed)
     if len(results) - allowed:
-        entitlement_checks_total.labels(result="denied").inc(len(results) - allowed)
+        entitlement_checks_denied.inc(len(results) - allowed)
     entitlement_check_duration_seconds.observe(time.perf_counter() - start)
     return results
 
@@ -218,28 +222,34 @@ def _remember(request: HttpRequest, token_key: str, response: HttpResponseBase) 
     return response
 
 
+def check_fast(request: HttpRequest) -> HttpResponse | None:
+    """GET entitlements/check answered warm, or None: the request goes on to the DRF action."""
+    token_key = _token_key(request) if request.method == "GET" else None
+    if token_key is None or not _fast_allowed(request):
+        return None
+    user_id = _HINTS.get(token_key)
+    if user_id is None:
+        return None
+    features = request.GET.getlist("feature")
+    wanted = request.GET.getlist("user_id")
+    if (
+        len(features) == 1
+        and _simple_code(features[0])
+        and (not wanted or (len(wanted) == 1 and wanted[0].isascii() and wanted[0].isdigit()))
+        and (not wanted or int(wanted[0]) == user_id)
+    ):
+        return _respond(token_key, user_id, features, bulk=False)
+    return None
+
+
 def check_view(drf_view: View) -> View:
-    """GET entitlements/check: warm answers here, everything else through `drf_view`."""
+    """GET entitlements/check through DRF, learning which user a token belongs to."""
 
     @csrf_exempt
     def check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = drf_view(request, *args, **kwargs)
         token_key = _token_key(request) if request.method == "GET" else None
-        if token_key is None or not _fast_allowed(request):
-            return drf_view(request, *args, **kwargs)
-        user_id = _HINTS.get(token_key)
-        features = request.GET.getlist("feature")
-        wanted = request.GET.getlist("user_id")
-        if (
-            user_id is not None
-            and len(features) == 1
-            and _simple_code(features[0])
-            and (not wanted or (len(wanted) == 1 and wanted[0].isascii() and wanted[0].isdigit()))
-            and (not wanted or int(wanted[0]) == user_id)
-        ):
-            response = _respond(token_key, user_id, features, bulk=False)
-            if response is not None:
-                return response
-        return _remember(request, token_key, drf_view(request, *args, **kwargs))
+        return response if token_key is None else _remember(request, token_key, response)
 
     return check
 
@@ -270,20 +280,25 @@ def _no_constant(value: str) -> Any:
     raise ValueError(value)  # NaN/Infinity: DRF's parser refuses them
 
 
+def bulk_check_fast(request: HttpRequest) -> HttpResponse | None:
+    """POST entitlements/bulk-check answered warm, or None: the request goes on to the DRF action."""
+    token_key = _token_key(request) if request.method == "POST" else None
+    if token_key is None or not _fast_allowed(request):
+        return None
+    user_id = _HINTS.get(token_key)
+    codes = None if user_id is None else _bulk_input(request, user_id)
+    if user_id is None or codes is None:
+        return None
+    return _respond(token_key, user_id, codes, bulk=True)
+
+
 def bulk_check_view(drf_view: View) -> View:
-    """POST entitlements/bulk-check: warm answers here, everything else through `drf_view`."""
+    """POST entitlements/bulk-check through DRF, learning which user a token belongs to."""
 
     @csrf_exempt
     def bulk_check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = drf_view(request, *args, **kwargs)
         token_key = _token_key(request) if request.method == "POST" else None
-        if token_key is None or not _fast_allowed(request):
-            return drf_view(request, *args, **kwargs)
-        user_id = _HINTS.get(token_key)
-        codes = None if user_id is None else _bulk_input(request, user_id)
-        if user_id is not None and codes is not None:
-            response = _respond(token_key, user_id, codes, bulk=True)
-            if response is not None:
-                return response
-        return _remember(request, token_key, drf_view(request, *args, **kwargs))
+        return response if token_key is None else _remember(request, token_key, response)
 
     return bulk_check

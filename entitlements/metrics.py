@@ -21,3 +21,7 @@ entitlement_check_duration_seconds = Histogram(
     "Time to answer a single or bulk entitlement check.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+
+# Bound once: `.labels()` is a locked dict lookup, paid on every check otherwise.
+entitlement_checks_allowed = entitlement_checks_total.labels(result="allowed")
+entitlement_checks_denied = entitlement_checks_total.labels(result="denied")

@@ -20,7 +20,8 @@ from entitlements.metrics import (
     entitlement_cache_hits_total,
     entitlement_cache_misses_total,
     entitlement_check_duration_seconds,
-    entitlement_checks_total,
+    entitlement_checks_allowed,
+    entitlement_checks_denied,
 )
 from entitlements.models import Entitlement, Family, FamilyMember
 from payments_project.errors import ServiceUnavailable
@@ -214,9 +215,9 @@ def entitlement_check(*, user_id: int, features: Sequence[str]) -> list[dict[str
     results = [check_result(code, entry, meta, now) for code, entry in zip(codes, found, strict=True)]
     allowed = sum(1 for result in results if result["allowed"])
     if allowed:
-        entitlement_checks_total.labels(result="allowed").inc(allowed)
+        entitlement_checks_allowed.inc(allowed)
     if len(results) - allowed:
-        entitlement_checks_total.labels(result="denied").inc(len(results) - allowed)
+        entitlement_checks_denied.inc(len(results) - allowed)
     entitlement_check_duration_seconds.observe(time.perf_counter() - start)
     return results
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -11,7 +12,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.signals import setting_changed
 from django.db import InterfaceError, OperationalError
+from django.dispatch import receiver
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage
@@ -169,12 +172,28 @@ def ratelimit_counter(value: str, scope: str, rate: str, cache_name: str) -> tup
     The key functions are django-ratelimit's own (group, rate, value, window with its jitter), the
     key goes through the cache's make_key, the ttl is the period plus its fudge.
     """
-    limit, period = ratelimit_core._split_rate(rate)
+    limit, period = _rate_split(rate)
     window = ratelimit_core._get_window(value, period)
-    key = caches[cache_name].make_key(
-        ratelimit_core._make_cache_key(f"api:{scope}", window, rate, value, ratelimit_core.ALL)
-    )
-    return str(key), limit, period + ratelimit_core.EXPIRATION_FUDGE, window
+    key = _counter_key(value, scope, rate, cache_name, window)
+    return key, limit, period + ratelimit_core.EXPIRATION_FUDGE, window
+
+
+@functools.lru_cache(maxsize=64)
+def _rate_split(rate: str) -> tuple[int, int]:
+    return ratelimit_core._split_rate(rate)  # type: ignore[no-any-return]
+
+
+# The key is a SHA-256 of the same inputs for a whole window: worth remembering on the entitlement
+# hot path. Cleared when a setting changes (prefix, hash, caches), e.g. in tests.
+@functools.lru_cache(maxsize=16_384)
+def _counter_key(value: str, scope: str, rate: str, cache_name: str, window: int) -> str:
+    key = ratelimit_core._make_cache_key(f"api:{scope}", window, rate, value, ratelimit_core.ALL)
+    return str(caches[cache_name].make_key(key))
+
+
+@receiver(setting_changed)
+def _counter_keys_forget(**_: Any) -> None:
+    _counter_key.cache_clear()
 
 
 class RatelimitThrottle(BaseThrottle):

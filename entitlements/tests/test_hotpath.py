@@ -413,3 +413,52 @@ def test_a_token_post_needs_no_csrf(make_plan: Callable[..., Plan]) -> None:
 
     # then
     assert answers == [200, 200]
+
+
+@pytest.mark.django_db
+def test_a_warm_answer_skips_the_session_and_keeps_the_outer_headers(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a warm subscriber, and a request id of the caller's
+    _, client, _ = _subscriber(make_plan, "export")
+    through_drf = client.get(f"{CHECK}/?feature=export")
+    redis_commands.clear()
+
+    # when they check again, at the path with the trailing slash
+    response = client.get(f"{CHECK}/?feature=export", HTTP_X_REQUEST_ID="req-123")
+
+    # then the middleware answered (one script, nothing else) before the session/auth middleware,
+    # and the headers of the middleware outside it are there as on the DRF answer
+    assert [command[0] for command in redis_commands] == ["EVALSHA"]
+    assert response.status_code == 200
+    assert response["X-Request-ID"] == "req-123"
+    assert response["X-Content-Type-Options"] == through_drf["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Frame-Options"] == through_drf["X-Frame-Options"] == "DENY"
+    assert response.cookies == through_drf.cookies == {}
+    assert response.get("Vary") == through_drf.get("Vary")
+
+
+@pytest.mark.django_db
+def test_head_and_other_paths_go_through_drf(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a warm subscriber
+    _, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    redis_commands.clear()
+
+    # when they send HEAD, and GET the list of entitlements
+    head = client.head(f"{CHECK}?feature=export")
+    listed = client.get("/api/v1/entitlements/")
+
+    # then both went through DRF: the cached token (MGET), the rate-limit script, then the snapshot
+    assert head.status_code == 200
+    assert listed.status_code == 200
+    assert [command[0] for command in redis_commands] == [
+        "MGET",
+        "EVALSHA",
+        "HMGET",
+        "MGET",
+        "EVALSHA",
+        "HGETALL",
+    ]
