@@ -16,11 +16,11 @@ database.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
@@ -95,9 +95,9 @@ def snapshot_version(*, user_id: int) -> str:
 
 def snapshot_write(*, user_id: int, version: str, meta: dict[str, Any], entries: dict[str, Any]) -> bool:
     """Store the snapshot if no invalidation happened since `version` was read; True if stored."""
-    args: list[Any] = [version, snapshot_ttl(), META_FIELD, json.dumps(meta, separators=(",", ":"))]
+    args: list[Any] = [version, snapshot_ttl(), META_FIELD, orjson.dumps(meta)]
     for code, entry in entries.items():
-        args += [code, json.dumps(entry, separators=(",", ":"))]
+        args += [code, orjson.dumps(entry)]
     try:
         conn = _conn()
         script = conn.register_script(_WRITE_IF_VERSION)

@@ -6,7 +6,7 @@ them) and of URL resolution. They answer only the common, warm case:
 
 - a well-formed `Authorization: Token <key>` header, no `format` parameter, an Accept header that
   is absent, `*/*` or `application/json`, input that DRF's serializers would take as is (see
-  `_simple_code`), and `user_id` absent or the caller's own id;
+  `_simple_codes`), and `user_id` absent or the caller's own id;
 - and ONE Redis round trip (a Lua script, EVALSHA) finds the token's cached user snapshot active
   and belonging to the user we expect for that token: the script then also counts the request in
   django-ratelimit's counter (same key, window and ttl as payments_project.api._ratelimit_usage)
@@ -25,12 +25,12 @@ before counting or reading anything, so a stale hint only costs a delegation, ne
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -46,7 +46,7 @@ from entitlements.metrics import (
     entitlement_checks_allowed,
     entitlement_checks_denied,
 )
-from entitlements.selectors import check_result, entitlement_check
+from entitlements.selectors import check_results, entitlement_check
 from payments_project.api import error_body, ratelimit_counter, ratelimit_rate
 from payments_project.authentication import REDIS_ERRORS, token_cache_keys
 from payments_project.errors import DomainError
@@ -90,15 +90,15 @@ def _token_key(request: HttpRequest) -> str | None:
     return parts[1]
 
 
-def _simple_code(value: Any) -> bool:
-    """A feature code DRF's CharField(max_length=64) keeps unchanged (no trim, no error)."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 64
-        and value == value.strip()
-        and "\x00" not in value
-        and value.isprintable()
-    )
+def _simple_codes(values: Sequence[Any]) -> bool:
+    """Feature codes DRF's CharField(max_length=64) keeps unchanged (no trim, no error): strings
+    of 1 to 64 printable characters (so no NUL, no lone surrogate) without surrounding spaces."""
+    for value in values:
+        if type(value) is not str or not 0 < len(value) <= 64 or not value.isprintable():
+            return False
+        if value != value.strip():
+            return False
+    return True
 
 
 def _fast_allowed(request: HttpRequest) -> bool:
@@ -110,10 +110,15 @@ def _fast_allowed(request: HttpRequest) -> bool:
 
 
 def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> HttpResponse:
-    """Bytes as DRF's JSONRenderer writes them (compact, UTF-8, U+2028/2029 escaped)."""
-    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    body = body.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    response = HttpResponse(body.encode(), status=status, content_type="application/json")
+    """Bytes as DRF's JSONRenderer writes them (compact, UTF-8, U+2028/2029 escaped).
+
+    orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes for these
+    str/int/bool/None trees (tested against DRF's renderer), about ten times faster.
+    """
+    body = orjson.dumps(data)
+    if b"\xe2\x80" in body:  # the UTF-8 lead bytes of U+2028/U+2029 (and other punctuation)
+        body = body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
+    response = HttpResponse(body, status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
     return response
@@ -155,12 +160,10 @@ def _answer(user_id: int, codes: Sequence[str], raw: list[Any]) -> list[dict[str
         return entitlement_check(user_id=user_id, features=codes)  # cold snapshot: DB, then store
     start = time.perf_counter()
     entitlement_cache_hits_total.inc()
-    meta = json.loads(raw[0])
+    meta = orjson.loads(raw[0])
     now = time.time()
-    results = [
-        check_result(code, None if value is None else json.loads(value), meta, now)
-        for code, value in zip(codes, raw[1:], strict=True)
-    ]
+    entries = [None if value is None else orjson.loads(value) for value in raw[1:]]
+    results = check_results(codes, entries, meta, now)
     allowed = sum(1 for result in results if result["allowed"])
     if allowed:
         entitlement_checks_allowed.inc(allowed)
@@ -234,7 +237,7 @@ def check_fast(request: HttpRequest) -> HttpResponse | None:
     wanted = request.GET.getlist("user_id")
     if (
         len(features) == 1
-        and _simple_code(features[0])
+        and _simple_codes(features)
         and (not wanted or (len(wanted) == 1 and wanted[0].isascii() and wanted[0].isdigit()))
         and (not wanted or int(wanted[0]) == user_id)
     ):
@@ -258,8 +261,10 @@ def _bulk_input(request: HttpRequest, user_id: int) -> list[str] | None:
     """The codes of a body DRF's BulkCheckInputSerializer takes unchanged for this user, else None."""
     if request.content_type != "application/json":
         return None
+    if (request.content_params or {}).get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        return None  # DRF decodes with the declared charset; orjson only reads UTF-8
     try:
-        data = json.loads(request.body, parse_constant=_no_constant)
+        data = orjson.loads(request.body)  # strict: no NaN/Infinity, no lone surrogate, 64-bit ints
     except ValueError:
         return None
     if not isinstance(data, dict):
@@ -267,17 +272,13 @@ def _bulk_input(request: HttpRequest, user_id: int) -> list[str] | None:
     features = data.get("features")
     if not isinstance(features, list) or not 0 < len(features) <= MAX_BULK_FEATURES:
         return None
-    if not all(_simple_code(code) for code in features):
+    if not _simple_codes(features):
         return None
     if "user_id" in data:
         wanted = data["user_id"]
         if type(wanted) is not int or wanted != user_id:
             return None
     return features
-
-
-def _no_constant(value: str) -> Any:
-    raise ValueError(value)  # NaN/Infinity: DRF's parser refuses them
 
 
 def bulk_check_fast(request: HttpRequest) -> HttpResponse | None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Subquery
@@ -129,23 +129,40 @@ def entitlement_snapshot_build(*, user_id: int) -> tuple[dict[str, Any], dict[st
 # --- answering ------------------------------------------------------------------------------------
 
 
-def check_result(code: str, entry: dict[str, Any] | None, meta: dict[str, Any], now: float) -> dict[str, Any]:
-    if entry is None:
-        if code in feature_codes_known():
+def check_results(
+    codes: Sequence[str], entries: Sequence[dict[str, Any] | None], meta: dict[str, Any], now: float
+) -> list[dict[str, Any]]:
+    """One result per code from its snapshot entry (None: not held); the known codes are read once."""
+    known: frozenset[str] | None = None
+    results = []
+    for code, entry in zip(codes, entries, strict=True):
+        if entry is not None:
+            results.append(check_result(code, entry, now))
+            continue
+        if known is None:
+            known = feature_codes_known()
+        if code in known:
             reason = "not_in_plan" if meta.get("has_subscription") else "no_subscription"
         else:
             reason = "unknown_feature"
-        return {
-            "feature": code,
-            "allowed": False,
-            "reason": reason,
-            "source": None,
-            "plan": None,
-            "expires_at": None,
-            "limit": None,
-            "used": None,
-            "remaining": None,
-        }
+        results.append(
+            {
+                "feature": code,
+                "allowed": False,
+                "reason": reason,
+                "source": None,
+                "plan": None,
+                "expires_at": None,
+                "limit": None,
+                "used": None,
+                "remaining": None,
+            }
+        )
+    return results
+
+
+def check_result(code: str, entry: dict[str, Any], now: float) -> dict[str, Any]:
+    """The answer for a feature the user holds (granted, expired, suspended or out of quota)."""
     limit = entry["l"]
     metered = entry["k"] in ("limit", "metered")
     # Usage tracking does not exist yet: nothing is counted, so used is 0 and remaining is the
@@ -205,14 +222,14 @@ def entitlement_check(*, user_id: int, features: Sequence[str]) -> list[dict[str
     now = time.time()
     if raw is not None and raw[0] is not None:
         entitlement_cache_hits_total.inc()
-        meta = json.loads(raw[0])
-        found = [None if value is None else json.loads(value) for value in raw[1:]]
+        meta = orjson.loads(raw[0])
+        found = [None if value is None else orjson.loads(value) for value in raw[1:]]
     else:
         if use_cache:
             entitlement_cache_misses_total.inc()
         meta, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
         found = [entries.get(code) for code in codes]
-    results = [check_result(code, entry, meta, now) for code, entry in zip(codes, found, strict=True)]
+    results = check_results(codes, found, meta, now)
     allowed = sum(1 for result in results if result["allowed"])
     if allowed:
         entitlement_checks_allowed.inc(allowed)
@@ -234,14 +251,14 @@ def entitlement_list(*, user_id: int) -> list[dict[str, Any]]:
         raw = {}
     if raw:
         entitlement_cache_hits_total.inc()
-        meta = json.loads(raw.pop(cache.META_FIELD.encode()))
-        entries = {key.decode(): json.loads(value) for key, value in raw.items()}
+        raw.pop(cache.META_FIELD.encode())  # only needed to explain features not held
+        entries = {key.decode(): orjson.loads(value) for key, value in raw.items()}
     else:
         if use_cache:
             entitlement_cache_misses_total.inc()
-        meta, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
+        _, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
     now = time.time()
-    results = [check_result(code, entries[code], meta, now) for code in sorted(entries)]
+    results = [check_result(code, entries[code], now) for code in sorted(entries)]
     return [result for result in results if result["allowed"]]
 
 

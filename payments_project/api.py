@@ -180,7 +180,7 @@ def ratelimit_counter(value: str, scope: str, rate: str, cache_name: str) -> tup
 
 @functools.lru_cache(maxsize=64)
 def _rate_split(rate: str) -> tuple[int, int]:
-    return ratelimit_core._split_rate(rate)  # type: ignore[no-any-return]
+    return ratelimit_core._split_rate(rate)
 
 
 # The key is a SHA-256 of the same inputs for a whole window: worth remembering on the entitlement

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from django.db import OperationalError
 from django.test import override_settings
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from billing.models import Plan
@@ -462,3 +463,40 @@ def test_head_and_other_paths_go_through_drf(
         "EVALSHA",
         "HGETALL",
     ]
+
+
+def test_the_hot_path_writes_the_bytes_of_drfs_json_renderer() -> None:
+    # given answers with control characters, non-ASCII, U+2028/2029, an emoji, ints, bools, None
+    data = {
+        "results": [
+            {"feature": "tab\there", "plan": "caf\u00e9 \u65e5\u672c", "limit": 10**12, "allowed": True},
+            {"feature": "line\u2028sep\u2029para", "plan": '\U0001f600 \x7f \x1f \\ " /', "used": None},
+        ]
+    }
+
+    # when both render it
+    ours = hotpath._json(200, data).content
+    drf = JSONRenderer().render(data)
+
+    # then the bytes are the same
+    assert ours == drf
+    assert b"\\u2028" in ours
+
+
+@pytest.mark.django_db
+def test_a_body_in_another_charset_is_read_by_drf_with_that_charset(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a warm subscriber
+    _, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    redis_commands.clear()
+
+    # when they post bytes that are valid UTF-8 but declared latin-1
+    body = '{"features": ["\u00c3\u00a9"]}'.encode("latin-1")
+    response = client.generic("POST", BULK, body, content_type="application/json; charset=latin-1")
+
+    # then DRF answered (token read first), for the code as latin-1 spells it
+    assert response.status_code == 200
+    assert redis_commands[0][0] == "MGET"
+    assert [r["feature"] for r in response.json()["results"]] == ["\u00c3\u00a9"]
