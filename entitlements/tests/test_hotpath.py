@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import OperationalError
 from django.test import override_settings
+from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
@@ -18,6 +19,7 @@ from billing.tests.factories import UserFactory
 from entitlements import cache, hotpath
 from entitlements.services import entitlement_grant_for_subscription
 from entitlements.tests.factories import SubscriptionFactory
+from payments_project.authentication import token_cache_keys
 
 CHECK = "/api/v1/entitlements/check"
 BULK = "/api/v1/entitlements/bulk-check"
@@ -500,3 +502,40 @@ def test_a_body_in_another_charset_is_read_by_drf_with_that_charset(
     assert response.status_code == 200
     assert redis_commands[0][0] == "MGET"
     assert [r["feature"] for r in response.json()["results"]] == ["\u00c3\u00a9"]
+
+
+@pytest.mark.django_db
+def test_a_worker_new_to_a_cached_token_reads_its_user_from_the_token_snapshot(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a token whose user snapshot is cached (a DRF answer), and a worker that never saw it
+    _, client, key = _subscriber(make_plan, "export")
+    first = client.get(f"{CHECK}?feature=export")
+    hotpath._HINTS.clear()
+    redis_commands.clear()
+
+    # when the token checks twice
+    second = client.get(f"{CHECK}?feature=export")
+    third = client.get(f"{CHECK}?feature=export")
+
+    # then the first read the token snapshot once, then the script; the next only the script
+    assert [command[0] for command in redis_commands] == ["GET", "EVALSHA", "EVALSHA"]
+    assert second.content == third.content == first.content
+    assert key in hotpath._HINTS
+
+
+@pytest.mark.django_db
+def test_an_inactive_token_snapshot_is_not_used_as_a_hint(make_plan: Callable[..., Plan]) -> None:
+    # given a token whose cached snapshot says its user is deactivated (a hand-written snapshot)
+    subscription, client, key = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    hotpath._HINTS.clear()
+    snapshot_key = token_cache_keys(key)[0]
+    get_redis_connection("default").set(snapshot_key, f"{subscription.user.pk}|0|0|0")
+
+    # when the token checks
+    response = client.get(f"{CHECK}?feature=export")
+
+    # then no hint was taken from it and DRF refused the inactive user
+    assert key not in hotpath._HINTS
+    assert response.status_code == 401
