@@ -22,14 +22,20 @@ import gc
 import os
 from typing import Any
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default  # unset or empty (.env.example): the default
+
+
+bind = os.environ.get("GUNICORN_BIND") or "0.0.0.0:8000"
+workers = _int("WEB_CONCURRENCY", os.cpu_count() or 2)
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") == "1"
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+threads = _int("GUNICORN_THREADS", 4)
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1").strip() in ("1", "")
+keepalive = _int("GUNICORN_KEEPALIVE", 5)
+timeout = _int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Off by default: request lines usually come from the load balancer in front; "-" = stdout.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import gc
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from payments_project import gunicorn_conf
 
 ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "payments_project" / "gunicorn_conf.py"
 
 
 def test_gunicorn_accepts_the_config_and_the_app() -> None:
@@ -44,8 +48,36 @@ def test_a_worker_freezes_what_it_imported_after_loading_the_app() -> None:
         gc.unfreeze()
 
 
-def test_the_defaults_are_one_gthread_worker_per_core_with_keep_alive() -> None:
-    assert gunicorn_conf.worker_class == "gthread"
-    assert gunicorn_conf.workers == int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-    assert gunicorn_conf.threads == int(os.environ.get("GUNICORN_THREADS", "4"))
-    assert gunicorn_conf.keepalive == int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+def test_the_defaults_are_one_gthread_worker_per_core_with_keep_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given the variables unset, or empty as .env.example leaves them
+    monkeypatch.delenv("GUNICORN_THREADS", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "")
+    monkeypatch.setenv("GUNICORN_KEEPALIVE", " ")
+
+    # when gunicorn reads the file
+    conf = runpy.run_path(str(CONF))
+
+    # then
+    assert (conf["worker_class"], conf["workers"], conf["threads"], conf["keepalive"]) == (
+        "gthread",
+        os.cpu_count() or 2,
+        4,
+        5,
+    )
+    assert (conf["reuse_port"], conf["accesslog"], conf["bind"]) == (True, None, "0.0.0.0:8000")
+
+
+def test_the_environment_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv("GUNICORN_THREADS", "8")
+    monkeypatch.setenv("GUNICORN_REUSE_PORT", "0")
+    monkeypatch.setenv("GUNICORN_ACCESSLOG", "-")
+
+    # when
+    conf = runpy.run_path(str(CONF))
+
+    # then
+    assert (conf["workers"], conf["threads"], conf["reuse_port"], conf["accesslog"]) == (3, 8, False, "-")
