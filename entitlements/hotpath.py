@@ -39,6 +39,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django_redis import get_redis_connection
 from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 
 from entitlements import cache
 from entitlements.apis import MAX_BULK_FEATURES, EntitlementViewSet
@@ -85,11 +86,16 @@ _script: dict[int, Any] = {}  # id(redis client) -> its registered Script
 
 
 def _token_key(request: HttpRequest) -> str | None:
-    """The key of a plain `Token <key>` header (what TokenAuthentication accepts), else None."""
-    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0].lower() != "token" or not parts[1].isascii():
+    """The key of a plain `Token <key>` header, split as DRF splits it (bytes, ASCII whitespace
+    only: a no-break space is not a separator there), else None."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    try:
+        parts = header.encode("iso-8859-1").split()
+    except UnicodeEncodeError:
         return None
-    return parts[1]
+    if len(parts) != 2 or parts[0].lower() != b"token" or not parts[1].isascii():
+        return None
+    return parts[1].decode()
 
 
 def _user_for(token_key: str) -> int | None:
@@ -145,7 +151,10 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Http
     orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes for these
     str/int/bool/None trees (tested against DRF's renderer), about ten times faster.
     """
-    body = orjson.dumps(data)
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # a value orjson does not know (Decimal, lazy text in an error's extra)
+        body = JSONRenderer().render(data)
     if b"\xe2\x80" in body:  # the UTF-8 lead bytes of U+2028/U+2029 (and other punctuation)
         body = body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
     response = HttpResponse(body, status=status, content_type="application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.db import OperationalError
 from django.test import override_settings
 from django_redis import get_redis_connection
+from prometheus_client import REGISTRY
 from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
@@ -539,3 +541,46 @@ def test_an_inactive_token_snapshot_is_not_used_as_a_hint(make_plan: Callable[..
     # then no hint was taken from it and DRF refused the inactive user
     assert key not in hotpath._HINTS
     assert response.status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_warm_answer_is_counted_in_django_prometheus_series_by_view(make_plan: Callable[..., Plan]) -> None:
+    # given a warm subscriber
+    _, client, _ = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    labels = {"status": "200", "view": "entitlement-check", "method": "GET"}
+    before = REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels) or 0
+
+    # when they check warm twice
+    client.get(f"{CHECK}?feature=export")
+    client.get(f"{CHECK}?feature=export")
+
+    # then both are counted under the view's URL name, as the DRF answer was
+    after = REGISTRY.get_sample_value("django_http_responses_total_by_status_view_method_total", labels)
+    assert after == before + 2
+
+
+@pytest.mark.django_db
+def test_a_no_break_space_in_the_token_header_is_not_a_separator(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]]
+) -> None:
+    # given a warm subscriber
+    _, client, key = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    redis_commands.clear()
+
+    # when the header separates scheme and key with U+00A0 (DRF splits on ASCII whitespace only)
+    response = APIClient().get(f"{CHECK}?feature=export", HTTP_AUTHORIZATION=f"Token\u00a0{key}")
+
+    # then the hot path declined (no Redis command: DRF saw no token at all) and DRF refused
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert redis_commands == []
+
+
+def test_a_value_orjson_cannot_write_is_rendered_by_drf() -> None:
+    # given an error body whose extra holds a Decimal
+    data = {"error": {"code": "x", "message": "m", "fields": {}, "amount": Decimal("1.50")}}
+
+    # when / then
+    assert hotpath._json(400, data).content == JSONRenderer().render(data)

@@ -62,22 +62,49 @@ def test_the_defaults_are_one_gthread_worker_per_core_with_keep_alive(
     # then
     assert (conf["worker_class"], conf["workers"], conf["threads"], conf["keepalive"]) == (
         "gthread",
-        os.cpu_count() or 2,
+        gunicorn_conf.cores(),
         4,
         5,
     )
-    assert (conf["reuse_port"], conf["accesslog"], conf["bind"]) == (True, None, "0.0.0.0:8000")
+    assert (conf["reuse_port"], conf["accesslog"], conf["bind"]) == (True, "-", "0.0.0.0:8000")
 
 
 def test_the_environment_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     # given
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
     monkeypatch.setenv("GUNICORN_THREADS", "8")
-    monkeypatch.setenv("GUNICORN_REUSE_PORT", "0")
-    monkeypatch.setenv("GUNICORN_ACCESSLOG", "-")
+    monkeypatch.setenv("GUNICORN_REUSE_PORT", "false")
+    monkeypatch.setenv("GUNICORN_ACCESSLOG", "off")
 
     # when
     conf = runpy.run_path(str(CONF))
 
     # then
-    assert (conf["workers"], conf["threads"], conf["reuse_port"], conf["accesslog"]) == (3, 8, False, "-")
+    assert (conf["workers"], conf["threads"], conf["reuse_port"], conf["accesslog"]) == (3, 8, False, None)
+
+
+def test_a_flag_that_is_not_a_boolean_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given
+    monkeypatch.setenv("GUNICORN_REUSE_PORT", "maybe")
+
+    # when / then
+    with pytest.raises(ValueError, match="GUNICORN_REUSE_PORT must be a boolean"):
+        runpy.run_path(str(CONF))
+
+
+def test_cores_honour_a_cgroup_cpu_quota(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # given a container limited to 1.5 CPUs on a host where the process may run on 8 cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    real_path = gunicorn_conf.Path
+    monkeypatch.setattr(
+        gunicorn_conf, "Path", lambda p: cpu_max if p == "/sys/fs/cgroup/cpu.max" else real_path(p)
+    )
+
+    # when / then: the quota rounded up
+    assert gunicorn_conf.cores() == 2
+
+    # and without a quota, the affinity
+    cpu_max.write_text("max 100000\n")
+    assert gunicorn_conf.cores() == 8
