@@ -1,4 +1,4 @@
-# Production image: gunicorn serves the API, the admin (static files via WhiteNoise) and webhooks.
+# Production image: granian serves the API, the admin (static files via WhiteNoise) and webhooks.
 # The same image runs the worker and beat (see docker-compose.yml).
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 APP_ENV=production VAR_DIR=/app/var
@@ -13,5 +13,5 @@ RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build STRIPE_SECRET_KEY=sk_test
 RUN useradd --create-home app && mkdir -p /app/var && chown -R app /app/var
 USER app
 EXPOSE 8000
-# Workers, threads, keep-alive and gc.freeze(): payments_project/gunicorn_conf.py (env overrides).
-CMD ["gunicorn", "-c", "payments_project/gunicorn_conf.py", "payments_project.wsgi:application"]
+# Workers (one per usable core), threads, access log: payments_project/serve.py, from the environment.
+CMD ["python", "-m", "payments_project.serve"]

@@ -1,18 +1,19 @@
-"""Entitlement check throughput and latency, over HTTP, against gunicorn on loopback.
+"""Entitlement check throughput and latency, over HTTP, against the production server on loopback.
 
     .venv/bin/python bench/entitlements.py [--duration 10]
 
 Creates/migrates PostgreSQL `payments_bench` (migrate is slow only the first time), fills 10,000
-users with a subscription and its entitlements (bulk_create), starts gunicorn with the production
-settings (payments_project/gunicorn_conf.py: a gthread worker per core, 4 threads, reuse-port,
-gc.freeze) on a free port, and drives it from a second process (wrk when installed, else aiohttp;
-16 connections, fixed duration per scenario): (a) GET /health/live, (b) a cached single check,
+users with a subscription and its entitlements (bulk_create), starts the production server
+(`python -m payments_project.serve`: granian, a worker per core, 4 threads, access log) on a free
+port, and drives it from a second process (wrk when installed, else aiohttp; 16 connections,
+fixed duration per scenario): (a) GET /health/live, (b) a cached single check,
 (c) a bulk check of 100 codes, (d) a cold check (each request a user never checked since the cache
-was flushed). Stops gunicorn itself; the last line is
+was flushed). Stops the server itself; the last line is
 `entitlements: single/trivial=R bulk/single=R single_p99_ms=N`.
 
-Knobs: BENCH_GUNICORN_ARGS (more gunicorn flags, e.g. `--threads 2`, the same for every
-scenario) and BENCH_WRK_THREADS (wrk's threads, default 2).
+Knobs: the server's own variables (WEB_CONCURRENCY, WEB_THREADS, WEB_ACCESS_LOG: see
+payments_project/serve.py), the same for every scenario, and BENCH_WRK_THREADS (wrk's threads,
+default 2).
 """
 
 from __future__ import annotations
@@ -35,17 +36,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
 USERS = 10_000
 FEATURES = 100
 PLANS = 5  # each plan holds 20 of the 100 features
 WARM_USERS = 1_000
 CONNECTIONS = 16
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
-# The production settings (the Dockerfile's), the same for every scenario: one gthread worker per
-# core, gc.freeze() after loading the app (see the file). BENCH_GUNICORN_ARGS adds to them.
-GUNICORN_CONF = str(ROOT / "payments_project" / "gunicorn_conf.py")
-GUNICORN_ARGS = ["-c", GUNICORN_CONF, *os.environ.get("BENCH_GUNICORN_ARGS", "").split()]
 ENV = {
     "APP_ENV": "test",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/payments_bench",
@@ -158,13 +154,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def gunicorn_start(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **ENV}
+def server_start(port: int) -> subprocess.Popen[bytes]:
+    """The Dockerfile's command, on loopback; access lines are read by nobody (DEVNULL)."""
+    env = {**os.environ, **ENV, "WEB_HOST": "127.0.0.1", "PORT": str(port)}
     process = subprocess.Popen(
-        [GUNICORN, "payments_project.wsgi:application", *GUNICORN_ARGS, "--bind", f"127.0.0.1:{port}"],
+        [PYTHON, "-m", "payments_project.serve"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
@@ -175,15 +173,15 @@ def gunicorn_start(port: int) -> subprocess.Popen[bytes]:
                     return process
         except OSError:
             time.sleep(0.2)
-    gunicorn_stop(process)
-    raise RuntimeError("gunicorn did not come up")
+    server_stop(process)
+    raise RuntimeError("the server did not come up")
 
 
-def gunicorn_stop(process: subprocess.Popen[bytes]) -> None:
+def server_stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=40)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -403,7 +401,7 @@ def main() -> None:
         json.dump(users, handle)
         users_file = handle.name
     port = free_port()
-    server = gunicorn_start(port)
+    server = server_start(port)
     results: dict[str, dict[str, Any]] = {}
     try:
         for scenario in ("trivial", "single", "bulk", "cold"):
@@ -417,7 +415,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        gunicorn_stop(server)
+        server_stop(server)
         Path(users_file).unlink(missing_ok=True)
     print(f"total {time.monotonic() - began:.1f}s")
     single_trivial = results["single"]["rps"] / results["trivial"]["rps"]

@@ -1,0 +1,84 @@
+"""The production web server: granian serving the WSGI app, configured from the environment.
+
+    python -m payments_project.serve
+
+The Dockerfile's command and what bench/entitlements.py measures. granian (HTTP in Rust, the app
+in Python threads) rather than gunicorn's gthread worker: on the same 2-core machine and app it
+served the trivial view at ~5,200 requests/s instead of ~3,500 and the single entitlement check at
+a p99 of 8-10 ms instead of 13-19 ms (bench/entitlements.py, README "Benchmarks").
+
+- WEB_CONCURRENCY: worker processes; default one per usable core (the CPU affinity, capped by a
+  cgroup CPU quota, so a container limited to 2 CPUs on a 32-core host runs 2).
+- WEB_THREADS (4): Python threads per worker, so a request waiting on Stripe or PostgreSQL does not
+  hold up the others.
+- WEB_HOST (0.0.0.0), PORT (8000), WEB_BACKLOG (1024).
+- WEB_ACCESS_LOG (1): a line per request on stdout.
+- WEB_WORKER_KILL_TIMEOUT (30): seconds a stopping worker gets to finish its requests.
+
+An empty variable (as .env.example leaves them) means the default. A worker that dies is
+started again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from granian import Granian
+from granian.constants import Interfaces
+
+APP = "payments_project.wsgi:application"
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 quota (cpu.max)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return max(1, usable)
+    if quota != "max":
+        usable = min(usable, math.ceil(int(quota) / int(period)))
+    return max(1, usable)
+
+
+def options() -> dict[str, Any]:
+    """granian's settings, from the environment."""
+    return {
+        "target": APP,
+        "interface": Interfaces.WSGI,
+        "address": os.environ.get("WEB_HOST", "").strip() or "0.0.0.0",  # noqa: S104 - a container's port
+        "port": _int("PORT", 8000),
+        "workers": _int("WEB_CONCURRENCY", cores()),
+        "blocking_threads": _int("WEB_THREADS", 4),
+        "backlog": _int("WEB_BACKLOG", 1024),
+        "log_access": _bool("WEB_ACCESS_LOG", True),
+        "workers_kill_timeout": _int("WEB_WORKER_KILL_TIMEOUT", 30),
+        "respawn_failed_workers": True,
+    }
+
+
+def main() -> None:
+    Granian(**options()).serve()
+
+
+if __name__ == "__main__":
+    main()
