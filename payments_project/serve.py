@@ -4,8 +4,8 @@
 
 The Dockerfile's command and what bench/entitlements.py measures. granian (HTTP in Rust, the app
 in Python threads) rather than gunicorn's gthread worker: on the same 2-core machine and app it
-served the trivial view at ~5,200 requests/s instead of ~3,500 and the single entitlement check at
-a p99 of 8-10 ms instead of 13-19 ms (bench/entitlements.py, README "Benchmarks").
+served the single entitlement check at ~3,500-3,800 requests/s instead of ~2,400-2,900 and at a
+p99 of 8.6-10.9 ms instead of 12.9-19 ms (bench/entitlements.py, README "Benchmarks").
 
 - WEB_CONCURRENCY: worker processes; default one per usable core (the CPU affinity, capped by a
   cgroup CPU quota, so a container limited to 2 CPUs on a 32-core host runs 2).
@@ -13,10 +13,16 @@ a p99 of 8-10 ms instead of 13-19 ms (bench/entitlements.py, README "Benchmarks"
   hold up the others.
 - WEB_HOST (0.0.0.0), PORT (8000), WEB_BACKLOG (1024).
 - WEB_ACCESS_LOG (1): a line per request on stdout.
-- WEB_WORKER_KILL_TIMEOUT (30): seconds a stopping worker gets to finish its requests.
+- WEB_WORKER_KILL_TIMEOUT (30): seconds the stopping workers get to finish their requests (one
+  budget for all of them); docker-compose.yml gives the container 35 s before it is killed.
 
 An empty variable (as .env.example leaves them) means the default. A worker that dies is
-started again.
+started again. Each worker listens on its own SO_REUSEPORT socket: connections still waiting in
+the queue of a worker that dies are reset (docker-compose.yml sets net.ipv4.tcp_migrate_req so
+the kernel hands them to another worker). granian copies the process environment into every
+request's environ: payments_project/wsgi.py drops those entries before Django sees them.
+Behind a proxy that terminates TLS, set DJANGO_BEHIND_TLS_PROXY=1 (X-Forwarded-Proto is trusted
+only then).
 """
 
 from __future__ import annotations
@@ -60,18 +66,25 @@ def cores() -> int:
     return max(1, usable)
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def options() -> dict[str, Any]:
     """granian's settings, from the environment."""
     return {
         "target": APP,
         "interface": Interfaces.WSGI,
         "address": os.environ.get("WEB_HOST", "").strip() or "0.0.0.0",  # noqa: S104 - a container's port
-        "port": _int("PORT", 8000),
-        "workers": _int("WEB_CONCURRENCY", cores()),
-        "blocking_threads": _int("WEB_THREADS", 4),
-        "backlog": _int("WEB_BACKLOG", 1024),
+        "port": _positive("PORT", 8000),
+        "workers": _positive("WEB_CONCURRENCY", cores()),
+        "blocking_threads": _positive("WEB_THREADS", 4),
+        "backlog": _positive("WEB_BACKLOG", 1024),
         "log_access": _bool("WEB_ACCESS_LOG", True),
-        "workers_kill_timeout": _int("WEB_WORKER_KILL_TIMEOUT", 30),
+        "workers_kill_timeout": _positive("WEB_WORKER_KILL_TIMEOUT", 30),  # 0 would mean "wait forever"
         "respawn_failed_workers": True,
     }
 

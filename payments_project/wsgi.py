@@ -6,8 +6,10 @@ import os
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
+from payments_project.wsgi_environ import without_process_environment
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "payments_project.settings")
-application = get_wsgi_application()
+application = without_process_environment(get_wsgi_application())
 
 # Build what Django otherwise builds on the first request (the URL resolvers), then move every
 # object alive now out of the garbage collector's reach: a full collection would otherwise walk

@@ -128,3 +128,11 @@ def test_the_server_answers_logs_the_request_and_stops_on_sigterm() -> None:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.mark.parametrize("name", ["WEB_THREADS", "WEB_CONCURRENCY", "WEB_WORKER_KILL_TIMEOUT"])
+def test_zero_threads_workers_or_kill_timeout_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "0")
+
+    with pytest.raises(ValueError, match=f"{name} must be at least 1, got 0"):
+        serve.options()
