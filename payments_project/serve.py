@@ -16,7 +16,8 @@ p99 of 8.6-10.9 ms instead of 12.9-19 ms (bench/entitlements.py, README "Benchma
 - WEB_WORKER_KILL_TIMEOUT (30): seconds the stopping workers get to finish their requests (one
   budget for all of them); docker-compose.yml gives the container 35 s before it is killed.
 
-An empty variable (as .env.example leaves them) means the default. A worker that dies is
+Variables are read as the settings read theirs (payments_project/env.py): an empty number means
+the default, an empty boolean means off. A worker that dies is
 started again. Each worker listens on its own SO_REUSEPORT socket: connections still waiting in
 the queue of a worker that dies are reset (docker-compose.yml sets net.ipv4.tcp_migrate_req so
 the kernel hands them to another worker). granian copies the process environment into every
@@ -32,26 +33,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from granian import Granian
 from granian.constants import Interfaces
 
+from payments_project.env import env_bool, env_int
+
 APP = "payments_project.wsgi:application"
-
-
-def _int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
-
-
-def _bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be a boolean (1/0, true/false), got {value!r}")
 
 
 def cores() -> int:
@@ -67,9 +55,9 @@ def cores() -> int:
 
 
 def _positive(name: str, default: int) -> int:
-    value = _int(name, default)
+    value = env_int(name, default)
     if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+        raise ImproperlyConfigured(f"{name} must be at least 1, got {value}")
     return value
 
 
@@ -83,7 +71,7 @@ def options() -> dict[str, Any]:
         "workers": _positive("WEB_CONCURRENCY", cores()),
         "blocking_threads": _positive("WEB_THREADS", 4),
         "backlog": _positive("WEB_BACKLOG", 1024),
-        "log_access": _bool("WEB_ACCESS_LOG", True),
+        "log_access": env_bool("WEB_ACCESS_LOG", default=True),
         "workers_kill_timeout": _positive("WEB_WORKER_KILL_TIMEOUT", 30),  # 0 would mean "wait forever"
         "respawn_failed_workers": True,
     }

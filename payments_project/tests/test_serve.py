@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from granian.constants import Interfaces
 
 from payments_project import serve
@@ -68,7 +69,7 @@ def test_the_environment_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch)
 def test_a_flag_that_is_not_a_boolean_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_ACCESS_LOG", "maybe")
 
-    with pytest.raises(ValueError, match="WEB_ACCESS_LOG must be a boolean"):
+    with pytest.raises(ImproperlyConfigured, match="WEB_ACCESS_LOG must be a boolean"):
         serve.options()
 
 
@@ -134,5 +135,5 @@ def test_the_server_answers_logs_the_request_and_stops_on_sigterm() -> None:
 def test_zero_threads_workers_or_kill_timeout_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setenv(name, "0")
 
-    with pytest.raises(ValueError, match=f"{name} must be at least 1, got 0"):
+    with pytest.raises(ImproperlyConfigured, match=f"{name} must be at least 1, got 0"):
         serve.options()
