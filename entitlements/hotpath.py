@@ -18,7 +18,7 @@ bulk_check), so errors, session auth (with DRF's CSRF check), Redis down, a cold
 for another user, odd input... behave exactly as before.
 
 Which user a token belongs to is remembered per process (`_HINTS`), learnt from a successful DRF
-answer (`check_view` / `bulk_check_view` wrap the DRF actions) or, on a token's first request in
+answer (`learning_view` wraps the DRF actions) or, on a token's first request in
 this worker, from its cached token snapshot (one GET more, instead of the DRF path): it only
 chooses which keys the script reads. The script checks that the token snapshot names that user
 (and that it is active) before counting or reading anything, so a stale hint only costs a
@@ -282,16 +282,16 @@ def check_fast(request: HttpRequest) -> HttpResponse | None:
     return None
 
 
-def check_view(drf_view: View) -> View:
-    """GET entitlements/check through DRF, learning which user a token belongs to."""
+def learning_view(drf_view: View) -> View:
+    """A DRF action (check or bulk-check) that also learns which user a token belongs to."""
 
     @csrf_exempt
-    def check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = drf_view(request, *args, **kwargs)
-        token_key = _token_key(request) if request.method == "GET" else None
+        token_key = _token_key(request)
         return response if token_key is None else _remember(request, token_key, response)
 
-    return check
+    return view
 
 
 def _bulk_input(request: HttpRequest, user_id: int) -> list[str] | None:
@@ -328,15 +328,3 @@ def bulk_check_fast(request: HttpRequest) -> HttpResponse | None:
     if user_id is None or codes is None:
         return None
     return _respond(token_key, user_id, codes, bulk=True)
-
-
-def bulk_check_view(drf_view: View) -> View:
-    """POST entitlements/bulk-check through DRF, learning which user a token belongs to."""
-
-    @csrf_exempt
-    def bulk_check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        response = drf_view(request, *args, **kwargs)
-        token_key = _token_key(request) if request.method == "POST" else None
-        return response if token_key is None else _remember(request, token_key, response)
-
-    return bulk_check

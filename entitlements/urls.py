@@ -1,8 +1,9 @@
 """Included by the project at api/v1/: entitlements/ and families/ (trailing slash optional).
 
-entitlements/check and entitlements/bulk-check are served first by the plain views of
-entitlements.hotpath, which answer warm requests themselves and hand everything else to the DRF
-actions below (still routed, so the OpenAPI schema documents them).
+Warm entitlements/check and entitlements/bulk-check requests are answered before routing by
+entitlements.middleware; the ones that reach here go to the DRF actions, wrapped by
+hotpath.learning_view so the hot path learns which user a token belongs to (the router's own
+routes stay, so the OpenAPI schema documents them).
 """
 
 from django.urls import URLPattern, URLResolver, re_path
@@ -32,12 +33,12 @@ def _drf_view(name: str) -> hotpath.View:
 urlpatterns: list[URLPattern | URLResolver] = [
     re_path(
         r"^entitlements/check/?$",
-        hotpath.check_view(_drf_view("entitlement-check")),
+        hotpath.learning_view(_drf_view("entitlement-check")),
         name="entitlement-check",
     ),
     re_path(
         r"^entitlements/bulk-check/?$",
-        hotpath.bulk_check_view(_drf_view("entitlement-bulk-check")),
+        hotpath.learning_view(_drf_view("entitlement-bulk-check")),
         name="entitlement-bulk-check",
     ),
     *router.urls,
