@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from billing import stripe_gateway
-from billing.dev.testing import StandinServer
+from billing.stripe import gateway as stripe_gateway
+from devtools.testing import StandinServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,7 +33,7 @@ def _clean_state() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def standin() -> Iterator[StandinServer]:
-    """The Stripe stand-in (localstripe + billing/dev), on a free loopback port, for the session."""
+    """The Stripe stand-in (localstripe + devtools), on a free loopback port, for the session."""
     with StandinServer() as server:
         yield server
 

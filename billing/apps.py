@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class BillingConfig(AppConfig):
@@ -7,10 +6,7 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and catalog"
 
     def ready(self) -> None:
-        from billing import stripe_gateway, webhook_handlers  # noqa: F401 - connects the handlers
-        from payments_project import authentication  # noqa: F401 - token-cache invalidation signals
-        from payments_project.roles import roles_ensure
+        from billing.payments import stripe_handlers  # noqa: F401 - connects the handlers
+        from billing.stripe import gateway as stripe_gateway
 
         stripe_gateway.configure_sdk_globals()
-        # Permissions are created per app during migrate: run after each, cheap and idempotent.
-        post_migrate.connect(roles_ensure, dispatch_uid="payments_roles_ensure")

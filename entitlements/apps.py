@@ -11,10 +11,10 @@ class EntitlementsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from billing import signals as billing_signals
         from billing.models import Feature
+        from billing.payments import signals as billing_signals
         from entitlements import receivers
-        from entitlements.models import Entitlement, FamilyMember
+        from entitlements.models import Entitlement
         from subscriptions import signals
 
         pairs: list[tuple[Signal, Callable[..., None]]] = [
@@ -24,6 +24,8 @@ class EntitlementsConfig(AppConfig):
             (signals.subscription_reactivated, receivers.on_subscription_reactivated),
             (signals.subscription_cancelled, receivers.on_subscription_cancelled),
             (signals.subscription_plan_changed, receivers.on_subscription_plan_changed),
+            (signals.family_member_added, receivers.on_family_member_changed),
+            (signals.family_member_removed, receivers.on_family_member_changed),
             (billing_signals.payment_succeeded, receivers.on_payment_succeeded),
             (billing_signals.payment_refunded, receivers.on_payment_refunded),
         ]
@@ -32,12 +34,13 @@ class EntitlementsConfig(AppConfig):
         post_save.connect(
             receivers.on_feature_changed, sender=Feature, dispatch_uid="entitlements.feature_saved"
         )
-        for model, receiver in (
-            (Entitlement, receivers.on_entitlement_written),
-            (FamilyMember, receivers.on_family_member_written),
-        ):
-            for name, signal_ in (("saved", post_save), ("deleted", post_delete)):
-                signal_.connect(receiver, sender=model, dispatch_uid=f"entitlements.{model.__name__}.{name}")
+        # Entitlement rows saved one by one outside the services (admin forms, cascades).
+        for name, signal_ in (("saved", post_save), ("deleted", post_delete)):
+            signal_.connect(
+                receivers.on_entitlement_written,
+                sender=Entitlement,
+                dispatch_uid=f"entitlements.Entitlement.{name}",
+            )
         post_delete.connect(
             receivers.on_feature_changed, sender=Feature, dispatch_uid="entitlements.feature_deleted"
         )

@@ -66,7 +66,7 @@ def version_key(user_id: int) -> str:
 
 def snapshot_ttl() -> int:
     # Bounds how long a snapshot can outlive a lost invalidation (Redis down at commit time).
-    return int(getattr(settings, "ENTITLEMENTS_SNAPSHOT_TTL_SECONDS", 3600))
+    return int(settings.ENTITLEMENTS_SNAPSHOT_TTL_SECONDS)
 
 
 def snapshot_read_fields(*, user_id: int, codes: Sequence[str]) -> list[bytes | None]:

@@ -8,9 +8,9 @@ from typing import Any
 from billing.models import Payment
 from entitlements import services
 from entitlements.cache import snapshot_invalidate_on_commit
-from entitlements.models import Entitlement, FamilyMember
+from entitlements.models import Entitlement
 from entitlements.selectors import feature_codes_forget
-from subscriptions.models import Subscription
+from subscriptions.models import Family, Subscription
 
 
 def on_subscription_activated(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
@@ -70,8 +70,6 @@ def on_entitlement_written(sender: Any, *, instance: Entitlement, **kwargs: Any)
     )
 
 
-def on_family_member_written(sender: Any, *, instance: FamilyMember, **kwargs: Any) -> None:
-    # The member who left or joined, and (through the family) everyone still in it.
-    snapshot_invalidate_on_commit(
-        user_ids=services.holders_of(user_ids=[instance.user_id], family_ids=[instance.family_id])
-    )
+def on_family_member_changed(sender: Any, *, family: Family, user_id: int, **kwargs: Any) -> None:
+    """A member joined or left: their checks and (through the family) everyone still in it change."""
+    snapshot_invalidate_on_commit(user_ids=services.holders_of(user_ids=[user_id], family_ids=[family.pk]))

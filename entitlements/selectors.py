@@ -23,8 +23,9 @@ from entitlements.metrics import (
     entitlement_checks_allowed,
     entitlement_checks_denied,
 )
-from entitlements.models import Entitlement, Family, FamilyMember
+from entitlements.models import Entitlement
 from payments_project.errors import ServiceUnavailable
+from subscriptions.models import FamilyMember
 
 _INF = float("inf")
 
@@ -36,7 +37,7 @@ _codes: dict[str, Any] = {"codes": None, "at": 0.0}
 
 
 def feature_codes_known() -> frozenset[str]:
-    ttl = float(getattr(settings, "ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS", 60))
+    ttl = float(settings.ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS)
     codes = _codes["codes"]
     if codes is not None and time.monotonic() - _codes["at"] < ttl:
         return codes
@@ -260,13 +261,3 @@ def entitlement_list(*, user_id: int) -> list[dict[str, Any]]:
     now = time.time()
     results = [check_result(code, entries[code], now) for code in sorted(entries)]
     return [result for result in results if result["allowed"]]
-
-
-def family_for_user(*, user_id: int) -> Family | None:
-    """The user's family with its members (two queries), or None."""
-    return (
-        Family.objects.filter(members__user_id=user_id)
-        .select_related("owner")
-        .prefetch_related("members__user")
-        .first()
-    )

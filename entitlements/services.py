@@ -11,35 +11,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Plan, PlanFeature
 from entitlements.cache import snapshot_invalidate_on_commit
-from entitlements.models import Entitlement, Family, FamilyMember
-from payments_project.errors import Conflict, DomainError, NotFound
-from subscriptions.models import Subscription
-
-# A family-plan subscription in one of these states still defines the family's size.
-LIVE_SUBSCRIPTION_STATUSES = [
-    Subscription.Status.TRIALING,
-    Subscription.Status.ACTIVE,
-    Subscription.Status.PAST_DUE,
-    Subscription.Status.UNPAID,
-    Subscription.Status.PAUSED,
-    Subscription.Status.SUSPENDED,
-]
-SUSPENDED_SUBSCRIPTION_STATUSES = {
-    Subscription.Status.PAST_DUE,
-    Subscription.Status.UNPAID,
-    Subscription.Status.PAUSED,
-    Subscription.Status.SUSPENDED,
-}
-
-
-def _constraint_name(exc: IntegrityError) -> str:
-    diag = getattr(exc.__cause__, "diag", None)
-    return str(getattr(diag, "constraint_name", "") or "")
+from entitlements.models import Entitlement
+from payments_project.accounts.services import audit_record
+from payments_project.errors import DomainError
+from subscriptions.models import FamilyMember, Subscription
+from subscriptions.transitions import ACCESS_SUSPENDED
 
 
 def holders_of(*, user_ids: Iterable[int | None], family_ids: Iterable[int | None]) -> set[int]:
@@ -163,9 +144,7 @@ def entitlement_replace_plan_for_subscription(*, subscription: Subscription) -> 
     """Plan change: features the new plan lacks are revoked, the others granted or updated."""
     plan = subscription.plan
     status = (
-        Entitlement.Status.SUSPENDED
-        if subscription.status in SUSPENDED_SUBSCRIPTION_STATUSES
-        else Entitlement.Status.ACTIVE
+        Entitlement.Status.SUSPENDED if subscription.status in ACCESS_SUSPENDED else Entitlement.Status.ACTIVE
     )
     with transaction.atomic():
         _invalidate_subscription(subscription=subscription)
@@ -222,73 +201,22 @@ def entitlement_revoke_one_time(*, source_ref: str) -> int:
     return updated
 
 
-def entitlement_set_status(*, entitlements: Iterable[Entitlement], status: str) -> int:
-    """Staff: suspend or revoke chosen rows (admin actions)."""
+def entitlement_set_status(*, entitlements: Iterable[Entitlement], status: str, actor: Any) -> int:
+    """Staff: suspend or revoke chosen rows (admin actions), each audited."""
     ids = [row.pk for row in entitlements]
     with transaction.atomic():
         rows = Entitlement.objects.filter(pk__in=ids).exclude(status=status)
         holders = list(rows.values_list("user_id", "family_id"))
+        for row in rows.only("pk", "user_id", "status"):
+            audit_record(
+                actor=actor,
+                action=f"entitlement.{status}",
+                target=row,
+                subject_user_id=row.user_id,
+                data={"from": row.status, "to": status},
+            )
         updated = rows.update(status=status, updated_at=timezone.now())
         snapshot_invalidate_on_commit(
             user_ids=holders_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
         )
     return updated
-
-
-# --- families ---------------------------------------------------------------------------------
-
-
-def family_create(*, owner: Any, name: str = "") -> Family:
-    """The caller owns the new family and is its first member."""
-    try:
-        with transaction.atomic():
-            family = Family.objects.create(owner=owner, name=name)
-            FamilyMember.objects.create(family=family, user=owner)
-    except IntegrityError as exc:
-        if _constraint_name(exc) == "family_one_per_owner":
-            raise Conflict("You already own a family.", code="already_owns_family") from exc
-        if _constraint_name(exc) == "familymember_one_family_per_user":
-            raise Conflict("The user already belongs to a family.", code="already_in_family") from exc
-        raise
-    snapshot_invalidate_on_commit(user_ids=[owner.pk])
-    return family
-
-
-def family_max_members(*, family: Family) -> int | None:
-    """The largest max_members among the family's live family-plan subscriptions."""
-    sizes = Subscription.objects.filter(
-        family=family, plan__is_family=True, status__in=LIVE_SUBSCRIPTION_STATUSES
-    ).values_list("plan__max_members", flat=True)
-    return max((size for size in sizes if size), default=None)
-
-
-def family_member_add(*, family: Family, user: Any) -> FamilyMember:
-    """Refused with family_full past the plan's max_members (counted under a lock on the family
-    row, so two concurrent adds cannot both take the last seat), already_in_family when the user
-    is in a family (the unique constraint decides), no_family_plan without a live family plan."""
-    try:
-        with transaction.atomic():
-            locked = Family.objects.select_for_update().get(pk=family.pk)
-            limit = family_max_members(family=locked)
-            if limit is None:
-                raise Conflict("The family has no active family-plan subscription.", code="no_family_plan")
-            if FamilyMember.objects.filter(family=locked).count() >= limit:
-                raise Conflict(f"The family already has its {limit} members.", code="family_full")
-            member = FamilyMember.objects.create(family=locked, user=user)
-    except IntegrityError as exc:
-        if _constraint_name(exc) == "familymember_one_family_per_user":
-            raise Conflict("The user already belongs to a family.", code="already_in_family") from exc
-        raise
-    snapshot_invalidate_on_commit(user_ids=[user.pk])
-    return member
-
-
-def family_member_remove(*, family: Family, user: Any) -> None:
-    """A member leaves (or is removed); the owner cannot leave their own family."""
-    if user.pk == family.owner_id:
-        raise Conflict("The owner cannot leave the family.", code="owner_cannot_leave")
-    with transaction.atomic():
-        deleted, _ = FamilyMember.objects.filter(family=family, user=user).delete()
-        if not deleted:
-            raise NotFound("The user is not a member of this family.", code="not_a_member")
-        snapshot_invalidate_on_commit(user_ids=[user.pk])

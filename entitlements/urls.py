@@ -10,7 +10,7 @@ from django.urls import URLPattern, URLResolver, re_path
 from rest_framework.routers import SimpleRouter
 
 from entitlements import hotpath
-from entitlements.apis import EntitlementViewSet, FamilyViewSet
+from entitlements.apis import EntitlementViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -23,7 +23,6 @@ class OptionalSlashRouter(SimpleRouter):
 
 router = OptionalSlashRouter()
 router.register("entitlements", EntitlementViewSet, basename="entitlement")
-router.register("families", FamilyViewSet, basename="family")
 
 
 def _drf_view(name: str) -> hotpath.View:

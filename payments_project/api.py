@@ -25,6 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
+from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.errors import DomainError
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import cycle at runtime
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import 
 
 logger = logging.getLogger(__name__)
 
-ACT_FOR_ANY_USER_PERMISSION = "billing.act_for_any_user"
 
 # DRF's default codes, renamed where ours should say more.
 _CODE_NAMES = {"invalid": "validation_error", "throttled": "rate_limited", "error": "error"}
@@ -224,14 +224,6 @@ class RatelimitThrottle(BaseThrottle):
 
     def wait(self) -> float | None:
         return self._wait
-
-
-def can_act_for_any_user(user: Any) -> bool:
-    """Service accounts and superusers: the permission, usually through the `service` group.
-
-    Being staff is not enough: a read-only support agent must not pay or cancel for customers.
-    """
-    return bool(user.is_authenticated and user.has_perm(ACT_FOR_ANY_USER_PERMISSION))
 
 
 def subject_user(request: Request, user_id: Any) -> Any:

@@ -44,3 +44,10 @@ class Conflict(DomainError):
 class ServiceUnavailable(DomainError):
     status_code = 503
     code = "service_unavailable"
+
+
+def constraint_name(exc: BaseException) -> str:
+    """The name of the database constraint an IntegrityError broke ("" when the driver does not
+    say): the services turn a known constraint into the caller's error instead of checking first."""
+    diag = getattr(exc.__cause__, "diag", None)
+    return str(getattr(diag, "constraint_name", "") or "")

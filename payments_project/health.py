@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import Gauge
 
-from billing import stripe_gateway
+from billing.stripe import gateway as stripe_gateway
 from payments_project.celery import app as celery_app
 
 logger = logging.getLogger(__name__)

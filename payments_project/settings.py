@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "django_celery_beat",
     "djstripe",
+    "payments_project.accounts",
     "billing",
     "subscriptions",
     "entitlements",
@@ -212,6 +213,10 @@ RATELIMIT_FAIL_OPEN = True
 # How long a token's cached user snapshot (payments_project.authentication) may live. Token
 # deletion and user changes invalidate it at once; the TTL only bounds a lost invalidation.
 AUTH_TOKEN_CACHE_TTL_SECONDS = env_int("AUTH_TOKEN_CACHE_TTL_SECONDS", 60)
+# A user's cached entitlement snapshot: bounds how long it can outlive a lost invalidation.
+ENTITLEMENTS_SNAPSHOT_TTL_SECONDS = env_int("ENTITLEMENTS_SNAPSHOT_TTL_SECONDS", 3600)
+# A process's copy of the known feature codes (tells unknown_feature from not_in_plan).
+ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS = env_int("ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS", 60)
 
 # --- Celery -------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -241,13 +246,16 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Entries are copied into django-celery-beat's tables, where staff can pause or retime them.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
-    "billing-catalog-push": {"task": "billing.tasks.catalog_push", "schedule": 900.0},
-    "billing-webhook-events-sweep": {"task": "billing.tasks.webhook_events_sweep_task", "schedule": 60.0},
-    "billing-refunds-resubmit": {"task": "billing.tasks.refunds_resubmit_task", "schedule": 300.0},
+    "billing-catalog-push": {"task": "billing.catalog.tasks.catalog_push", "schedule": 900.0},
+    "billing-stripe-events-sweep": {
+        "task": "billing.stripe.tasks.stripe_events_sweep_task",
+        "schedule": 60.0,
+    },
+    "billing-refunds-resubmit": {"task": "billing.payments.tasks.refunds_resubmit_task", "schedule": 300.0},
 }
 
 # --- Stripe (dj-stripe keeps the local mirror) --------------------------------------------------
-# Without STRIPE_SECRET_KEY the project runs against the local stand-in (billing/dev/).
+# Without STRIPE_SECRET_KEY the project runs against the local stand-in (devtools/).
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_STANDIN = not STRIPE_SECRET_KEY
 if STRIPE_STANDIN and PRODUCTION:

@@ -1,18 +1,18 @@
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from billing.apis import CheckoutSessionViewSet, PaymentViewSet, PlanViewSet
-from billing.webhook_view import StripeWebhookView
+from billing.catalog.apis import PlanViewSet
+from billing.payments.apis import PaymentViewSet
+from billing.stripe.views import StripeEventView
 from payments_project import health
+from payments_project.accounts.apis import MeView
 from payments_project.api import json_error_view
-from payments_project.apis import MeView
 
 router = DefaultRouter(trailing_slash=True)
 router.register("plans", PlanViewSet, basename="plan")
 router.register("payments", PaymentViewSet, basename="payment")
-router.register("checkout-sessions", CheckoutSessionViewSet, basename="checkout-session")
 
 api_v1: list[URLPattern | URLResolver] = [
     # First: entitlement checks are the most frequent requests, resolved before anything else.
@@ -22,6 +22,9 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("subscriptions.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Last: an unknown API route answers in the JSON error format even under DEBUG, where Django
+    # would otherwise show its HTML page instead of calling handler404.
+    re_path(r"", json_error_view(404, "not_found", "No such resource.")),
 ]
 
 urlpatterns = [
@@ -32,7 +35,7 @@ urlpatterns = [
         "djstripe/",
         include(
             (
-                [path("webhook/<uuid:uuid>/", StripeWebhookView.as_view(), name="djstripe_webhook_by_uuid")],
+                [path("webhook/<uuid:uuid>/", StripeEventView.as_view(), name="djstripe_webhook_by_uuid")],
                 "djstripe",
             )
         ),

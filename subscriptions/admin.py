@@ -12,6 +12,7 @@ from django.utils.html import format_html_join
 
 from payments_project.errors import DomainError
 from subscriptions import services
+from subscriptions.families import admin as families_admin  # noqa: F401 - registers the family pages
 from subscriptions.models import Subscription, SubscriptionHistory
 
 GOODWILL_DAYS = 7

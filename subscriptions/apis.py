@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.models import Plan
-from payments_project.api import can_act_for_any_user, subject_user
+from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.api import subject_user
 from subscriptions import services
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_list

@@ -6,4 +6,4 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Subscriptions"
 
     def ready(self) -> None:
-        from subscriptions import webhook_handlers  # noqa: F401 - connects the Stripe event handlers
+        from subscriptions import stripe_handlers  # noqa: F401 - connects the Stripe event handlers

@@ -5,6 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from subscriptions.families.models import Family, FamilyMember
+
+__all__ = ["Family", "FamilyMember", "Subscription", "SubscriptionHistory"]
+
 
 class Subscription(models.Model):
     class Status(models.TextChoices):
@@ -20,7 +24,7 @@ class Subscription(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="subscriptions")
     family = models.ForeignKey(
-        "entitlements.Family", null=True, blank=True, on_delete=models.SET_NULL, related_name="subscriptions"
+        "subscriptions.Family", null=True, blank=True, on_delete=models.SET_NULL, related_name="subscriptions"
     )
     plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="subscriptions")
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.INCOMPLETE)

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from subscriptions.models import Subscription
-from subscriptions.transitions import LIVE
+from subscriptions.transitions import GIVES_ACCESS
 
 
 def subscription_list(*, user: Any) -> QuerySet[Subscription]:
@@ -23,7 +23,7 @@ def subscription_list(*, user: Any) -> QuerySet[Subscription]:
 
 def subscription_access_until(*, subscription: Subscription) -> datetime | None:
     """When access ends if Stripe says nothing more: the trial's end, else the period's end."""
-    if subscription.status not in LIVE:
+    if subscription.status not in GIVES_ACCESS:
         return None
     if subscription.status == Subscription.Status.TRIALING and subscription.trial_end is not None:
         return subscription.trial_end

@@ -17,15 +17,14 @@ from django.db import IntegrityError, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from billing import stripe_gateway
+from billing.catalog.selectors import plan_quote, stripe_price_find
 from billing.models import Plan, PricingZone, StripePrice
-from billing.selectors import plan_quote, stripe_price_find
-from entitlements.models import Family
-from payments_project.api import can_act_for_any_user
+from billing.stripe import gateway as stripe_gateway
+from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.errors import Conflict, DomainError, NotFound
 from subscriptions import signals
-from subscriptions.models import Subscription, SubscriptionHistory
-from subscriptions.transitions import ENDED, LIVE, STRIPE_STATUS, is_allowed, signals_for
+from subscriptions.models import Family, Subscription, SubscriptionHistory
+from subscriptions.transitions import ENDED, GIVES_ACCESS, STRIPE_STATUS, is_allowed, signals_for
 
 logger = logging.getLogger(__name__)
 Status = Subscription.Status
@@ -208,7 +207,7 @@ def _safe_transition(subscription: Subscription, to_status: str, event_id: str) 
 def _announce_period(subscription: Subscription, to_send: list[Signal]) -> list[Signal]:
     """Add `renewed` when a live subscription's period end moved past what receivers know."""
     end = subscription.current_period_end
-    if subscription.status not in LIVE or end is None:
+    if subscription.status not in GIVES_ACCESS or end is None:
         return to_send
     if subscription.announced_period_end is not None and end <= subscription.announced_period_end:
         return to_send
@@ -329,7 +328,7 @@ def subscription_apply_invoice_failed(
             return sub
         sub.stripe_state_at = event_created
         sub.save(update_fields=["stripe_state_at", "updated_at"])
-        if sub.status in LIVE:
+        if sub.status in GIVES_ACCESS:
             _send(sub, _safe_transition(sub, Status.PAST_DUE, event_id))
     return sub
 
@@ -509,7 +508,7 @@ def subscription_extend_period(
         raise DomainError("Extend by at least one day.", code="invalid_days")
     with transaction.atomic():
         sub = _lock(subscription)
-        if sub.status not in LIVE or sub.current_period_end is None:
+        if sub.status not in GIVES_ACCESS or sub.current_period_end is None:
             raise Conflict("Only a live subscription with a period can be extended.", code="not_live")
         new_end = sub.current_period_end + timedelta(days=days)
         stripe_gateway.call(

@@ -19,9 +19,16 @@ from subscriptions.models import Subscription
 
 S = Subscription.Status
 
-LIVE = frozenset({S.TRIALING, S.ACTIVE})
-SUSPENDED = frozenset({S.PAST_DUE, S.UNPAID, S.PAUSED, S.SUSPENDED})
+# The status vocabulary, defined here only and named by what each set is for.
+# Entitlements are active in these states (and a period can be extended).
+GIVES_ACCESS = frozenset({S.TRIALING, S.ACTIVE})
+# Started but not paid up: entitlements stay, suspended, until the subscription recovers or ends.
+ACCESS_SUSPENDED = frozenset({S.PAST_DUE, S.UNPAID, S.PAUSED, S.SUSPENDED})
+# Nothing more can happen to these.
 ENDED = frozenset({S.CANCELLED, S.INCOMPLETE_EXPIRED})
+# Still the customer's subscription: it holds the family's seats and forbids buying a second one.
+HOLDS_FAMILY_SEATS = GIVES_ACCESS | ACCESS_SUSPENDED
+BLOCKS_NEW_CHECKOUT = GIVES_ACCESS | ACCESS_SUSPENDED
 
 ALLOWED: dict[str, frozenset[str]] = {
     S.INCOMPLETE: frozenset(
@@ -58,16 +65,16 @@ def signals_for(from_status: str, to_status: str) -> list[Signal]:
     """The domain signals an allowed change sends, in order."""
     if to_status in ENDED:
         return [signals.subscription_cancelled]
-    if to_status in LIVE:
+    if to_status in GIVES_ACCESS:
         if from_status == S.INCOMPLETE:
             return [signals.subscription_activated]
-        if from_status in SUSPENDED:
+        if from_status in ACCESS_SUSPENDED:
             return [signals.subscription_reactivated]
         return []
-    if to_status in SUSPENDED:
+    if to_status in ACCESS_SUSPENDED:
         if from_status == S.INCOMPLETE:
             # Only reachable by a skipped delivery: it was granted in between, then suspended.
             return [signals.subscription_activated, signals.subscription_suspended]
-        if from_status in LIVE:
+        if from_status in GIVES_ACCESS:
             return [signals.subscription_suspended]
     return []

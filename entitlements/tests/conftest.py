@@ -6,8 +6,8 @@ from typing import Any, cast
 import pytest
 import redis.client
 
+from billing.catalog.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory
 from billing.models import Plan
-from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory
 from entitlements.selectors import feature_codes_forget
 
 

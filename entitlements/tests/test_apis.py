@@ -7,11 +7,12 @@ from django.contrib.auth.models import Group
 from django.test import override_settings
 
 from billing.models import Plan
-from billing.tests.factories import UserFactory
-from entitlements.models import FamilyMember
-from entitlements.services import entitlement_grant_for_subscription, family_create
-from entitlements.tests.factories import SubscriptionFactory
+from entitlements.services import entitlement_grant_for_subscription
+from payments_project.accounts.tests.factories import UserFactory
 from payments_project.tests.helpers import token_client
+from subscriptions.families.services import family_create
+from subscriptions.models import FamilyMember
+from subscriptions.tests.factories import SubscriptionFactory
 
 
 @pytest.mark.django_db

@@ -15,7 +15,7 @@ from entitlements.services import (
     entitlement_restore_for_subscription,
     entitlement_suspend_for_subscription,
 )
-from entitlements.tests.factories import SubscriptionFactory
+from subscriptions.tests.factories import SubscriptionFactory
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,11 +17,11 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from billing.models import Plan
-from billing.tests.factories import UserFactory
 from entitlements import cache, hotpath
 from entitlements.services import entitlement_grant_for_subscription
-from entitlements.tests.factories import SubscriptionFactory
+from payments_project.accounts.tests.factories import UserFactory
 from payments_project.authentication import token_cache_keys
+from subscriptions.tests.factories import SubscriptionFactory
 
 CHECK = "/api/v1/entitlements/check"
 BULK = "/api/v1/entitlements/bulk-check"

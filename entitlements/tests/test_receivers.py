@@ -8,9 +8,9 @@ import pytest
 
 from billing.models import Plan
 from entitlements.models import Entitlement
-from entitlements.tests.factories import SubscriptionFactory
 from subscriptions import signals
 from subscriptions.models import Subscription
+from subscriptions.tests.factories import SubscriptionFactory
 
 
 def _subscription(**fields: Any) -> Subscription:

@@ -8,8 +8,8 @@ from django.test import override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from billing.catalog.tests.factories import FeatureFactory, PlanFeatureFactory
 from billing.models import Feature, Plan
-from billing.tests.factories import FeatureFactory, PlanFeatureFactory, UserFactory
 from entitlements import cache
 from entitlements.selectors import entitlement_check, entitlement_list, entitlement_snapshot_build
 from entitlements.services import (
@@ -17,7 +17,8 @@ from entitlements.services import (
     entitlement_revoke_for_subscription,
     entitlement_suspend_for_subscription,
 )
-from entitlements.tests.factories import SubscriptionFactory
+from payments_project.accounts.tests.factories import UserFactory
+from subscriptions.tests.factories import SubscriptionFactory
 
 CLOSED_PORT_REDIS = {
     "default": {

@@ -6,21 +6,19 @@ from typing import Any
 import pytest
 
 from billing.models import Plan
-from billing.tests.factories import UserFactory
-from entitlements.models import Entitlement, FamilyMember
+from entitlements.models import Entitlement
 from entitlements.selectors import entitlement_check
 from entitlements.services import (
     entitlement_grant_for_subscription,
     entitlement_grant_one_time,
     entitlement_revoke_for_subscription,
     entitlement_revoke_one_time,
-    family_create,
-    family_member_add,
-    family_member_remove,
 )
-from entitlements.tests.factories import FamilyFactory, SubscriptionFactory
+from payments_project.accounts.tests.factories import UserFactory
 from payments_project.errors import Conflict
-from subscriptions.models import Subscription
+from subscriptions.families.services import family_create, family_member_add, family_member_remove
+from subscriptions.models import FamilyMember, Subscription
+from subscriptions.tests.factories import FamilyFactory, SubscriptionFactory
 
 
 def _allowed(user, code: str) -> bool:  # type: ignore[no-untyped-def]
@@ -164,7 +162,7 @@ def test_members_added_in_the_admin_go_through_the_family_rules(
         }
     for index, user in enumerate((ana, bob), start=len(existing)):
         form |= {f"members-{index}-family": str(family.pk), f"members-{index}-user": str(user.pk)}
-    response = client.post(f"/admin/entitlements/family/{family.pk}/change/", form, follow=True)
+    response = client.post(f"/admin/subscriptions/family/{family.pk}/change/", form, follow=True)
 
     # then only ana fits, and the admin says why bob was refused
     assert response.status_code == 200

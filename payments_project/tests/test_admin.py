@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.test import Client
 
-from billing.tests.factories import UserFactory
+from payments_project.accounts.tests.factories import UserFactory
 from subscriptions.models import Subscription
 from subscriptions.tests.factories import SubscriptionFactory
 

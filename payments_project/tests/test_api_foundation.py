@@ -5,7 +5,7 @@ from django.urls import path
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from billing.tests.factories import UserFactory
+from payments_project.accounts.tests.factories import UserFactory
 from payments_project.tests.helpers import token_client
 
 
@@ -173,3 +173,15 @@ def test_docs_page_serves_swagger_ui_from_our_own_static_files(api_client: APICl
     page = api_client.get("/api/v1/docs/").content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
     assert "cdn.jsdelivr.net" not in page
+
+
+@pytest.mark.django_db
+@override_settings(DEBUG=True)
+def test_an_unknown_api_route_is_a_json_404_even_under_debug(client) -> None:  # type: ignore[no-untyped-def]
+    # when anyone asks for a route the API does not have, with DEBUG on (as under `make run`)
+    response = client.get("/api/v1/no-such-thing/here")
+
+    # then the answer is the JSON error format, not Django's HTML debug page
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": {"code": "not_found", "message": "No such resource.", "fields": {}}}

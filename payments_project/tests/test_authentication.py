@@ -11,11 +11,11 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from billing.models import Plan
-from billing.tests.factories import UserFactory as _UserFactory
 from entitlements.services import entitlement_grant_for_subscription
 from entitlements.tests.conftest import make_plan  # noqa: F401 - the fixture
-from entitlements.tests.factories import SubscriptionFactory
 from payments_project import authentication
+from payments_project.accounts.tests.factories import UserFactory as _UserFactory
+from subscriptions.tests.factories import SubscriptionFactory
 
 
 def _user(subscription: Any) -> Any:

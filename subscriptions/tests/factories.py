@@ -4,8 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import factory
 
-from billing.tests.factories import PlanFactory, UserFactory
-from subscriptions.models import Subscription, SubscriptionHistory
+from billing.catalog.tests.factories import PlanFactory
+from payments_project.accounts.tests.factories import UserFactory
+from subscriptions.models import Family, FamilyMember, Subscription, SubscriptionHistory
 
 PERIOD_START = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -32,3 +33,17 @@ class SubscriptionHistoryFactory(factory.django.DjangoModelFactory):
     from_status = Subscription.Status.INCOMPLETE
     to_status = Subscription.Status.ACTIVE
     cause = SubscriptionHistory.Cause.WEBHOOK
+
+
+class FamilyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Family
+        skip_postgeneration_save = True
+
+    owner = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"family {n}")
+
+    @factory.post_generation
+    def owner_member(self, create: bool, extracted: object, **kwargs: object) -> None:
+        if create:
+            FamilyMember.objects.create(family_id=self.pk, user_id=self.owner.pk)

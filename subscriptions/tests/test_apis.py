@@ -9,10 +9,11 @@ import stripe
 from django.contrib.auth.models import Group
 from django.test import override_settings
 
-from billing import stripe_gateway
-from billing.dev.testing import StandinServer
+from billing.catalog.tests.factories import PlanFactory, PriceFactory
 from billing.models import Plan, StripePrice
-from billing.tests.factories import PlanFactory, PriceFactory, UserFactory
+from billing.stripe import gateway as stripe_gateway
+from devtools.testing import StandinServer
+from payments_project.accounts.tests.factories import UserFactory
 from subscriptions import services
 from subscriptions.models import Subscription, SubscriptionHistory
 from subscriptions.tests.factories import SubscriptionFactory

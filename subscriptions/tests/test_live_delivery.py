@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from rest_framework.authtoken.models import Token
 
-from billing.dev.testing import StandinServer
-from billing.models import WebhookEvent
-from billing.services import webhook_endpoint_ensure
-from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory, UserFactory
+from billing.catalog.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory
+from billing.models import StripeEvent
+from billing.stripe.services import webhook_endpoint_ensure
+from devtools.testing import StandinServer
+from payments_project.accounts.tests.factories import UserFactory
 from subscriptions.models import Subscription
 
 SECRET = "whsec_live_delivery"
@@ -87,7 +88,7 @@ def test_a_paid_checkout_entitles_the_buyer_through_the_stand_ins_own_webhooks(
         time.sleep(0.3)
     assert (check["allowed"], check["reason"], check["plan"]) == (True, "granted", "pro")
     assert Subscription.objects.get().status == "active"
-    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"done"}
+    assert set(StripeEvent.objects.values_list("status", flat=True)) == {"done"}
     assert {"checkout.session.completed", "customer.subscription.created"} <= set(
-        WebhookEvent.objects.values_list("type", flat=True)
+        StripeEvent.objects.values_list("type", flat=True)
     )

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from billing.tests.factories import PlanFactory, UserFactory
+from billing.catalog.tests.factories import PlanFactory
+from payments_project.accounts.tests.factories import UserFactory
 from subscriptions import services
 from subscriptions.models import Subscription, SubscriptionHistory
 

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from billing import stripe_gateway
-from billing.dev.testing import StandinServer
-from billing.models import WebhookEvent
-from billing.services.payments import checkout_session_create
-from billing.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory, UserFactory
-from billing.tests.webhooks import deliver, event
+from billing.catalog.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory
+from billing.models import StripeEvent
+from billing.stripe import gateway as stripe_gateway
+from billing.stripe.tests.events import deliver, event
+from devtools.testing import StandinServer
 from entitlements.selectors import entitlement_check
+from payments_project.accounts.tests.factories import UserFactory
+from subscriptions.checkout.services import checkout_session_create
 from subscriptions.models import Subscription
 
 
@@ -86,7 +87,7 @@ def test_checkout_then_events_in_order_make_an_active_subscription(
     client: Client, bought: dict[str, Any], django_capture_on_commit_callbacks: Any
 ) -> None:
     _deliver_all(client, bought["events"], django_capture_on_commit_callbacks)
-    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"done"}
+    assert set(StripeEvent.objects.values_list("status", flat=True)) == {"done"}
     assert _state(bought["stripe_id"]) == ("buyer", "pro", "active", True, 999, "USD")
 
 
@@ -105,7 +106,7 @@ def test_shuffled_and_duplicated_events_end_in_the_same_state(
     # then one subscription, in the same state as the ordered delivery, each event processed once
     assert Subscription.objects.count() == 1
     assert _state(bought["stripe_id"]) == ("buyer", "pro", "active", True, 999, "USD")
-    assert sorted(WebhookEvent.objects.values_list("attempts", "deliveries")) == [(1, 2)] * 3
+    assert sorted(StripeEvent.objects.values_list("attempts", "deliveries")) == [(1, 2)] * 3
 
 
 @pytest.mark.django_db

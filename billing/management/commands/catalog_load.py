@@ -10,7 +10,7 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from billing.services import CatalogError, catalog_load, catalog_push_items, catalog_push_to_stripe
+from billing.catalog.services import CatalogError, catalog_load, catalog_push_items, catalog_push_to_stripe
 from payments_project.errors import DomainError
 
 

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-DEMO_CATALOG = Path(__file__).resolve().parents[2] / "fixtures" / "demo_catalog.yaml"
+DEMO_CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "fixtures" / "demo_catalog.yaml"
 DEMO_USERS: dict[str, dict[str, Any]] = {
     "admin": {"password": "admin-demo-password", "is_staff": True, "is_superuser": True},
     "support": {"password": "support-demo-password", "is_staff": True, "groups": ["support"]},

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.services import webhook_endpoint_ensure
+from billing.stripe.services import webhook_endpoint_ensure
 from payments_project.errors import DomainError
 
 

@@ -1,0 +1,120 @@
+"""Staff console for the catalog: features, plans with their limits and prices, pricing zones."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from billing.catalog.services import catalog_push_to_stripe
+from billing.models import (
+    Feature,
+    Plan,
+    PlanFeature,
+    Price,
+    PricingZone,
+    StripePrice,
+    ZoneCountry,
+    ZonePrice,
+)
+from billing.money import format_money
+from payments_project.errors import DomainError
+
+
+@admin.register(Feature)
+class FeatureAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "kind", "unit", "plan_count"]
+    list_filter = ["kind"]
+    search_fields = ["code", "name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Feature]:
+        return super().get_queryset(request).annotate(_plans=Count("plans"))
+
+    @admin.display(description="plans", ordering="_plans")
+    def plan_count(self, obj: Feature) -> int:
+        return obj._plans  # type: ignore[attr-defined]
+
+
+class PlanFeatureInline(admin.TabularInline):
+    model = PlanFeature
+    extra = 0
+    autocomplete_fields = ["feature"]
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+    fields = ["currency", "amount", "display_amount", "active"]
+    readonly_fields = ["display_amount"]
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "interval", "trial_days", "is_family", "active", "list_prices"]
+    list_filter = ["active", "interval", "is_family"]
+    search_fields = ["code", "name"]
+    readonly_fields = ["stripe_product_id", "created_at", "updated_at"]
+    inlines = [PlanFeatureInline, PriceInline]
+    actions = ["push_to_stripe"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Plan]:
+        return super().get_queryset(request).prefetch_related("prices")
+
+    @admin.display(description="prices")
+    def list_prices(self, obj: Plan) -> str:
+        return ", ".join(p.display_amount for p in obj.prices.all() if p.active) or "-"
+
+    @admin.action(description="Create missing Stripe products and prices", permissions=["change"])
+    def push_to_stripe(self, request: HttpRequest, queryset: QuerySet[Plan]) -> None:
+        try:
+            created = catalog_push_to_stripe()
+        except DomainError as exc:
+            self.message_user(request, f"Stripe push failed: {exc.message}", messages.ERROR)
+            return
+        self.message_user(request, f"{created} Stripe prices created.", messages.SUCCESS)
+
+
+class ZoneCountryInline(admin.TabularInline):
+    model = ZoneCountry
+    extra = 1
+
+
+class ZonePriceInline(admin.TabularInline):
+    model = ZonePrice
+    extra = 0
+    fields = ["plan", "amount", "display_amount"]
+    readonly_fields = ["display_amount"]
+
+
+@admin.register(PricingZone)
+class PricingZoneAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "currency", "multiplier", "rounding", "is_default", "country_list"]
+    list_filter = ["currency", "rounding", "is_default"]
+    search_fields = ["code", "name", "countries__country"]
+    inlines = [ZoneCountryInline, ZonePriceInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PricingZone]:
+        return super().get_queryset(request).prefetch_related("countries")
+
+    @admin.display(description="countries")
+    def country_list(self, obj: PricingZone) -> str:
+        countries = " ".join(c.country for c in obj.countries.all())
+        return countries or ("all others" if obj.is_default else "-")
+
+
+@admin.register(StripePrice)
+class StripePriceAdmin(admin.ModelAdmin):
+    list_display = ["stripe_price_id", "plan", "money", "created_at"]
+    list_filter = ["currency", "plan"]
+    search_fields = ["stripe_price_id", "plan__code"]
+    list_select_related = ["plan"]
+
+    @admin.display(description="amount", ordering="amount")
+    def money(self, obj: StripePrice) -> str:
+        return format_money(obj.amount, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from pushing the catalog, never typed by hand
+
+    def has_change_permission(self, request: HttpRequest, obj: StripePrice | None = None) -> bool:
+        return False

@@ -1,0 +1,340 @@
+"""Writes to the catalog: load it from a file (idempotently) and push it to Stripe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+
+from billing.catalog.selectors import plan_list, plan_quote, stripe_price_find
+from billing.models import (
+    Feature,
+    Plan,
+    PlanFeature,
+    Price,
+    PricingZone,
+    StripePrice,
+    ZoneCountry,
+    ZonePrice,
+)
+from billing.money import Rounding, is_currency
+from billing.stripe import gateway as stripe_gateway
+from payments_project.errors import DomainError
+
+
+class CatalogError(DomainError):
+    code = "invalid_catalog"
+
+
+@dataclass
+class CatalogLoadResult:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str, created: bool) -> None:
+        bucket = self.created if created else self.updated
+        bucket[kind] = bucket.get(kind, 0) + 1
+
+
+def _require(item: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in item or item[key] in (None, ""):
+        raise CatalogError(f"{where}: '{key}' is required")
+    return item[key]
+
+
+def _amount(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CatalogError(f"{where}: amounts are non-negative integers in minor units, got {value!r}")
+    return value
+
+
+def _currency(value: Any, where: str) -> str:
+    code = str(value).upper()
+    if not is_currency(code):
+        raise CatalogError(f"{where}: unknown ISO 4217 currency {value!r}")
+    return code
+
+
+def _save(obj: Any, where: str) -> None:
+    try:
+        obj.full_clean(validate_unique=False, validate_constraints=False)
+    except DjangoValidationError as exc:
+        raise CatalogError(f"{where}: {exc.message_dict}") from exc
+    obj.save()
+
+
+def catalog_load(*, data: Mapping[str, Any]) -> CatalogLoadResult:
+    """Make the catalog say what `data` says; running it twice leaves the same rows.
+
+    Entries are matched by code. A listed plan's features, prices and a listed zone's countries and
+    price overrides are replaced by the file's; plans and zones the file does not list are left alone.
+    """
+    if not isinstance(data, Mapping):
+        raise CatalogError("the catalog must be a mapping with features, plans and zones")
+    result = CatalogLoadResult()
+    with transaction.atomic():
+        for item in data.get("features") or []:
+            _load_feature(item, result)
+        for item in data.get("plans") or []:
+            _load_plan(item, result)
+        for item in data.get("zones") or []:
+            _load_zone(item, result)
+    return result
+
+
+def _current(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except ObjectDoesNotExist:  # an unsaved row's foreign key
+        return None
+
+
+def _upsert(
+    model: Any,
+    lookup: dict[str, Any],
+    values: dict[str, Any],
+    kind: str,
+    result: CatalogLoadResult,
+    where: str,
+) -> Any:
+    obj = model.objects.select_for_update().filter(**lookup).first()
+    created = obj is None
+    if created:
+        obj = model(**lookup)
+    changed = created
+    for name, value in values.items():
+        if _current(obj, name) != value:
+            setattr(obj, name, value)
+            changed = True
+    if changed:
+        _save(obj, where)
+        result.count(kind, created)
+    return obj
+
+
+def _load_feature(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
+    code = _require(item, "code", "feature")
+    _upsert(
+        Feature,
+        {"code": code},
+        {
+            "name": item.get("name", code),
+            "description": item.get("description", ""),
+            "kind": item.get("kind", Feature.Kind.BOOLEAN),
+            "unit": item.get("unit", ""),
+        },
+        "features",
+        result,
+        f"feature {code}",
+    )
+
+
+def _load_plan(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
+    code = _require(item, "code", "plan")
+    where = f"plan {code}"
+    plan = _upsert(
+        Plan,
+        {"code": code},
+        {
+            "name": item.get("name", code),
+            "description": item.get("description", ""),
+            "interval": item.get("interval", Plan.Interval.MONTH),
+            "interval_count": item.get("interval_count", 1),
+            "trial_days": item.get("trial_days", 0),
+            "active": item.get("active", True),
+            "is_family": bool(item.get("family", False)),
+            "max_members": item.get("max_members"),
+            "sort_order": item.get("sort_order", 0),
+        },
+        "plans",
+        result,
+        where,
+    )
+    features = {f.code: f for f in Feature.objects.all()}
+    wanted: set[int] = set()
+    for entry in item.get("features") or []:
+        feature_code = _require(entry, "feature", where)
+        feature = features.get(feature_code)
+        if feature is None:
+            raise CatalogError(f"{where}: unknown feature {feature_code!r}")
+        limit = entry.get("limit")
+        if limit is not None:
+            limit = _amount(limit, f"{where} feature {feature_code} limit")
+        pf = _upsert(
+            PlanFeature,
+            {"plan": plan, "feature": feature},
+            {"limit": limit, "reset_period": entry.get("reset_period", PlanFeature.Reset.NEVER)},
+            "plan_features",
+            result,
+            f"{where} feature {feature_code}",
+        )
+        wanted.add(pf.pk)
+    PlanFeature.objects.filter(plan=plan).exclude(pk__in=wanted).delete()
+
+    prices = item.get("prices") or {}
+    for currency, amount in prices.items():
+        cur = _currency(currency, where)
+        _upsert(
+            Price,
+            {"plan": plan, "currency": cur},
+            {"amount": _amount(amount, f"{where} price {cur}"), "active": True},
+            "prices",
+            result,
+            f"{where} price {cur}",
+        )
+    listed = {_currency(c, where) for c in prices}
+    Price.objects.filter(plan=plan, active=True).exclude(currency__in=listed).update(active=False)
+
+
+def _load_zone(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
+    code = _require(item, "code", "zone")
+    where = f"zone {code}"
+    try:
+        multiplier = Decimal(str(item.get("multiplier", "1")))
+    except InvalidOperation:
+        raise CatalogError(f"{where}: multiplier must be a decimal number") from None
+    rounding = item.get("rounding", Rounding.EXACT.value)
+    if rounding not in {r.value for r in Rounding}:
+        raise CatalogError(f"{where}: rounding must be one of {[r.value for r in Rounding]}")
+    is_default = bool(item.get("default", False))
+    if is_default:
+        # One default zone: the unique constraint guards it, this hands the flag over.
+        PricingZone.objects.filter(is_default=True).exclude(code=code).update(is_default=False)
+    zone = _upsert(
+        PricingZone,
+        {"code": code},
+        {
+            "name": item.get("name", code),
+            "currency": _currency(_require(item, "currency", where), where),
+            "multiplier": multiplier,
+            "rounding": rounding,
+            "is_default": is_default,
+        },
+        "zones",
+        result,
+        where,
+    )
+    countries = [str(c).upper() for c in item.get("countries") or []]
+    taken = dict(
+        ZoneCountry.objects.filter(country__in=countries)
+        .exclude(zone=zone)
+        .values_list("country", "zone__code")
+    )
+    if taken:
+        raise CatalogError(f"{where}: countries already in another zone: {taken}")
+    ZoneCountry.objects.filter(zone=zone).exclude(country__in=countries).delete()
+    for country in countries:
+        _upsert(ZoneCountry, {"country": country}, {"zone": zone}, "zone_countries", result, where)
+    plans = {p.code: p for p in Plan.objects.all()}
+    overrides = item.get("prices") or {}
+    for plan_code, amount in overrides.items():
+        plan = plans.get(plan_code)
+        if plan is None:
+            raise CatalogError(f"{where}: unknown plan {plan_code!r}")
+        _upsert(
+            ZonePrice,
+            {"zone": zone, "plan": plan},
+            {"amount": _amount(amount, f"{where} price {plan_code}")},
+            "zone_prices",
+            result,
+            where,
+        )
+    ZonePrice.objects.filter(zone=zone).exclude(plan__code__in=list(overrides)).delete()
+
+
+# --- Stripe ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushItem:
+    plan: Plan
+    currency: str
+    amount: int
+
+
+def catalog_push_items() -> list[PushItem]:
+    """Every (plan, currency, amount) a customer can be charged: list prices and each zone's quote."""
+    items: dict[tuple[int, str, int], PushItem] = {}
+    for plan in plan_list(zone=None):
+        for price in plan.prices.all():
+            if price.active:
+                items[(plan.pk, price.currency, price.amount)] = PushItem(plan, price.currency, price.amount)
+    for zone in PricingZone.objects.all():
+        for plan in plan_list(zone=zone):
+            quote = plan_quote(plan=plan, zone=zone)
+            if quote is not None:
+                items[(plan.pk, quote.currency, quote.amount)] = PushItem(plan, quote.currency, quote.amount)
+    return list(items.values())
+
+
+def plan_product_ensure(*, plan: Plan) -> str:
+    """The Stripe product of `plan`, created once (its id is derived from the plan code)."""
+    product_id = plan.stripe_product_id or f"prod_plan_{plan.code}"
+    gw = stripe_gateway.client()
+    try:
+        stripe_gateway.call(gw.v1.products.retrieve, product_id)
+    except DomainError as exc:
+        if exc.code != "stripe_invalid_request":
+            raise
+        stripe_gateway.call(
+            gw.v1.products.create,
+            {"id": product_id, "name": plan.name, "metadata": {"plan_code": plan.code}},
+            {"idempotency_key": f"product:{plan.code}"},
+        )
+    if plan.stripe_product_id != product_id:
+        Plan.objects.filter(pk=plan.pk).update(stripe_product_id=product_id)
+        plan.stripe_product_id = product_id
+    return product_id
+
+
+def stripe_price_ensure(*, item: PushItem) -> StripePrice:
+    existing = stripe_price_find(plan=item.plan, currency=item.currency, amount=item.amount)
+    if existing is not None:
+        return existing
+    product_id = plan_product_ensure(plan=item.plan)
+    params: dict[str, Any] = {
+        "product": product_id,
+        "currency": item.currency.lower(),
+        "unit_amount": item.amount,
+        "metadata": {"plan_code": item.plan.code},
+    }
+    if item.plan.interval != Plan.Interval.ONE_TIME:
+        params["recurring"] = {
+            "interval": item.plan.interval,
+            "interval_count": item.plan.interval_count,
+        }
+    interval = f"{item.plan.interval}:{item.plan.interval_count}"
+    key = f"price:{item.plan.code}:{item.currency}:{item.amount}:{interval}"
+    price = stripe_gateway.call(stripe_gateway.client().v1.prices.create, params, {"idempotency_key": key})
+    # Same idempotency key -> same Stripe price, so a concurrent push lands on the same row.
+    row, _ = StripePrice.objects.get_or_create(
+        plan=item.plan,
+        currency=item.currency,
+        amount=item.amount,
+        interval=item.plan.interval,
+        interval_count=item.plan.interval_count,
+        defaults={"stripe_price_id": price.id},
+    )
+    return row
+
+
+def catalog_push_to_stripe(
+    *, items: Iterable[PushItem] | None = None, progress: Callable[[PushItem], None] | None = None
+) -> int:
+    """Create the products and prices Stripe lacks; returns how many prices were created."""
+    created = 0
+    for item in catalog_push_items() if items is None else items:
+        before = stripe_price_find(plan=item.plan, currency=item.currency, amount=item.amount) is not None
+        stripe_price_ensure(item=item)
+        created += 0 if before else 1
+        if progress is not None:
+            progress(item)
+    return created
+
+
+# --- Webhook endpoint -----------------------------------------------------------------------------

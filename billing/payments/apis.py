@@ -1,0 +1,162 @@
+"""One-time payments over the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from billing.models import Payment, Plan
+from billing.payments.selectors import payment_list
+from billing.payments.services import payment_create, payment_status_set
+from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.api import subject_user
+
+
+class PaymentCreateInputSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(min_value=1, help_text="Minor units: cents, yen, fils.")
+    currency = serializers.RegexField(r"^[A-Za-z]{3}$", help_text="ISO 4217, e.g. USD, JPY, KWD.")
+    description = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True)
+    order_id = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    metadata = serializers.DictField(
+        child=serializers.CharField(max_length=500), required=False, default=dict
+    )
+    payment_method = serializers.CharField(
+        max_length=255, required=False, help_text="e.g. pm_... from Stripe.js; omit to confirm client-side."
+    )
+    plan: serializers.SlugRelatedField[Plan] = serializers.SlugRelatedField(
+        slug_field="code",
+        queryset=Plan.objects.filter(active=True, interval=Plan.Interval.ONE_TIME),
+        required=False,
+        help_text="A one-time plan whose features this payment buys, at its price in the zone.",
+    )
+    country = serializers.RegexField(
+        r"^[A-Za-z]{2}$", required=False, help_text="With `plan`: the buyer's country (pricing zone)."
+    )
+
+    def validate_country(self, value: str) -> str:
+        return value.upper()
+
+    def validate_metadata(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 40:
+            raise serializers.ValidationError("At most 40 keys.")
+        return value
+
+
+class PaymentOutputSerializer(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(read_only=True)
+    plan: serializers.SlugRelatedField[Plan] = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    display_amount = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Payment
+        fields = [
+            "id",
+            "user_id",
+            "amount",
+            "currency",
+            "display_amount",
+            "amount_refunded",
+            "status",
+            "description",
+            "order_id",
+            "metadata",
+            "plan",
+            "stripe_payment_intent_id",
+            "client_secret",
+            "failure_code",
+            "failure_message",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class PaymentListQuerySerializer(serializers.Serializer):
+    user_id = serializers.IntegerField(required=False)
+    customer = serializers.CharField(required=False, help_text="Stripe customer id (staff/service).")
+    status = serializers.ChoiceField(choices=Payment.Status.choices, required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+
+
+class PaymentStatusInputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Payment.Status.choices)
+    reason = serializers.CharField(max_length=1000)
+
+
+class CanSetPaymentStatus(BasePermission):
+    """Finance only (the permission), not every staff member."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user.is_authenticated and request.user.has_perm("billing.set_payment_status"))
+
+
+class PaymentViewSet(viewsets.GenericViewSet):
+    """One-time payments. A user sees their own; staff and service accounts see all."""
+
+    serializer_class = PaymentOutputSerializer
+    ratelimit_scope = "payments"
+
+    def get_queryset(self) -> QuerySet[Payment]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no real user
+            return Payment.objects.none()
+        return payment_list(
+            user=self.request.user, for_any_user=can_act_for_any_user(self.request.user), filters={}
+        )
+
+    @extend_schema(parameters=[PaymentListQuerySerializer], responses=PaymentOutputSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        query = PaymentListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        # Naming another user is refused (403) unless the caller may act for anyone, as elsewhere.
+        subject_user(request, query.validated_data.get("user_id"))
+        payments = payment_list(
+            user=request.user, for_any_user=can_act_for_any_user(request.user), filters=query.validated_data
+        )
+        page = self.paginate_queryset(payments)
+        return self.get_paginated_response(PaymentOutputSerializer(page, many=True).data)
+
+    @extend_schema(responses=PaymentOutputSerializer)
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(PaymentOutputSerializer(self.get_object()).data)
+
+    @extend_schema(
+        request=PaymentCreateInputSerializer,
+        responses={201: PaymentOutputSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Retries with the same key never charge twice.",
+            ),
+            OpenApiParameter("user_id", int, description="Staff/service: pay on behalf of this user."),
+        ],
+    )
+    def create(self, request: Request) -> Response:
+        data = PaymentCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        payment = payment_create(
+            user=subject_user(request, request.query_params.get("user_id")),
+            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            **data.validated_data,
+        )
+        return Response(PaymentOutputSerializer(payment).data, status=201)
+
+    @extend_schema(request=PaymentStatusInputSerializer, responses=PaymentOutputSerializer)
+    @action(detail=True, methods=["post"], url_path="status", permission_classes=[CanSetPaymentStatus])
+    def set_status(self, request: Request, pk: str) -> Response:
+        data = PaymentStatusInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not str(pk).isdigit():
+            raise exceptions.NotFound("No such payment.")
+        # Finance acts on anyone's payment: looked up by id, not through the caller's own list.
+        payment = payment_status_set(payment_id=int(pk), staff_user=request.user, **data.validated_data)
+        return Response(PaymentOutputSerializer(payment).data)

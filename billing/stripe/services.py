@@ -1,0 +1,193 @@
+"""The inbound Stripe event inbox: dj-stripe verifies each delivery; we record it once per Stripe event id and
+process it off the request path, in a Celery task, with retries.
+
+Processing is dj-stripe's `Event.process`: it re-reads the object from Stripe (so an old or
+out-of-order delivery applies Stripe's *current* state, never a stale one), mirrors it into
+dj-stripe's tables, then sends the per-type signal that our handlers (billing.payments.stripe_handlers,
+subscriptions.stripe_handlers) receive, all in one transaction: a failure rolls all of it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
+
+from billing.stripe.models import StripeEvent
+from payments_project.accounts.services import audit_record
+from payments_project.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+# A row left "processing" this long ago belongs to a worker that died: it may be claimed again.
+STALE_PROCESSING = timedelta(minutes=10)
+
+
+class StripeEventFailed(Exception):
+    pass
+
+
+def stripe_event_accept(*, trigger: WebhookEventTrigger) -> None:
+    """A verified delivery: record the event in the inbox (a second delivery of the same id only
+    counts itself) and enqueue its processing after commit. Never calls Stripe."""
+    body = trigger.json_body
+    created = body.get("created")
+    row, is_new = StripeEvent.objects.get_or_create(
+        stripe_event_id=body["id"],
+        defaults={
+            "type": str(body.get("type", ""))[:128],
+            "livemode": bool(body.get("livemode")),
+            "stripe_created": datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int) else None,
+            "trigger": trigger,
+        },
+    )
+    if not is_new:
+        StripeEvent.objects.filter(pk=row.pk).update(deliveries=F("deliveries") + 1)
+        # A redelivery of an event that failed (or died) is a reason to try again now.
+        retry = StripeEvent.objects.filter(
+            pk=row.pk, status__in=[StripeEvent.Status.FAILED, StripeEvent.Status.DEAD]
+        ).update(status=StripeEvent.Status.PENDING, trigger=trigger)
+        if not retry:
+            return
+    _enqueue(row.pk)
+
+
+def _enqueue(stripe_event_pk: int) -> None:
+    transaction.on_commit(lambda: _publish(stripe_event_pk))
+
+
+def _publish(stripe_event_pk: int) -> None:
+    from billing.stripe.tasks import stripe_event_process_task
+
+    try:
+        stripe_event_process_task.delay(stripe_event_pk)
+    except Exception:
+        logger.warning("could not queue webhook event %s; the sweep will", stripe_event_pk, exc_info=True)
+
+
+# A pending row this old was never queued (broker down) or its message was lost.
+STALE_PENDING = timedelta(minutes=2)
+
+
+def stripe_events_sweep() -> int:
+    """Beat job: queue again what would otherwise wait forever: pending rows never queued (the
+    broker was down), rows left "processing" by a worker that died, failed rows whose retries were
+    lost. Processing claims each row atomically, so a row queued twice is processed once."""
+    now = timezone.now()
+    stuck = StripeEvent.objects.filter(
+        Q(status=StripeEvent.Status.PENDING, received_at__lt=now - STALE_PENDING)
+        | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - STALE_PROCESSING)
+        | Q(status=StripeEvent.Status.FAILED, started_at__lt=now - STALE_PROCESSING)
+    ).values_list("pk", flat=True)[:500]
+    ids = list(stuck)
+    for pk in ids:
+        _publish(pk)
+    return len(ids)
+
+
+def stripe_event_process(*, stripe_event_pk: int) -> StripeEvent:
+    """Process one inbox row; a no-op unless it is pending, failed, or stale in processing.
+
+    Raises StripeEventFailed (after recording the error) so the task retries.
+    """
+    now = timezone.now()
+    claimed = (
+        StripeEvent.objects.filter(pk=stripe_event_pk)
+        .filter(
+            Q(status__in=[StripeEvent.Status.PENDING, StripeEvent.Status.FAILED])
+            | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - STALE_PROCESSING)
+        )
+        .update(status=StripeEvent.Status.PROCESSING, attempts=F("attempts") + 1, started_at=now)
+    )
+    row = StripeEvent.objects.select_related("trigger").get(pk=stripe_event_pk)
+    if not claimed:
+        return row
+    trigger = row.trigger
+    try:
+        if trigger is None:
+            raise StripeEventFailed("the delivery behind this event was deleted")
+        with transaction.atomic():
+            event = Event.process(trigger.json_body, api_key=settings.STRIPE_SECRET_KEY)
+            WebhookEventTrigger.objects.filter(pk=trigger.pk).update(
+                event=event, processed=True, exception="", traceback=""
+            )
+            StripeEvent.objects.filter(pk=row.pk).update(
+                status=StripeEvent.Status.DONE, processed_at=timezone.now(), last_error=""
+            )
+    except Exception as exc:
+        logger.warning("webhook %s %s failed: %s", row.type, row.stripe_event_id, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        StripeEvent.objects.filter(pk=row.pk).update(
+            status=StripeEvent.Status.FAILED, last_error=f"{error}\n\n{traceback.format_exc()}"[:20000]
+        )
+        if trigger is not None:
+            limit = WebhookEventTrigger._meta.get_field("exception").max_length or 128
+            WebhookEventTrigger.objects.filter(pk=trigger.pk).update(
+                exception=error[:limit], traceback=traceback.format_exc()
+            )
+        raise StripeEventFailed(error) from exc
+    row.refresh_from_db()
+    return row
+
+
+def stripe_event_give_up(*, stripe_event_pk: int) -> None:
+    """Retries exhausted: park the row where staff see it (admin filter "dead")."""
+    StripeEvent.objects.filter(pk=stripe_event_pk, status=StripeEvent.Status.FAILED).update(
+        status=StripeEvent.Status.DEAD
+    )
+
+
+def stripe_event_reprocess(*, stripe_event_pks: list[int], actor: Any) -> int:
+    """Staff's "reprocess" action: put failed or dead events back in the queue (audited)."""
+    stale = timezone.now() - STALE_PROCESSING
+    ids = list(
+        StripeEvent.objects.filter(pk__in=stripe_event_pks)
+        .filter(
+            Q(status__in=[StripeEvent.Status.FAILED, StripeEvent.Status.DEAD, StripeEvent.Status.PENDING])
+            | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=stale)
+        )
+        .values_list("pk", flat=True)
+    )
+    with transaction.atomic():
+        StripeEvent.objects.filter(pk__in=ids).update(status=StripeEvent.Status.PENDING)
+        for row in StripeEvent.objects.filter(pk__in=ids):
+            audit_record(actor=actor, action="stripe_event.reprocess", target=row, data={"type": row.type})
+            _enqueue(row.pk)
+    return len(ids)
+
+
+def webhook_endpoint_ensure(*, secret: str, base_url: str) -> Any:
+    """The dj-stripe endpoint row that verifies deliveries signed with `secret`; one per secret.
+
+    Its Stripe id is derived from the secret, so the unique constraint on `id` makes a second run
+    (or a concurrent one) find the same row instead of adding another.
+    """
+    if not secret.startswith("whsec_"):
+        raise DomainError("STRIPE_WEBHOOK_SECRET must start with whsec_", code="invalid_webhook_secret")
+    endpoint_id = "we_local_" + hashlib.sha256(secret.encode()).hexdigest()[:24]
+    livemode = settings.STRIPE_LIVE_MODE
+    with transaction.atomic():
+        endpoint, created = WebhookEndpoint.objects.get_or_create(
+            id=endpoint_id,
+            defaults={
+                "secret": secret,
+                "livemode": livemode,
+                "url": base_url.rstrip("/") + "/djstripe/webhook/",
+                "enabled_events": ["*"],
+                "status": "enabled",
+                "api_version": "",
+            },
+        )
+        if created:
+            # The URL embeds the row's uuid, known only once the row exists.
+            endpoint.url = f"{base_url.rstrip('/')}/djstripe/webhook/{endpoint.djstripe_uuid}/"
+            endpoint.save(update_fields=["url"])
+    return endpoint

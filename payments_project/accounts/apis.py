@@ -1,0 +1,39 @@
+"""Who am I: the caller's identity and what the API lets it do."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.api import subject_user
+
+
+class MeOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.EmailField()
+    is_staff = serializers.BooleanField()
+    can_act_for_any_user = serializers.BooleanField()
+
+
+class MeView(APIView):
+    """The caller, or with `?user_id=` (staff and service accounts) the user acted for."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("user_id", int, required=False)],
+        responses=MeOutputSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        user = subject_user(request, request.query_params.get("user_id"))
+        data = {
+            "id": user.pk,
+            "username": user.get_username(),
+            "email": user.email,
+            "is_staff": user.is_staff,
+            "can_act_for_any_user": can_act_for_any_user(user),
+        }
+        return Response(MeOutputSerializer(data).data)

@@ -1,0 +1,51 @@
+"""Staff and API roles as Django groups, kept in step with the code on every `migrate`.
+
+- support: sees everything in the back-office, changes nothing that moves money.
+- finance: support, plus what moves money or access: refunds, subscription and entitlement
+  actions, catalog edits, reprocessing webhook events.
+- service: API accounts of other back-ends; may act for any user_id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission
+from django.db.models import Q
+
+VIEW_APPS = [
+    "accounts",
+    "billing",
+    "subscriptions",
+    "entitlements",
+    "usage",
+    "djstripe",
+    "django_celery_beat",
+]
+ROLES: dict[str, dict[str, list[str]]] = {
+    "support": {"view_apps": VIEW_APPS, "perms": []},
+    "finance": {
+        "view_apps": VIEW_APPS,
+        "perms": [
+            "billing.refund_payment",
+            "billing.set_payment_status",
+            "billing.change_plan",
+            "billing.change_pricingzone",
+            "billing.change_stripeevent",
+            "subscriptions.change_subscription",
+            "entitlements.change_entitlement",
+        ],
+    },
+    "service": {"view_apps": [], "perms": ["accounts.act_for_any_user"]},
+}
+
+
+def roles_ensure(**_: Any) -> None:
+    """Create the groups and add their permissions; idempotent, never removes a staff-added one."""
+    for name, spec in ROLES.items():
+        group, _created = Group.objects.get_or_create(name=name)
+        query = Q(content_type__app_label__in=spec["view_apps"], codename__startswith="view_")
+        for dotted in spec["perms"]:
+            app_label, codename = dotted.split(".", 1)
+            query |= Q(content_type__app_label=app_label, codename=codename)
+        group.permissions.add(*Permission.objects.filter(query))

@@ -1,0 +1,58 @@
+"""Checkout over the API: a Stripe Checkout Session for a plan; access follows Stripe's webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from payments_project.api import subject_user
+from subscriptions.checkout.services import checkout_session_create
+
+
+class CheckoutSessionInputSerializer(serializers.Serializer):
+    plan = serializers.CharField(max_length=64)
+    country = serializers.RegexField(r"^[A-Za-z]{2}$", required=False)
+    zone = serializers.CharField(max_length=64, required=False)
+    success_url = serializers.URLField()
+    cancel_url = serializers.URLField()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("country") and attrs.get("zone"):
+            raise serializers.ValidationError("Give a country or a zone, not both.")
+        return attrs
+
+
+class CheckoutSessionOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    url = serializers.URLField()
+    mode = serializers.ChoiceField(choices=["payment", "subscription"])
+    plan = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    zone = serializers.CharField(allow_null=True)
+
+
+class CheckoutSessionViewSet(viewsets.ViewSet):
+    """Stripe Checkout for a plan, priced in the caller's zone; entitlements follow the webhook."""
+
+    ratelimit_scope = "payments"
+
+    @extend_schema(request=CheckoutSessionInputSerializer, responses={201: CheckoutSessionOutputSerializer})
+    def create(self, request: Request) -> Response:
+        data = CheckoutSessionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        session = checkout_session_create(
+            user=subject_user(request, request.query_params.get("user_id")),
+            plan_code=values["plan"],
+            country=values.get("country", "").upper() or None,
+            zone_code=values.get("zone"),
+            success_url=values["success_url"],
+            cancel_url=values["cancel_url"],
+            idempotency_key=request.headers.get("Idempotency-Key") or None,
+        )
+        return Response(CheckoutSessionOutputSerializer(session).data, status=201)

@@ -1,0 +1,98 @@
+"""Stripe Checkout Sessions for a plan at the price of the buyer's pricing zone.
+
+Most checkouts start a subscription (one per customer: see `BLOCKS_NEW_CHECKOUT`); a one-time plan
+goes through the same flow in payment mode, and billing records its payment from the webhook.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from billing.catalog.models import Plan, PricingZone
+from billing.catalog.selectors import plan_list, plan_quote, zone_for_country
+from billing.catalog.services import PushItem, stripe_price_ensure
+from billing.payments.services import customer_ensure
+from billing.stripe import gateway as stripe_gateway
+from payments_project.errors import Conflict, DomainError, NotFound
+from subscriptions.models import Subscription
+from subscriptions.transitions import BLOCKS_NEW_CHECKOUT
+
+
+def _refuse_second_subscription(*, user: Any) -> None:
+    """A customer with a running subscription changes plan instead of buying a second one.
+
+    A guard for the common mistake (a double click, a second tab), not a lock: two sessions opened
+    at the same instant could both be paid, and Stripe would then bill both subscriptions.
+    """
+    current = (
+        Subscription.objects.filter(user=user, status__in=BLOCKS_NEW_CHECKOUT).select_related("plan").first()
+    )
+    if current is not None:
+        raise Conflict(
+            f"You already subscribe to {current.plan.name}; change plan instead of buying another.",
+            code="already_subscribed",
+            extra={"subscription_id": str(current.pk)},
+        )
+
+
+def checkout_session_create(
+    *,
+    user: Any,
+    plan_code: str,
+    country: str | None,
+    zone_code: str | None,
+    success_url: str,
+    cancel_url: str,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """A Stripe Checkout Session for `plan` at the price of the caller's pricing zone."""
+    zone: PricingZone | None
+    if zone_code:
+        zone = PricingZone.objects.filter(code=zone_code).first()
+        if zone is None:
+            raise NotFound(f"No pricing zone {zone_code!r}.")
+    else:
+        zone = zone_for_country(country=country)
+    plan = plan_list(zone=zone).filter(code=plan_code).first()
+    if plan is None:
+        raise NotFound(f"No active plan {plan_code!r}.")
+    quote = plan_quote(plan=plan, zone=zone)
+    if quote is None or quote.amount == 0:
+        raise DomainError(
+            f"Plan {plan_code!r} is not sold in {zone.code if zone else 'the default zone'}.",
+            code="not_for_sale",
+        )
+    if plan.interval != Plan.Interval.ONE_TIME:
+        _refuse_second_subscription(user=user)
+    price = stripe_price_ensure(item=PushItem(plan, quote.currency, quote.amount))
+    customer_id = customer_ensure(user=user)
+    metadata = {"user_id": str(user.pk), "plan_code": plan.code, "pricing_zone": zone.code if zone else ""}
+    params: dict[str, Any] = {
+        "mode": "payment" if plan.interval == Plan.Interval.ONE_TIME else "subscription",
+        "customer": customer_id,
+        "client_reference_id": str(user.pk),
+        "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
+        "success_url": success_url,
+        "cancel_url": cancel_url,
+        "metadata": metadata,
+    }
+    if params["mode"] == "subscription":
+        params["subscription_data"] = {"metadata": metadata}
+        if plan.trial_days:
+            params["subscription_data"]["trial_period_days"] = plan.trial_days
+    else:
+        params["payment_intent_data"] = {"metadata": metadata}
+    key = f"checkout:{user.pk}:{idempotency_key or uuid.uuid4().hex}"
+    session = stripe_gateway.call(
+        stripe_gateway.client().v1.checkout.sessions.create, params, {"idempotency_key": key}
+    )
+    return {
+        "id": session.id,
+        "url": session.url,
+        "mode": params["mode"],
+        "plan": plan.code,
+        "amount": quote.amount,
+        "currency": quote.currency,
+        "zone": zone.code if zone else None,
+    }

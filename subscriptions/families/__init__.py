@@ -1,0 +1,1 @@
+"""Families: households sharing one family-plan subscription (models, services, API, admin)."""

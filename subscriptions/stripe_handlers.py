@@ -1,0 +1,56 @@
+"""Stripe events that drive subscriptions, handed to the subscriptions services.
+
+They run in the webhook inbox's transaction, after dj-stripe re-read the object from Stripe;
+the object's state is then Stripe's current one, dated now; a payload that could not be re-read
+is dated by its event, and the services ignore one older than the state applied (`stripe_state_at`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from djstripe.event_handlers import djstripe_receiver
+from djstripe.models import Event
+
+from billing.stripe.selectors import current_object_as_of
+from subscriptions.services import (
+    subscription_apply_invoice_failed,
+    subscription_apply_invoice_paid,
+    subscription_from_checkout,
+    subscription_sync_from_stripe,
+)
+
+
+@djstripe_receiver(
+    [
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+    ]
+)
+def on_subscription(sender: Any, event: Event, **kwargs: Any) -> None:
+    data, as_of = current_object_as_of(event)
+    subscription_sync_from_stripe(data=data, event_id=event.id, event_created=as_of)
+
+
+@djstripe_receiver("invoice.payment_succeeded")
+def on_invoice_paid(sender: Any, event: Event, **kwargs: Any) -> None:
+    data, as_of = current_object_as_of(event)
+    subscription_apply_invoice_paid(data=data, event_id=event.id, event_created=as_of)
+
+
+@djstripe_receiver("invoice.payment_failed")
+def on_invoice_failed(sender: Any, event: Event, **kwargs: Any) -> None:
+    data, as_of = current_object_as_of(event)
+    if data.get("status") == "paid":
+        return  # a retry paid it since: this failure is history, not the current state
+    subscription_apply_invoice_failed(data=data, event_id=event.id, event_created=as_of)
+
+
+@djstripe_receiver("checkout.session.completed")
+def on_checkout_completed(sender: Any, event: Event, **kwargs: Any) -> None:
+    session, as_of = current_object_as_of(event)
+    if session.get("mode") == "subscription":
+        subscription_from_checkout(data=session, event_id=event.id, event_created=as_of)
