@@ -1,10 +1,12 @@
-"""Entitlement checks (the hot path) and family management.
+"""Entitlement checks over the API (the hot path answers warm ones before these views).
 
 The check views build plain dicts in the selector: no serializer per item, no N+1, no Stripe call.
 The output serializers below document the responses (OpenAPI); they are not run per request.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, viewsets
@@ -16,7 +18,10 @@ from rest_framework.response import Response
 from entitlements.selectors import entitlement_check, entitlement_list
 from payments_project.api import subject_user
 
+# The input limits of the check actions; the hot path (entitlements.hotpath) declines input
+# beyond them, so DRF's serializers answer it.
 MAX_BULK_FEATURES = 200
+FEATURE_CODE_MAX_LENGTH = 64
 REASONS = [
     "granted",
     "not_in_plan",
@@ -29,13 +34,15 @@ REASONS = [
 
 
 class CheckQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=64)
+    feature = serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH)
     user_id = serializers.CharField(required=False)
 
 
 class BulkCheckInputSerializer(serializers.Serializer):
     features = serializers.ListField(
-        child=serializers.CharField(max_length=64), allow_empty=False, max_length=MAX_BULK_FEATURES
+        child=serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH),
+        allow_empty=False,
+        max_length=MAX_BULK_FEATURES,
     )
     user_id = serializers.IntegerField(required=False)
 
@@ -54,6 +61,12 @@ class CheckOutputSerializer(serializers.Serializer):
 
 class BulkCheckOutputSerializer(serializers.Serializer):
     results = CheckOutputSerializer(many=True)
+
+
+def check_response_data(results: list[dict[str, Any]], *, bulk: bool) -> Any:
+    """The body of check (its one result) or bulk-check (`{"results": [...]}`), from the selector's
+    results; the hot path answers with the same."""
+    return {"results": results} if bulk else results[0]
 
 
 class EntitlementViewSet(viewsets.ViewSet):
@@ -82,7 +95,8 @@ class EntitlementViewSet(viewsets.ViewSet):
         query = CheckQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         user = subject_user(request, query.validated_data.get("user_id"))
-        return Response(entitlement_check(user_id=user.pk, features=[query.validated_data["feature"]])[0])
+        results = entitlement_check(user_id=user.pk, features=[query.validated_data["feature"]])
+        return Response(check_response_data(results, bulk=False))
 
     @extend_schema(request=BulkCheckInputSerializer, responses=BulkCheckOutputSerializer)
     @action(detail=False, methods=["post"], url_path="bulk-check")
@@ -90,6 +104,5 @@ class EntitlementViewSet(viewsets.ViewSet):
         data = BulkCheckInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = subject_user(request, data.validated_data.get("user_id"))
-        return Response(
-            {"results": entitlement_check(user_id=user.pk, features=data.validated_data["features"])}
-        )
+        results = entitlement_check(user_id=user.pk, features=data.validated_data["features"])
+        return Response(check_response_data(results, bulk=True))

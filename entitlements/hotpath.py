@@ -9,8 +9,16 @@ them) and of URL resolution. They answer only the common, warm case:
   `_simple_codes`), and `user_id` absent or the caller's own id;
 - and ONE Redis round trip (a Lua script, EVALSHA) finds the token's cached user snapshot active
   and belonging to the user we expect for that token: the script then also counts the request in
-  django-ratelimit's counter (same key, window and ttl as payments_project.api._ratelimit_usage)
-  and HMGETs the user's entitlement snapshot (`__meta` + the codes).
+  django-ratelimit's counter (same key, window and ttl as payments_project.api's throttle) and
+  HMGETs the user's entitlement snapshot (`__meta` + the codes).
+
+It owns only that shortcut: the answer is built with the DRF path's own functions, so a change to
+a result, a limit or the error format is made once. The token header is split by
+payments_project.authentication.token_header_key, the counter is counted and judged by
+payments_project.api's ratelimit_* functions, results come from
+entitlements.selectors.entitlement_check_answer and apis.check_response_data, and errors are
+rendered by payments_project.api.error_answer. Only the JSON writing is its own (`_json`: DRF's
+renderer's bytes, faster).
 
 Anything else returns None, before any Redis side effect, and the request goes on untouched
 through the whole middleware stack to the DRF viewset action (EntitlementViewSet.check /
@@ -34,7 +42,6 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django_redis import get_redis_connection
@@ -42,41 +49,53 @@ from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
 
 from entitlements import cache
-from entitlements.apis import MAX_BULK_FEATURES, EntitlementViewSet
-from entitlements.metrics import (
-    entitlement_cache_hits_total,
-    entitlement_check_duration_seconds,
-    entitlement_checks_allowed,
-    entitlement_checks_denied,
+from entitlements.apis import (
+    FEATURE_CODE_MAX_LENGTH,
+    MAX_BULK_FEATURES,
+    EntitlementViewSet,
+    check_response_data,
 )
-from entitlements.selectors import check_results, entitlement_check
-from payments_project.api import error_body, ratelimit_counter, ratelimit_rate
-from payments_project.authentication import REDIS_ERRORS, token_cache_keys
-from payments_project.errors import DomainError
+from entitlements.selectors import entitlement_check_answer
+from payments_project.api import (
+    error_answer,
+    ratelimit_cache_name,
+    ratelimit_count_lua,
+    ratelimit_counter,
+    ratelimit_rate,
+    ratelimit_usage,
+    ratelimit_wait,
+)
+from payments_project.authentication import (
+    REDIS_ERRORS,
+    token_cache_keys,
+    token_header_key,
+    token_snapshot_prefix,
+    token_snapshot_read,
+)
 
 logger = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponseBase]
 
 # KEYS[1] token snapshot, KEYS[2] entitlement snapshot, KEYS[3] rate counter (absent: no limit).
-# ARGV[1] "<user id>|1|": the start of an ACTIVE snapshot of the expected user; ARGV[2] the counter's
-# ttl; ARGV[3..] the HMGET fields. {0}: not that user (or no snapshot), nothing done. Else
-# {1, count or -1, HMGET values...}; the counter is INCR + EXPIRE exactly like _RATELIMIT_INCR.
-_CHECK = """
+# ARGV[1] token_snapshot_prefix: the start of an ACTIVE snapshot of the expected user; ARGV[2] the
+# counter's ttl; ARGV[3..] the HMGET fields. {0}: not that user (or no snapshot), nothing done. Else
+# {1, count or -1, HMGET values...}; the counter is counted by the throttle's own Lua lines.
+_CHECK = (
+    """
 local token = redis.call('GET', KEYS[1])
 if not token or string.sub(token, 1, string.len(ARGV[1])) ~= ARGV[1] then return {0} end
 local count = -1
 if KEYS[3] then
-    count = redis.call('INCR', KEYS[3])
-    if count == 1 or redis.call('TTL', KEYS[3]) < 0 then
-        redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
-    end
-end
+"""
+    + ratelimit_count_lua(counter="KEYS[3]", ttl="ARGV[2]")
+    + """end
 local values = redis.call('HMGET', KEYS[2], unpack(ARGV, 3))
 local out = {1, count}
 for i = 1, #values do out[i + 2] = values[i] end
 return out
 """
+)
 
 _HINTS: dict[str, int] = {}  # token key -> id of its user, learnt from DRF answers
 _HINTS_MAX = 100_000
@@ -86,16 +105,13 @@ _script: dict[int, Any] = {}  # id(redis client) -> its registered Script
 
 
 def _token_key(request: HttpRequest) -> str | None:
-    """The key of a plain `Token <key>` header, split as DRF splits it (bytes, ASCII whitespace
-    only: a no-break space is not a separator there), else None."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
+    """The ASCII key of a well-formed `Token <key>` header, split by the authentication class's
+    own function, else None: DRF then answers (or refuses) the request."""
     try:
-        parts = header.encode("iso-8859-1").split()
-    except UnicodeEncodeError:
+        key = token_header_key(request.META.get("HTTP_AUTHORIZATION", ""))
+    except (UnicodeEncodeError, exceptions.AuthenticationFailed):
         return None
-    if len(parts) != 2 or parts[0].lower() != b"token" or not parts[1].isascii():
-        return None
-    return parts[1].decode()
+    return key if key is not None and key.isascii() else None
 
 
 def _user_for(token_key: str) -> int | None:
@@ -112,10 +128,15 @@ def _user_for(token_key: str) -> int | None:
         snapshot = get_redis_connection("default").get(token_cache_keys(token_key)[0])
     except REDIS_ERRORS:
         return None
-    fields = snapshot.split(b"|", 2) if isinstance(snapshot, bytes) else []
-    if len(fields) < 2 or not fields[0].isdigit() or fields[1] != b"1":
+    if not isinstance(snapshot, bytes):
         return None
-    user_id = int(fields[0])
+    try:
+        written_id, flags = token_snapshot_read(snapshot)
+    except ValueError:
+        return None  # not a snapshot: the DRF path reads the database
+    if not (written_id.isascii() and written_id.isdigit() and flags["is_active"]):
+        return None
+    user_id = int(written_id)
     _hint_store(token_key, user_id)
     return user_id
 
@@ -127,10 +148,11 @@ def _hint_store(token_key: str, user_id: int) -> None:
 
 
 def _simple_codes(values: Sequence[Any]) -> bool:
-    """Feature codes DRF's CharField(max_length=64) keeps unchanged (no trim, no error): strings
-    of 1 to 64 printable characters (so no NUL, no lone surrogate) without surrounding spaces."""
+    """Feature codes DRF's CharField(max_length=FEATURE_CODE_MAX_LENGTH) keeps unchanged (no trim,
+    no error): strings of 1 to that many printable characters (so no NUL, no lone surrogate)
+    without surrounding spaces."""
     for value in values:
-        if type(value) is not str or not 0 < len(value) <= 64 or not value.isprintable():
+        if type(value) is not str or not 0 < len(value) <= FEATURE_CODE_MAX_LENGTH or not value.isprintable():
             return False
         if value != value.strip():
             return False
@@ -163,29 +185,33 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Http
     return response
 
 
-def _warm_read(token_key: str, user_id: int, codes: Sequence[str]) -> tuple[bool, int, list[Any]] | None:
-    """ONE round trip: (limited, seconds left in the window, [meta, *codes] raw).
+def _warm_read(
+    token_key: str, user_id: int, codes: Sequence[str]
+) -> tuple[dict[str, Any] | None, list[Any]] | None:
+    """ONE round trip: (the rate limit's usage, None when there is none; [meta, *codes] raw).
 
     None: not warm (or Redis unreachable), nothing was counted: the caller delegates.
     """
-    rate = ratelimit_rate(_SCOPE) if getattr(settings, "RATELIMIT_ENABLE", True) else None
-    if rate and getattr(settings, "RATELIMIT_USE_CACHE", "default") != "default":
+    rate = ratelimit_rate(_SCOPE)
+    if rate and ratelimit_cache_name() != "default":
         return None  # the counter lives elsewhere: the DRF path counts it
     keys = [token_cache_keys(token_key)[0], cache.snapshot_key(user_id)]
     ttl, limit, window = 0, 0, 0
     if rate:
+        # The throttle's user_or_ip value for an authenticated user is its id.
         counter_key, limit, ttl, window = ratelimit_counter(str(user_id), _SCOPE, rate, "default")
         keys.append(counter_key)
     try:
         conn = get_redis_connection("default")
         script = _script.get(id(conn)) or _script_prepare(conn)
-        out = script(keys=keys, args=[f"{user_id}|1|", ttl, cache.META_FIELD, *codes], client=conn)
+        args = [token_snapshot_prefix(user_id), ttl, cache.META_FIELD, *codes]
+        out = script(keys=keys, args=args, client=conn)
     except REDIS_ERRORS:
         return None  # Redis down or not Redis: the DRF path falls back to the database
     if not out or out[0] != 1:
         return None
-    count = int(out[1])
-    return bool(rate) and count > limit, window - int(time.time()), list(out[2:])
+    usage = ratelimit_usage(count=int(out[1]), limit=limit, window=window) if rate else None
+    return usage, list(out[2:])
 
 
 def _script_prepare(conn: Any) -> Any:
@@ -193,23 +219,10 @@ def _script_prepare(conn: Any) -> Any:
     return script
 
 
-def _answer(user_id: int, codes: Sequence[str], raw: list[Any]) -> list[dict[str, Any]]:
-    """entitlement_check's warm branch on values already read; a missing snapshot is rebuilt."""
-    if raw[0] is None:
-        return entitlement_check(user_id=user_id, features=codes)  # cold snapshot: DB, then store
-    start = time.perf_counter()
-    entitlement_cache_hits_total.inc()
-    meta = orjson.loads(raw[0])
-    now = time.time()
-    entries = [None if value is None else orjson.loads(value) for value in raw[1:]]
-    results = check_results(codes, entries, meta, now)
-    allowed = sum(1 for result in results if result["allowed"])
-    if allowed:
-        entitlement_checks_allowed.inc(allowed)
-    if len(results) - allowed:
-        entitlement_checks_denied.inc(len(results) - allowed)
-    entitlement_check_duration_seconds.observe(time.perf_counter() - start)
-    return results
+def _error(exc: BaseException) -> HttpResponse:
+    """The error as DRF's exception handler answers it (the same error_answer)."""
+    status, body, headers = error_answer(exc)
+    return _json(status, body, headers)
 
 
 def _respond(token_key: str, user_id: int, codes: Sequence[str], bulk: bool) -> HttpResponse | None:
@@ -223,26 +236,15 @@ def _respond_body(token_key: str, user_id: int, codes: Sequence[str], bulk: bool
     read = _warm_read(token_key, user_id, codes)
     if read is None:
         return None
-    limited, time_left, raw = read
-    if limited:  # as RatelimitThrottle + DRF's Throttled: wait = max(1, seconds left)
-        wait = max(1, int(time_left))
-        message = str(exceptions.Throttled(wait).detail)
-        return _json(429, error_body("rate_limited", message), {"Retry-After": str(wait)})
+    usage, raw = read
+    wait = ratelimit_wait(usage)
+    if wait is not None:  # as RatelimitThrottle, then DRF's Throttled
+        return _error(exceptions.Throttled(wait))
     try:
-        results = _answer(user_id, codes, raw)
-    except (OperationalError, InterfaceError) as exc:
-        logger.error("database unavailable: %s", exc)
-        return _json(
-            503,
-            error_body("database_unavailable", "The service cannot reach its database; retry shortly."),
-            {"Retry-After": "5"},
-        )
-    except DomainError as exc:
-        return _json(exc.status_code, error_body(exc.code, exc.message, exc.fields, exc.extra), exc.headers)
-    except Exception:
-        logger.exception("unhandled error in API view")
-        return _json(500, error_body("internal_error", "An unexpected error occurred."))
-    return _json(200, {"results": results} if bulk else results[0])
+        results = entitlement_check_answer(user_id=user_id, codes=codes, raw=raw, start=time.perf_counter())
+    except Exception as exc:  # noqa: BLE001 - answered (and logged) as DRF's exception handler would
+        return _error(exc)
+    return _json(200, check_response_data(results, bulk=bulk))
 
 
 def _remember(request: HttpRequest, token_key: str, response: HttpResponseBase) -> HttpResponseBase:

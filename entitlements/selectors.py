@@ -214,21 +214,32 @@ def entitlement_check(*, user_id: int, features: Sequence[str]) -> list[dict[str
     start = time.perf_counter()
     codes = list(features)
     raw: list[bytes | None] | None = None
-    use_cache = True
     try:
         raw = cache.snapshot_read_fields(user_id=user_id, codes=codes)
     except cache.CacheUnavailable:
-        use_cache = False
         entitlement_cache_fallbacks_total.inc()
+    return entitlement_check_answer(user_id=user_id, codes=codes, raw=raw, start=start)
+
+
+def entitlement_check_answer(
+    *, user_id: int, codes: Sequence[str], raw: Sequence[bytes | None] | None, start: float
+) -> list[dict[str, Any]]:
+    """entitlement_check on the snapshot fields already read, counted in the check metrics.
+
+    `raw`: the HMGET of the meta field then each code (raw[0] None: no snapshot, rebuilt from the
+    database and stored), or None when Redis could not be read (answered from the database, nothing
+    stored). `start`: perf_counter() when answering began. The entitlement hot path reads `raw` in
+    its own script (with the token and the rate limit) and answers with this too.
+    """
     now = time.time()
     if raw is not None and raw[0] is not None:
         entitlement_cache_hits_total.inc()
         meta = orjson.loads(raw[0])
         found = [None if value is None else orjson.loads(value) for value in raw[1:]]
     else:
-        if use_cache:
+        if raw is not None:
             entitlement_cache_misses_total.inc()
-        meta, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
+        meta, entries = _build_and_store(user_id=user_id, use_cache=raw is not None)
         found = [entries.get(code) for code in codes]
     results = check_results(codes, found, meta, now)
     allowed = sum(1 for result in results if result["allowed"])

@@ -6,7 +6,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -64,47 +64,70 @@ def _field_errors(detail: Any, prefix: str = "") -> dict[str, list[dict[str, str
     return out
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+class ErrorAnswer(NamedTuple):
+    status: int
+    body: dict[str, dict[str, Any]]
+    headers: dict[str, str]
+
+
+def error_answer(exc: BaseException) -> ErrorAnswer:
+    """Status, body and headers of any exception in the error format.
+
+    The one rendering of errors: DRF's exception handler below and the entitlement hot path
+    (entitlements.hotpath, which answers without DRF) both call it, so their bytes agree.
+    """
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is unreachable: say so, never guess (e.g. an entitlement answer).
         logger.error("database unavailable: %s", exc)
-        return Response(
+        return ErrorAnswer(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
             error_body("database_unavailable", "The service cannot reach its database; retry shortly."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
+            {"Retry-After": "5"},
         )
     if isinstance(exc, DomainError):
-        return Response(
-            error_body(exc.code, exc.message, exc.fields, exc.extra),
-            status=exc.status_code,
-            headers=exc.headers,
+        return ErrorAnswer(
+            exc.status_code, error_body(exc.code, exc.message, exc.fields, exc.extra), exc.headers
         )
-    from rest_framework.views import exception_handler as drf_exception_handler
-
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        logger.exception("unhandled error in API view", exc_info=exc)
-        return Response(
-            error_body("internal_error", "An unexpected error occurred."),
-            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
-        )
+    # Django's own refusals, as DRF's handler converts them (with the default messages).
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    if not isinstance(exc, exceptions.APIException):  # DRF answered something we do not know
-        return response
-    if isinstance(exc, exceptions.ValidationError):
-        response.data = error_body(
-            "validation_error", "The request has invalid fields.", _field_errors(exc.detail)
+    if not isinstance(exc, exceptions.APIException):
+        logger.exception("unhandled error in API view", exc_info=exc)
+        return ErrorAnswer(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            error_body("internal_error", "An unexpected error occurred."),
+            {},
         )
+    # The headers DRF's handler sets: APIView.handle_exception puts auth_header on a 401's
+    # exception, Throttled carries its wait (a whole number of seconds).
+    headers: dict[str, str] = {}
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = str(auth_header)
+    wait = getattr(exc, "wait", None)
+    if wait:
+        headers["Retry-After"] = str(int(wait))  # DRF writes "%d" % wait
+    if isinstance(exc, exceptions.ValidationError):
+        body = error_body("validation_error", "The request has invalid fields.", _field_errors(exc.detail))
     else:
         default_code = str(getattr(exc, "default_code", "error"))
         code = _CODE_NAMES.get(default_code, default_code)
         detail = exc.detail
         message = str(detail) if not isinstance(detail, (dict, list)) else str(exc.default_detail)
-        response.data = error_body(code, message)
-    return response
+        body = error_body(code, message)
+    return ErrorAnswer(exc.status_code, body, headers)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """settings.REST_FRAMEWORK's EXCEPTION_HANDLER: every error in the error format (error_answer)."""
+    from rest_framework.views import set_rollback
+
+    answer = error_answer(exc)
+    if isinstance(exc, (exceptions.APIException, Http404, DjangoPermissionDenied)):
+        set_rollback()  # as DRF's handler does for these: an ATOMIC_REQUESTS transaction rolls back
+    return Response(answer.body, status=answer.status, headers=answer.headers)
 
 
 def json_error_view(
@@ -123,35 +146,59 @@ class Pagination(PageNumberPagination):
     max_page_size = 200
 
 
-# KEYS[1] the counter; ARGV[1] its ttl. INCR then EXPIRE when it was just made (or has no ttl):
-# what django-ratelimit's cache.add + cache.incr do, in one atomic round trip.
-_RATELIMIT_INCR = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
-    redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-end
-return count
-"""
+def ratelimit_count_lua(*, counter: str, ttl: str) -> str:
+    """Lua counting one request in django-ratelimit's counter `counter` (e.g. "KEYS[1]"), whose ttl
+    is `ttl` (e.g. "ARGV[1]"), into the variable `count`, which the script has declared.
+
+    INCR then EXPIRE when it was just made (or has no ttl): what django-ratelimit's cache.add +
+    cache.incr do, atomically. Both scripts that count requests are built with it: the throttle's
+    below and the entitlement hot path's (which also reads the snapshot in the same round trip).
+    """
+    return (
+        f"count = redis.call('INCR', {counter})\n"
+        f"if count == 1 or redis.call('TTL', {counter}) < 0 then\n"
+        f"    redis.call('EXPIRE', {counter}, tonumber({ttl}))\n"
+        "end\n"
+    )
+
+
+# KEYS[1] the counter; ARGV[1] its ttl.
+_RATELIMIT_INCR = "local count\n" + ratelimit_count_lua(counter="KEYS[1]", ttl="ARGV[1]") + "return count\n"
 
 
 def _ratelimit_usage(request: Request, scope: str, rate: str) -> dict[str, Any] | None:
     """django-ratelimit's get_usage(increment=True) in ONE Redis round trip instead of two.
 
     Same key (its own key functions: group, rate, user_or_ip, window with its jitter), same counter
-    encoding (a plain integer), same ttl (period + its fudge), same answer dict. None when limiting
-    is off. Falls back to get_usage itself when the ratelimit cache is not django-redis.
+    encoding (a plain integer), same ttl (period + its fudge), same answer dict. Falls back to
+    get_usage itself when the ratelimit cache is not django-redis.
     """
-    if not getattr(settings, "RATELIMIT_ENABLE", True):
-        return None
-    group = f"api:{scope}"
-    cache_name = getattr(settings, "RATELIMIT_USE_CACHE", "default")
+    cache_name = ratelimit_cache_name()
     try:
         conn = get_redis_connection(cache_name)
     except NotImplementedError:
-        return get_usage(request, group=group, key="user_or_ip", rate=rate, increment=True)
+        return get_usage(request, group=f"api:{scope}", key="user_or_ip", rate=rate, increment=True)
     key, limit, ttl, window = ratelimit_counter(ratelimit_core.user_or_ip(request), scope, rate, cache_name)
     script = conn.register_script(_RATELIMIT_INCR)
-    count = int(script(keys=[key], args=[ttl], client=conn))
+    return ratelimit_usage(count=int(script(keys=[key], args=[ttl], client=conn)), limit=limit, window=window)
+
+
+def ratelimit_rate(scope: str) -> str | None:
+    """The rate of a view scope (settings.RATELIMIT_RATES, else its default); None: no limit
+    (none set, or RATELIMIT_ENABLE off)."""
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return None
+    rates = settings.RATELIMIT_RATES
+    return rates.get(scope, rates.get("default")) or None
+
+
+def ratelimit_cache_name() -> str:
+    """The cache that holds the counters (django-ratelimit's RATELIMIT_USE_CACHE)."""
+    return str(getattr(settings, "RATELIMIT_USE_CACHE", "default"))
+
+
+def ratelimit_usage(*, count: int, limit: int, window: int) -> dict[str, Any]:
+    """get_usage's answer for a counter that now holds `count`, in the window ending at `window`."""
     return {
         "count": count,
         "limit": limit,
@@ -160,10 +207,12 @@ def _ratelimit_usage(request: Request, scope: str, rate: str) -> dict[str, Any] 
     }
 
 
-def ratelimit_rate(scope: str) -> str | None:
-    """The rate of a view scope (settings.RATELIMIT_RATES, else its default); None: no limit."""
-    rates = settings.RATELIMIT_RATES
-    return rates.get(scope, rates.get("default")) or None
+def ratelimit_wait(usage: dict[str, Any] | None) -> int | None:
+    """None: the request may go on. Else the seconds to wait (DRF's Throttled and Retry-After):
+    those left in the window, at least one."""
+    if usage is None or not usage["should_limit"]:
+        return None
+    return max(1, int(usage["time_left"]))
 
 
 def ratelimit_counter(value: str, scope: str, rate: str, cache_name: str) -> tuple[str, int, int, int]:
@@ -217,10 +266,8 @@ class RatelimitThrottle(BaseThrottle):
         except Exception:
             logger.warning("rate limiter unavailable; allowing request", exc_info=True)
             return True
-        if usage is None or not usage["should_limit"]:
-            return True
-        self._wait = max(1, int(usage["time_left"]))
-        return False
+        self._wait = ratelimit_wait(usage)
+        return self._wait is None
 
     def wait(self) -> float | None:
         return self._wait

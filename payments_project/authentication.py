@@ -9,7 +9,8 @@ from the database on first access, and permissions (`has_perm`, groups) query th
 
 Keys (through the cache's KEY_PREFIX/VERSION):
 
-- `auth:t:<token key>`: "user_id|is_active|is_staff|is_superuser" (1/0), with a TTL.
+- `auth:t:<token key>`: "user_id|is_active|is_staff|is_superuser" (1/0), with a TTL
+  (written by `token_snapshot_value`, read by `token_snapshot_read`).
 - `auth:g:<token key>`: a generation counter. Invalidation INCRs it and DELs the snapshot in one
   MULTI; a fill reads the counter (in the same MGET as the miss) BEFORE reading the database and
   writes through a Lua script only if it is unchanged, so a fill that raced an invalidation (e.g. a
@@ -19,6 +20,9 @@ Invalidation (model signals, cache upkeep only): a Token saved or deleted (delet
 cascades to its token), and a user saved (unless `update_fields` shows none of the cached fields
 changed, e.g. the login's last_login update). It runs at once AND again after commit: at once so
 the rest of the transaction sees it, after commit so a concurrent fill of the old row is discarded.
+
+The `Authorization` header is split by `token_header_key`, DRF's rule; the entitlement hot path
+(entitlements.hotpath) splits it and reads the snapshot with the same functions.
 
 Redis unreachable: authentication answers from the database (DRF's query), never refuses for it.
 A snapshot outlives its source only when an invalidation was lost (Redis down at that moment, or
@@ -39,9 +43,10 @@ from django.utils.translation import gettext_lazy as _
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
-from rest_framework import exceptions
-from rest_framework.authentication import TokenAuthentication
+from rest_framework import HTTP_HEADER_ENCODING, exceptions
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     NotImplementedError,
 )
-CACHED_USER_FIELDS = ("is_active", "is_staff", "is_superuser")
+CACHED_USER_FIELDS = ("is_active", "is_staff", "is_superuser")  # is_active first: token_snapshot_prefix
 GENERATION_TTL_SECONDS = 24 * 3600  # far longer than any fill: no ABA on an expired counter
 
 # KEYS[1] snapshot, KEYS[2] generation; ARGV[1] generation read before the DB read, ARGV[2] ttl,
@@ -86,6 +91,47 @@ def token_cache_ttl() -> int:
     return int(getattr(settings, "AUTH_TOKEN_CACHE_TTL_SECONDS", 60))
 
 
+def token_header_key(header: str | bytes, *, keyword: str = TokenAuthentication.keyword) -> str | None:
+    """The key of an `Authorization: <keyword> <key>` header, split as DRF's TokenAuthentication
+    splits it: ISO-8859-1 bytes on ASCII whitespace only (a no-break space is no separator).
+
+    None: no header, or another scheme. AuthenticationFailed (DRF's messages): the keyword without
+    a key, with several, or with one that is not UTF-8. UnicodeEncodeError: a str header that is
+    not ISO-8859-1, as from DRF's get_authorization_header.
+    """
+    parts = (header.encode(HTTP_HEADER_ENCODING) if isinstance(header, str) else header).split()
+    if not parts or parts[0].lower() != keyword.lower().encode():
+        return None
+    if len(parts) == 1:
+        raise exceptions.AuthenticationFailed(_("Invalid token header. No credentials provided."))
+    if len(parts) > 2:
+        raise exceptions.AuthenticationFailed(
+            _("Invalid token header. Token string should not contain spaces.")
+        )
+    try:
+        return parts[1].decode()
+    except UnicodeError:
+        message = _("Invalid token header. Token string should not contain invalid characters.")
+        raise exceptions.AuthenticationFailed(message) from None
+
+
+def token_snapshot_value(user: Any) -> str:
+    """What `auth:t:<token key>` holds for `user` (see the module docstring)."""
+    return "|".join([str(user.pk), *("1" if getattr(user, name) else "0" for name in CACHED_USER_FIELDS)])
+
+
+def token_snapshot_read(snapshot: bytes) -> tuple[str, dict[str, bool]]:
+    """(user id as written, {cached field: flag}) of a snapshot; ValueError if it is not one."""
+    user_id, *flags = snapshot.decode().split("|")
+    return user_id, {name: flag == "1" for name, flag in zip(CACHED_USER_FIELDS, flags, strict=True)}
+
+
+def token_snapshot_prefix(user_id: int) -> str:
+    """How every snapshot of the ACTIVE user `user_id` starts (is_active is the first flag): the
+    hot path's script compares it instead of parsing the snapshot."""
+    return f"{user_id}|1|"
+
+
 def _read(token_key: str) -> tuple[bytes | None, str]:
     """ONE command: (snapshot or None, generation)."""
     try:
@@ -96,7 +142,7 @@ def _read(token_key: str) -> tuple[bytes | None, str]:
 
 
 def _write(token_key: str, generation: str, user: Any) -> None:
-    value = "|".join([str(user.pk), *("1" if getattr(user, name) else "0" for name in CACHED_USER_FIELDS)])
+    value = token_snapshot_value(user)
     try:
         conn = _conn()
         script = conn.register_script(_WRITE_IF_GENERATION)
@@ -131,11 +177,11 @@ def _invalidate_now_and_on_commit(token_keys: list[str]) -> None:
 
 
 def _user_from_snapshot(snapshot: bytes) -> Any:
-    user_id, *flags = snapshot.decode().split("|")
+    user_id, flags = token_snapshot_read(snapshot)
     model = get_user_model()
     pk_name = model._meta.pk.attname
     known = {pk_name: model._meta.pk.to_python(user_id)}
-    known.update({name: flag == "1" for name, flag in zip(CACHED_USER_FIELDS, flags, strict=True)})
+    known.update(flags)
     # from_db with only these fields: the others are deferred (loaded from the DB if ever read).
     field_names = [f.attname for f in model._meta.concrete_fields if f.attname in known]
     return model.from_db("default", field_names, [known[name] for name in field_names])
@@ -143,6 +189,11 @@ def _user_from_snapshot(snapshot: bytes) -> Any:
 
 class CachedTokenAuthentication(TokenAuthentication):
     """DRF's TokenAuthentication, answered from Redis when warm (see the module docstring)."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        # DRF's own, the header split by token_header_key: the hot path splits it with the same function.
+        key = token_header_key(get_authorization_header(request), keyword=self.keyword)
+        return None if key is None else self.authenticate_credentials(key)
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         try:

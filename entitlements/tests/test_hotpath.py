@@ -584,3 +584,13 @@ def test_a_value_orjson_cannot_write_is_rendered_by_drf() -> None:
 
     # when / then
     assert hotpath._json(400, data).content == JSONRenderer().render(data)
+
+
+@pytest.mark.parametrize("snapshot", ["garbage", "7|1", "x|1|0|0", b"7|1|0|\xff"])
+def test_a_token_snapshot_authentication_could_not_read_is_not_used_as_a_hint(snapshot: str | bytes) -> None:
+    # given a token whose cached snapshot is not one the authentication class reads
+    get_redis_connection("default").set(token_cache_keys("abc")[0], snapshot)
+
+    # when / then the hot path takes no user from it (the request goes to DRF)
+    assert hotpath._user_for("abc") is None
+    assert "abc" not in hotpath._HINTS

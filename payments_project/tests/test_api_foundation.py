@@ -1,11 +1,19 @@
+import time
+
 import pytest
 from django.contrib.auth.models import Group
+from django.db import OperationalError
+from django.http import Http404
 from django.test import override_settings
 from django.urls import path
+from django_redis import get_redis_connection
+from rest_framework import exceptions
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
+from payments_project import api
 from payments_project.accounts.tests.factories import UserFactory
+from payments_project.errors import Conflict
 from payments_project.tests.helpers import token_client
 
 
@@ -185,3 +193,75 @@ def test_an_unknown_api_route_is_a_json_404_even_under_debug(client) -> None:  #
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": {"code": "not_found", "message": "No such resource.", "fields": {}}}
+
+
+@pytest.mark.parametrize(
+    ("exc", "answer"),
+    [
+        (
+            exceptions.Throttled(7),
+            (
+                429,
+                "rate_limited",
+                "Request was throttled. Expected available in 7 seconds.",
+                {"Retry-After": "7"},
+            ),
+        ),
+        (
+            OperationalError("gone"),
+            (
+                503,
+                "database_unavailable",
+                "The service cannot reach its database; retry shortly.",
+                {"Retry-After": "5"},
+            ),
+        ),
+        (
+            Conflict("Busy.", headers={"Retry-After": "2"}),
+            (409, "conflict", "Busy.", {"Retry-After": "2"}),
+        ),
+        (Http404("secret"), (404, "not_found", "Not found.", {})),
+        (RuntimeError("bug"), (500, "internal_error", "An unexpected error occurred.", {})),
+    ],
+)
+def test_error_answer_renders_each_kind_of_error(exc: Exception, answer: tuple[int, str, str, dict]) -> None:
+    status, code, message, headers = answer
+
+    assert api.error_answer(exc) == (status, api.error_body(code, message), headers)
+
+
+def test_error_answer_sets_www_authenticate_from_the_auth_header_drf_gives_the_exception() -> None:
+    exc = exceptions.NotAuthenticated()
+    exc.auth_header = "Token"  # type: ignore[attr-defined]
+
+    assert api.error_answer(exc).headers == {"WWW-Authenticate": "Token"}
+
+
+@pytest.mark.parametrize(("count", "time_left", "wait"), [(3, 30, None), (4, 30, 30), (4, 0, 1), (4, -2, 1)])
+def test_ratelimit_wait_is_the_rest_of_the_window_and_at_least_one_second(
+    count: int, time_left: int, wait: int | None
+) -> None:
+    # given a limit of 3 and a window ending in `time_left` seconds
+    usage = api.ratelimit_usage(count=count, limit=3, window=int(time.time()) + time_left)
+
+    # when / then
+    assert api.ratelimit_wait(usage) == wait
+    assert api.ratelimit_wait(None) is None
+
+
+@override_settings(RATELIMIT_ENABLE=False)
+def test_ratelimit_rate_is_none_when_limiting_is_off() -> None:
+    assert api.ratelimit_rate("entitlements") is None
+
+
+def test_the_ratelimit_script_counts_and_sets_the_ttl_once() -> None:
+    # given the throttle's script (built with ratelimit_count_lua) and a fresh counter
+    conn = get_redis_connection("default")
+    script = conn.register_script(api._RATELIMIT_INCR)
+
+    # when it counts twice, the second time with another ttl
+    counts = [script(keys=["test:rl:counter"], args=[ttl], client=conn) for ttl in (90, 10)]
+
+    # then
+    assert counts == [1, 2]
+    assert 80 < conn.ttl("test:rl:counter") <= 90

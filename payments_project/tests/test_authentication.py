@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis.client
 from django.contrib.auth.models import Group
 from django.test import override_settings
+from rest_framework import exceptions
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -244,3 +246,72 @@ def test_with_redis_down_tokens_authenticate_from_the_database() -> None:
     assert response.json()["username"] == "ana"
     assert refused.status_code == 401
     assert refused.json()["error"]["message"] == "Invalid token."
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("", None),
+        ("Token abc123", "abc123"),
+        (b"token \t abc123 ", "abc123"),  # the keyword in any case, any ASCII whitespace
+        ("Bearer abc123", None),
+        ("Token\u00a0abc123", None),  # a no-break space is no separator: not the Token scheme
+        ("Token caf\u00c3\u00a9", "caf\u00e9"),  # the header's ISO-8859-1 bytes, read as UTF-8
+    ],
+)
+def test_token_header_key_splits_as_drf(header: str | bytes, key: str | None) -> None:
+    assert authentication.token_header_key(header) == key
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("Token", "Invalid token header. No credentials provided."),
+        ("Token abc 123", "Invalid token header. Token string should not contain spaces."),
+        (b"Token \xff", "Invalid token header. Token string should not contain invalid characters."),
+    ],
+)
+def test_token_header_key_refuses_a_malformed_token_header(header: str | bytes, message: str) -> None:
+    with pytest.raises(exceptions.AuthenticationFailed) as refused:
+        authentication.token_header_key(header)
+
+    assert str(refused.value.detail) == message
+
+
+def test_token_header_key_raises_for_a_header_outside_iso_8859_1() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        authentication.token_header_key("Token \u20ac")
+
+
+@pytest.mark.django_db
+def test_a_malformed_token_header_is_401_with_drfs_message(api_client: APIClient) -> None:
+    api_client.credentials(HTTP_AUTHORIZATION="Token abc 123")
+
+    response = api_client.get("/api/v1/me/")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    assert response.json()["error"] == {
+        "code": "authentication_failed",
+        "message": "Invalid token header. Token string should not contain spaces.",
+        "fields": {},
+    }
+
+
+@pytest.mark.parametrize(("flags", "active"), [((True, False, False), True), ((False, True, True), False)])
+def test_a_token_snapshot_reads_back_and_starts_with_the_prefix_only_when_active(
+    flags: tuple[bool, bool, bool], active: bool
+) -> None:
+    # given a user's cached fields
+    user = SimpleNamespace(pk=42, **dict(zip(authentication.CACHED_USER_FIELDS, flags, strict=True)))
+
+    # when its snapshot is written and read
+    value = authentication.token_snapshot_value(user)
+
+    # then
+    assert authentication.token_snapshot_read(value.encode()) == (
+        "42",
+        dict(zip(authentication.CACHED_USER_FIELDS, flags, strict=True)),
+    )
+    assert value.startswith(authentication.token_snapshot_prefix(42)) is active
+    assert not value.startswith(authentication.token_snapshot_prefix(4))
