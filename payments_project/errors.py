@@ -47,7 +47,38 @@ class ServiceUnavailable(DomainError):
 
 
 def constraint_name(exc: BaseException) -> str:
-    """The name of the database constraint an IntegrityError broke ("" when the driver does not
-    say): the services turn a known constraint into the caller's error instead of checking first."""
+    """The name of the database constraint an IntegrityError broke ("" when it cannot be told): the
+    services turn a known constraint into the caller's error instead of checking first.
+
+    PostgreSQL names it; SQLite (the `make run` default) names a CHECK constraint but reports a
+    UNIQUE one by its columns ("UNIQUE constraint failed: table.a, table.b"), which are matched
+    against the models' unique constraints.
+    """
     diag = getattr(exc.__cause__, "diag", None)
-    return str(getattr(diag, "constraint_name", "") or "")
+    name = str(getattr(diag, "constraint_name", "") or "")
+    if name:
+        return name
+    message = str(exc)
+    if message.startswith("CHECK constraint failed: "):
+        return message.removeprefix("CHECK constraint failed: ").strip()
+    if message.startswith("UNIQUE constraint failed: "):
+        return _unique_constraint_named_by_columns(message.removeprefix("UNIQUE constraint failed: "))
+    return ""
+
+
+def _unique_constraint_named_by_columns(columns_text: str) -> str:
+    from django.apps import apps
+    from django.db import models
+
+    qualified = [column.strip() for column in columns_text.split(",")]
+    tables = {column.split(".", 1)[0] for column in qualified}
+    columns = {column.split(".", 1)[-1] for column in qualified}
+    for model in apps.get_models():
+        if model._meta.db_table not in tables:
+            continue
+        for constraint in model._meta.constraints:
+            if isinstance(constraint, models.UniqueConstraint) and constraint.fields:
+                wanted = {model._meta.get_field(field).column for field in constraint.fields}
+                if wanted == columns:
+                    return str(constraint.name)
+    return ""

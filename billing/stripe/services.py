@@ -15,6 +15,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -64,13 +65,15 @@ def _enqueue(stripe_event_pk: int) -> None:
     transaction.on_commit(lambda: _publish(stripe_event_pk))
 
 
-def _publish(stripe_event_pk: int) -> None:
-    from billing.stripe.tasks import stripe_event_process_task
+# The processing task, named rather than imported: the task module imports these services.
+PROCESS_TASK = "billing.stripe.tasks.stripe_event_process_task"
 
+
+def _publish(stripe_event_pk: int) -> None:
     try:
-        stripe_event_process_task.delay(stripe_event_pk)
+        current_app.signature(PROCESS_TASK, args=(stripe_event_pk,)).delay()
     except Exception:
-        logger.warning("could not queue webhook event %s; the sweep will", stripe_event_pk, exc_info=True)
+        logger.warning("could not queue Stripe event %s; the sweep will", stripe_event_pk, exc_info=True)
 
 
 # A pending row this old was never queued (broker down) or its message was lost.

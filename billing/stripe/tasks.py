@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 
 from billing.stripe.services import (
+    PROCESS_TASK,
     StripeEventFailed,
     stripe_event_give_up,
     stripe_event_process,
@@ -14,7 +15,7 @@ from billing.stripe.services import (
 )
 
 
-@shared_task(bind=True, max_retries=8, acks_late=True)
+@shared_task(name=PROCESS_TASK, bind=True, max_retries=8, acks_late=True)
 def stripe_event_process_task(self: Any, stripe_event_pk: int) -> None:
     """Process one inbox row; on failure retry with exponential backoff (10 s ... ~20 min)."""
     try:
