@@ -78,7 +78,9 @@ def _unique_constraint_named_by_columns(columns_text: str) -> str:
             continue
         for constraint in model._meta.constraints:
             if isinstance(constraint, models.UniqueConstraint) and constraint.fields:
-                wanted = {model._meta.get_field(field).column for field in constraint.fields}
+                wanted = {
+                    getattr(model._meta.get_field(field), "column", None) for field in constraint.fields
+                }
                 if wanted == columns:
                     return str(constraint.name)
     return ""
