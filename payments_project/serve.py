@@ -37,7 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 from granian import Granian
 from granian.constants import Interfaces
 
-from payments_project.env import env_bool, env_int
+from payments_project.env import env_bool, env_int, env_str
 
 APP = "payments_project.wsgi:application"
 
@@ -66,7 +66,7 @@ def options() -> dict[str, Any]:
     return {
         "target": APP,
         "interface": Interfaces.WSGI,
-        "address": os.environ.get("WEB_HOST", "").strip() or "0.0.0.0",  # noqa: S104 - a container's port
+        "address": env_str("WEB_HOST").strip() or "0.0.0.0",  # noqa: S104 - a container's port
         "port": _positive("PORT", 8000),
         "workers": _positive("WEB_CONCURRENCY", cores()),
         "blocking_threads": _positive("WEB_THREADS", 4),

@@ -1,6 +1,6 @@
 """Stripe events that drive subscriptions, handed to the subscriptions services.
 
-They run in the webhook inbox's transaction, after dj-stripe re-read the object from Stripe;
+They run in the Stripe event inbox's transaction, after dj-stripe re-read the object from Stripe;
 the object's state is then Stripe's current one, dated now; a payload that could not be re-read
 is dated by its event, and the services ignore one older than the state applied (`stripe_state_at`).
 """

@@ -1,6 +1,6 @@
 """What billing does with each Stripe event, once dj-stripe has verified and mirrored it.
 
-Handlers run inside the inbox task's transaction (billing.services.webhooks), after dj-stripe
+Handlers run inside the inbox task's transaction (billing.stripe.services), after dj-stripe
 re-read the object from Stripe; they read that current state, so duplicates and out-of-order
 deliveries land on the same result.
 """

@@ -126,7 +126,7 @@ def stripe_event_process(*, stripe_event_pk: int) -> StripeEvent:
                 status=StripeEvent.Status.DONE, processed_at=timezone.now(), last_error=""
             )
     except Exception as exc:
-        logger.warning("webhook %s %s failed: %s", row.type, row.stripe_event_id, exc)
+        logger.warning("Stripe event %s %s failed: %s", row.type, row.stripe_event_id, exc)
         error = f"{type(exc).__name__}: {exc}"
         StripeEvent.objects.filter(pk=row.pk).update(
             status=StripeEvent.Status.FAILED, last_error=f"{error}\n\n{traceback.format_exc()}"[:20000]

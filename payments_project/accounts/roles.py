@@ -2,7 +2,7 @@
 
 - support: sees everything in the back-office, changes nothing that moves money.
 - finance: support, plus what moves money or access: refunds, subscription and entitlement
-  actions, catalog edits, reprocessing webhook events.
+  actions, catalog edits, reprocessing Stripe events.
 - service: API accounts of other back-ends; may act for any user_id.
 """
 

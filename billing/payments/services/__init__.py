@@ -1,4 +1,4 @@
-"""Writes of payments: one-time payments and checkout sessions (`payments`), refunds (`refunds`)."""
+"""Writes of payments: one-time payments and the Stripe customer (`payments`), refunds (`refunds`)."""
 
 from billing.payments.services.payments import (
     FINAL,

@@ -1,4 +1,4 @@
-"""One-time payments, checkout sessions and the Stripe customer behind a user."""
+"""One-time payments and the Stripe customer behind a user."""
 
 from __future__ import annotations
 
