@@ -252,6 +252,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
     },
     "billing-refunds-resubmit": {"task": "billing.payments.tasks.refunds_resubmit_task", "schedule": 300.0},
+    "subscriptions-stripe-calls-sweep": {
+        "task": "subscriptions.tasks.stripe_calls_sweep_task",
+        "schedule": 60.0,
+    },
 }
 
 # --- Stripe (dj-stripe keeps the local mirror) --------------------------------------------------

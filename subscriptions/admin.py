@@ -13,7 +13,7 @@ from django.utils.html import format_html_join
 from payments_project.errors import DomainError
 from subscriptions import services
 from subscriptions.families import admin as families_admin  # noqa: F401 - registers the family pages
-from subscriptions.models import Subscription, SubscriptionHistory
+from subscriptions.models import Subscription, SubscriptionHistory, SubscriptionStripeCall
 
 GOODWILL_DAYS = 7
 TIMELINE = ["created_at", "from_status", "to_status", "cause", "staff_user", "stripe_event_id", "note"]
@@ -122,3 +122,28 @@ class SubscriptionAdmin(admin.ModelAdmin):
             ),
             f"Extended by {GOODWILL_DAYS} days",
         )
+
+
+@admin.register(SubscriptionStripeCall)
+class SubscriptionStripeCallAdmin(admin.ModelAdmin):
+    """Read only: the intents are written by the services and finished by the sweep."""
+
+    list_display = ["id", "subscription", "action", "status", "attempts", "created_at", "updated_at", "error"]
+    list_filter = ["status", "action"]
+    search_fields = ["idempotency_key", "subscription__stripe_subscription_id"]
+    list_select_related = ["subscription__plan", "subscription__user"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: SubscriptionStripeCall | None = None
+    ) -> list[str]:
+        return [f.name for f in SubscriptionStripeCall._meta.concrete_fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

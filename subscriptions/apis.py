@@ -98,7 +98,16 @@ class SubscriptionViewSet(viewsets.GenericViewSet):
         subscription = services.subscription_resume(subscription=self._subscription(), actor=request.user)
         return self._respond(subscription)
 
-    @extend_schema(request=ChangePlanInputSerializer, responses=SubscriptionOutputSerializer)
+    @extend_schema(
+        request=ChangePlanInputSerializer,
+        responses=SubscriptionOutputSerializer,
+        description=(
+            "Move to another plan at its price in the subscription's pricing zone, prorated by Stripe. "
+            "A plan whose price there is 0 is not sold by subscription: 400 `not_for_sale`, as checkout "
+            "answers. 409 `stripe_change_in_progress` while another change of the subscription is still "
+            "being sent to Stripe."
+        ),
+    )
     @action(detail=True, methods=["post"], url_path="change-plan")
     def change_plan(self, request: Request, pk: str) -> Response:
         subscription = self._subscription()

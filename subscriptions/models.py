@@ -83,3 +83,62 @@ class SubscriptionHistory(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class SubscriptionStripeCall(models.Model):
+    """A change we ask Stripe for, recorded before the call and applied to our row after its answer.
+
+    Stripe is never called with a transaction open: the intent is written in one short
+    transaction, Stripe is called, and its answer is applied in a second one. A process that dies
+    in between leaves the intent pending; the sweep sends it again with the same idempotency key
+    (so Stripe does it once) and applies it.
+    """
+
+    class Action(models.TextChoices):
+        CANCEL_NOW = "cancel_now", "Cancel immediately"
+        CANCEL_AT_PERIOD_END = "cancel_at_period_end", "Cancel at period end"
+        RESUME = "resume", "Resume"
+        CHANGE_PLAN = "change_plan", "Change plan"
+        EXTEND_PERIOD = "extend_period", "Extend period"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPLIED = "applied", "Applied"
+        FAILED = "failed", "Failed (refused by Stripe, or given up)"
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="stripe_calls")
+    action = models.CharField(max_length=24, choices=Action.choices)
+    # Sent verbatim on every attempt: a resend under the same key must carry the same body.
+    stripe_params = models.JSONField(default=dict, blank=True)
+    # What our row becomes once Stripe has agreed (plan, amount, new period end, note).
+    params = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Who asked, for the history row written when the change is applied.
+    cause = models.CharField(max_length=16, choices=SubscriptionHistory.Cause.choices)
+    staff_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    # Set while one process is sending it; nobody else sends it before then (a dead sender's
+    # claim simply expires).
+    in_flight_until = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            # Stripe gets one change of a subscription at a time: a second one would race the
+            # first there, and our row could end up applying them in the other order.
+            models.UniqueConstraint(
+                fields=["subscription"],
+                condition=models.Q(status="pending"),
+                name="subscription_one_pending_stripe_call",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "updated_at"], name="subscription_stripe_call_sweep")]
+
+    def __str__(self) -> str:
+        return f"{self.action} of subscription {self.subscription_id} ({self.status})"

@@ -2,7 +2,8 @@
 
 Every write locks the subscription row (select_for_update) for its whole transaction, so two
 deliveries or two clicks never both apply. Stripe's events carry `event_created`: a row remembers
-the newest one applied (`stripe_state_at`) and an older delivery changes nothing.
+the newest one applied (`stripe_state_at`) and an older delivery changes nothing. Stripe itself is
+never called inside those transactions (see the customer operations below).
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import stripe
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
-from billing.catalog.selectors import plan_quote, stripe_price_find
+from billing.catalog.selectors import Quote, plan_quote, stripe_price_find
 from billing.models import Plan, PricingZone, StripePrice
 from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound
 from subscriptions import signals
-from subscriptions.models import Family, Subscription, SubscriptionHistory
+from subscriptions.models import Family, Subscription, SubscriptionHistory, SubscriptionStripeCall
 from subscriptions.transitions import ENDED, GIVES_ACCESS, STRIPE_STATUS, is_allowed, signals_for
 
 logger = logging.getLogger(__name__)
@@ -355,8 +360,27 @@ def subscription_from_checkout(*, data: dict, event_id: str, event_created: date
     return sub
 
 
-# --- customer and staff operations (Stripe first, then our row) ---------------------------------
+# --- customer and staff operations: intent, Stripe, apply -----------------------------------------
+# Stripe is never called with a transaction open or a row lock held (a slow Stripe would hold
+# both for its whole timeout and retries): (1) under a short lock the request is checked and its
+# intent recorded, with the idempotency key; (2) Stripe is called; (3) under a second short lock
+# its answer is applied and the intent marked applied. A process that dies between (2) and (3)
+# leaves the intent pending: the sweep sends it again under the same key (Stripe does it once)
+# and applies it. Stripe's webhooks bring our row to Stripe's state whatever happens here.
 STAFF_PERMISSION = "subscriptions.change_subscription"  # the finance group (and superusers)
+Action = SubscriptionStripeCall.Action
+CallStatus = SubscriptionStripeCall.Status
+
+# Pending this long without a sender: the sweep sends it again (Stripe's answer never came, or
+# never got applied).
+SWEEP_AFTER = timedelta(minutes=1)
+# Stripe remembers an idempotency key for 24 hours; past that a resend could make the change
+# again, so the sweep gives up before (the webhooks have long since reconciled our row).
+GIVE_UP_AFTER = timedelta(hours=23)
+
+
+class StripeChangeInProgress(Conflict):
+    code = "stripe_change_in_progress"
 
 
 def _check_actor(subscription: Subscription, actor: Any) -> None:
@@ -393,41 +417,235 @@ def _audit(subscription: Subscription, cause: str, staff_user: Any, note: str) -
     )
 
 
+def _in_flight_limit() -> timedelta:
+    """Longer than one gateway call can last: every try's timeout plus the SDK's backoff between
+    tries (at most 5 s), doubled. A sender's claim lasts this long."""
+    tries = settings.STRIPE_MAX_NETWORK_RETRIES + 1
+    return timedelta(seconds=2 * tries * (settings.STRIPE_TIMEOUT_SECONDS + 5))
+
+
+def _unclaimed(now: datetime) -> Q:
+    return Q(in_flight_until__isnull=True) | Q(in_flight_until__lt=now)
+
+
+def _claim(calls: QuerySet[SubscriptionStripeCall], now: datetime) -> bool:
+    """Take the intent for sending, if nobody holds it. One conditional UPDATE: of two processes
+    racing for it (a retry and the sweep), exactly one gets it."""
+    return bool(
+        calls.filter(_unclaimed(now)).update(
+            status=CallStatus.PENDING,
+            in_flight_until=now + _in_flight_limit(),
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+    )
+
+
+def _call_record(
+    *,
+    subscription: Subscription,
+    action: str,
+    key: str,
+    stripe_params: dict[str, Any],
+    params: dict[str, Any],
+    cause: str,
+    staff_user: Any,
+) -> SubscriptionStripeCall:
+    """The intent of `key`, claimed for sending by this process. The caller holds the row's lock.
+
+    The same request again (same row state, so the same key) reuses its intent and its body:
+    never two bodies under one key. Another change while one is pending is refused until it is
+    done, so that Stripe and our row see changes in one order.
+    """
+    _stripe_id(subscription)
+    now = timezone.now()
+    others = SubscriptionStripeCall.objects.filter(subscription=subscription, status=CallStatus.PENDING)
+    if others.exclude(idempotency_key=key).exists():
+        raise StripeChangeInProgress(
+            "Another change of this subscription is still being sent to Stripe; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+    call, created = SubscriptionStripeCall.objects.get_or_create(
+        idempotency_key=key,
+        defaults={
+            "subscription": subscription,
+            "action": action,
+            "stripe_params": stripe_params,
+            "params": params,
+            "cause": cause,
+            "staff_user": staff_user,
+            "attempts": 1,
+            "in_flight_until": now + _in_flight_limit(),
+        },
+    )
+    if created or call.status == CallStatus.APPLIED:
+        return call
+    # Pending (Stripe did not answer) or failed (Stripe refused, and replays that answer to this
+    # key): sent again as first recorded, unless another process (the sweep) is sending it now.
+    if not _claim(SubscriptionStripeCall.objects.filter(pk=call.pk).exclude(status=CallStatus.APPLIED), now):
+        raise StripeChangeInProgress(
+            "This change is already being sent to Stripe; try again shortly.", headers={"Retry-After": "5"}
+        )
+    call.refresh_from_db()
+    return call
+
+
+def _call_send(call: SubscriptionStripeCall) -> Subscription:
+    """Send a claimed intent to Stripe and apply the answer. Never inside a transaction."""
+    if call.status == CallStatus.APPLIED:
+        return Subscription.objects.select_related("plan").get(pk=call.subscription_id)
+    gw = stripe_gateway.client()
+    send = gw.v1.subscriptions.cancel if call.action == Action.CANCEL_NOW else gw.v1.subscriptions.update
+    pending = SubscriptionStripeCall.objects.filter(pk=call.pk, status=CallStatus.PENDING)
+    try:
+        stripe_gateway.call(
+            send,
+            _stripe_id(call.subscription),
+            call.stripe_params,
+            {"idempotency_key": call.idempotency_key},
+        )
+    except stripe_gateway.StripeUnavailable as exc:
+        # Maybe done at Stripe, maybe not: pending, free for the user's retry or the sweep.
+        pending.update(in_flight_until=None, error=exc.message, updated_at=timezone.now())
+        raise
+    except DomainError as exc:
+        if isinstance(exc.__cause__, stripe.IdempotencyError):
+            # Stripe is still busy with this key for a sender whose claim had expired.
+            pending.update(in_flight_until=None, error=exc.message, updated_at=timezone.now())
+            raise StripeChangeInProgress(
+                "This change is already being sent to Stripe; try again shortly.",
+                headers={"Retry-After": "5"},
+            ) from exc
+        # Stripe refused it for sure: it never happened.
+        pending.update(
+            status=CallStatus.FAILED,
+            in_flight_until=None,
+            error=f"{exc.code}: {exc.message}",
+            updated_at=timezone.now(),
+        )
+        raise
+    return _call_apply(call)
+
+
+def _call_apply(call: SubscriptionStripeCall) -> Subscription:
+    """Stripe agreed: make our row say the same, once (a second apply of the intent changes nothing)."""
+    with transaction.atomic():
+        sub = _lock(call.subscription)
+        applied = SubscriptionStripeCall.objects.filter(pk=call.pk, status=CallStatus.PENDING).update(
+            status=CallStatus.APPLIED, in_flight_until=None, error="", updated_at=timezone.now()
+        )
+        if applied:
+            to_send = _APPLY[call.action](sub, call)
+            if call.staff_user_id is not None:
+                audit_record(
+                    actor=call.staff_user,
+                    action=f"subscription.{call.action}",
+                    target=sub,
+                    subject_user_id=sub.user_id,
+                    reason=str(call.params.get("note", "")),
+                    data={"idempotency_key": call.idempotency_key},
+                )
+            # A new row state, so a new key: the next request is never mistaken for this one.
+            sub.save(update_fields=["updated_at"])
+            _send(sub, to_send)
+    return sub
+
+
+# Each applier re-checks the row: Stripe's own event may have arrived first (e.g. the
+# subscription is already cancelled), and the history keeps who asked for what.
+def _apply_cancel_now(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
+    if sub.status in ENDED:
+        return []
+    return _transition_locked(
+        subscription=sub,
+        to_status=Status.CANCELLED,
+        cause=call.cause,
+        staff_user=call.staff_user,
+        note="cancelled immediately",
+    )
+
+
+def _apply_cancel_at_period_end(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
+    if sub.status not in ENDED:
+        sub.cancel_at_period_end = True
+        sub.save(update_fields=["cancel_at_period_end", "updated_at"])
+    _audit(sub, call.cause, call.staff_user, "cancel at period end requested")
+    return []
+
+
+def _apply_resume(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
+    if sub.status not in ENDED:
+        sub.cancel_at_period_end = False
+        sub.save(update_fields=["cancel_at_period_end", "updated_at"])
+    _audit(sub, call.cause, call.staff_user, "pending cancellation undone")
+    return []
+
+
+def _apply_change_plan(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
+    previous_plan = sub.plan
+    plan = Plan.objects.get(pk=call.params["plan_id"])
+    if sub.status not in ENDED:
+        sub.plan, sub.currency, sub.amount = plan, call.params["currency"], call.params["amount"]
+        sub.save(update_fields=["plan", "currency", "amount", "updated_at"])
+    _audit(sub, call.cause, call.staff_user, f"plan changed from {call.params['from_plan']} to {plan.code}")
+    if sub.status not in ENDED and previous_plan.pk != plan.pk:  # else Stripe's event announced it
+        signals.subscription_plan_changed.send(
+            sender=Subscription, subscription=sub, previous_plan=previous_plan
+        )
+    return []
+
+
+def _apply_extend_period(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
+    new_end = datetime.fromtimestamp(call.params["period_end"], tz=UTC)
+    if sub.status not in ENDED and (sub.current_period_end is None or sub.current_period_end < new_end):
+        sub.current_period_end = new_end
+        sub.save(update_fields=["current_period_end", "updated_at"])
+    _audit(sub, call.cause, call.staff_user, call.params["note"])
+    return _announce_period(sub, [])
+
+
+_APPLY: dict[str, Callable[[Subscription, SubscriptionStripeCall], list[Signal]]] = {
+    Action.CANCEL_NOW: _apply_cancel_now,
+    Action.CANCEL_AT_PERIOD_END: _apply_cancel_at_period_end,
+    Action.RESUME: _apply_resume,
+    Action.CHANGE_PLAN: _apply_change_plan,
+    Action.EXTEND_PERIOD: _apply_extend_period,
+}
+
+
 def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: bool = False) -> Subscription:
     """Cancel at the period end (Stripe keeps billing until then), or now (staff only)."""
     if immediately and not actor.has_perm(STAFF_PERMISSION):
         raise DomainError("Only finance staff may cancel immediately.", code="forbidden", status_code=403)
     _check_actor(subscription, actor)
+    call = None
     with transaction.atomic():
         sub = _lock(subscription)
         if sub.status in ENDED:
             raise Conflict("This subscription has already ended.", code="subscription_ended")
         cause, staff = _cause_of(sub, actor)
-        gw = stripe_gateway.client()
         if immediately:
-            stripe_gateway.call(
-                gw.v1.subscriptions.cancel, _stripe_id(sub), {}, {"idempotency_key": _key(sub, "cancel")}
-            )
-            _send(
-                sub,
-                _transition_locked(
-                    subscription=sub,
-                    to_status=Status.CANCELLED,
-                    cause=cause,
-                    staff_user=staff,
-                    note="cancelled immediately",
-                ),
+            call = _call_record(
+                subscription=sub,
+                action=Action.CANCEL_NOW,
+                key=_key(sub, "cancel"),
+                stripe_params={},
+                params={},
+                cause=cause,
+                staff_user=staff,
             )
         elif not sub.cancel_at_period_end:
-            stripe_gateway.call(
-                gw.v1.subscriptions.update,
-                _stripe_id(sub),
-                {"cancel_at_period_end": True},
-                {"idempotency_key": _key(sub, "cancel-at-period-end")},
+            call = _call_record(
+                subscription=sub,
+                action=Action.CANCEL_AT_PERIOD_END,
+                key=_key(sub, "cancel-at-period-end"),
+                stripe_params={"cancel_at_period_end": True},
+                params={},
+                cause=cause,
+                staff_user=staff,
             )
-            sub.cancel_at_period_end = True
-            sub.save(update_fields=["cancel_at_period_end", "updated_at"])
-            _audit(sub, cause, staff, "cancel at period end requested")
+    if call is not None:
+        sub = _call_send(call)
     _refresh_from(subscription, sub)
     return subscription
 
@@ -440,61 +658,88 @@ def subscription_resume(*, subscription: Subscription, actor: Any) -> Subscripti
         if sub.status in ENDED or not sub.cancel_at_period_end:
             raise Conflict("This subscription has no pending cancellation.", code="not_pending_cancel")
         cause, staff = _cause_of(sub, actor)
-        stripe_gateway.call(
-            stripe_gateway.client().v1.subscriptions.update,
-            _stripe_id(sub),
-            {"cancel_at_period_end": False},
-            {"idempotency_key": _key(sub, "resume")},
+        call = _call_record(
+            subscription=sub,
+            action=Action.RESUME,
+            key=_key(sub, "resume"),
+            stripe_params={"cancel_at_period_end": False},
+            params={},
+            cause=cause,
+            staff_user=staff,
         )
-        sub.cancel_at_period_end = False
-        sub.save(update_fields=["cancel_at_period_end", "updated_at"])
-        _audit(sub, cause, staff, "pending cancellation undone")
-    _refresh_from(subscription, sub)
+    _refresh_from(subscription, _call_send(call))
     return subscription
+
+
+def _plan_change_check(*, subscription: Subscription, plan: Plan) -> tuple[Quote, StripePrice]:
+    """What `plan` costs the subscription and its Stripe price, or why it cannot move there.
+
+    A plan whose price in the subscription's zone is 0 is not sold by subscription: checkout
+    refuses it with the same code, so a free plan is reached by neither door.
+    """
+    if subscription.status in ENDED:
+        raise Conflict("This subscription has already ended.", code="subscription_ended")
+    if plan.pk == subscription.plan_id:
+        raise Conflict("The subscription is already on this plan.", code="same_plan")
+    if not plan.active or plan.interval == Plan.Interval.ONE_TIME:
+        raise DomainError("This plan cannot be subscribed to.", code="plan_unavailable")
+    zone = subscription.pricing_zone
+    quote = plan_quote(plan=plan, zone=zone)
+    if quote is None:
+        raise DomainError("This plan is not sold in the subscription's zone.", code="plan_unavailable")
+    if quote.amount == 0:
+        raise DomainError(
+            f"Plan {plan.code!r} is not sold in {zone.code if zone else 'the default zone'}.",
+            code="not_for_sale",
+        )
+    price = stripe_price_find(plan=plan, currency=quote.currency, amount=quote.amount)
+    if price is None:
+        raise Conflict(
+            f"Plan {plan.code} has no Stripe price for {quote.amount} {quote.currency} yet.",
+            code="stripe_price_missing",
+        )
+    return quote, price
 
 
 def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: Any) -> Subscription:
     """Move to `plan` at its price in the subscription's zone, prorated by Stripe."""
     _check_actor(subscription, actor)
+    _plan_change_check(subscription=subscription, plan=plan)  # refused before any Stripe call
+    in_flight = SubscriptionStripeCall.objects.filter(
+        subscription=subscription, status=CallStatus.PENDING, in_flight_until__gt=timezone.now()
+    )
+    # Refused before reading the items: the gateway makes one Stripe call at a time per process
+    # (its breaker's lock), so that read would wait for the call in flight.
+    if in_flight.exists():
+        raise StripeChangeInProgress(
+            "A change of this subscription is being sent to Stripe; try again shortly.",
+            headers={"Retry-After": "5"},
+        )
+    remote = stripe_gateway.call(stripe_gateway.client().v1.subscriptions.retrieve, _stripe_id(subscription))
+    item_id = remote["items"]["data"][0]["id"]
     with transaction.atomic():
         sub = _lock(subscription)
-        if sub.status in ENDED:
-            raise Conflict("This subscription has already ended.", code="subscription_ended")
-        if plan.pk == sub.plan_id:
-            raise Conflict("The subscription is already on this plan.", code="same_plan")
-        if not plan.active or plan.interval == Plan.Interval.ONE_TIME:
-            raise DomainError("This plan cannot be subscribed to.", code="plan_unavailable")
-        quote = plan_quote(plan=plan, zone=sub.pricing_zone)
-        if quote is None:
-            raise DomainError("This plan is not sold in the subscription's zone.", code="plan_unavailable")
-        price = stripe_price_find(plan=plan, currency=quote.currency, amount=quote.amount)
-        if price is None:
-            raise Conflict(
-                f"Plan {plan.code} has no Stripe price for {quote.amount} {quote.currency} yet.",
-                code="stripe_price_missing",
-            )
-        gw = stripe_gateway.client()
-        remote = stripe_gateway.call(gw.v1.subscriptions.retrieve, _stripe_id(sub))
-        item_id = remote["items"]["data"][0]["id"]
-        stripe_gateway.call(
-            gw.v1.subscriptions.update,
-            _stripe_id(sub),
-            {
+        quote, price = _plan_change_check(subscription=sub, plan=plan)  # the row may have moved since
+        cause, staff = _cause_of(sub, actor)
+        call = _call_record(
+            subscription=sub,
+            action=Action.CHANGE_PLAN,
+            key=_key(sub, f"plan:{plan.code}"),
+            stripe_params={
                 "items": [{"id": item_id, "price": price.stripe_price_id}],
                 "proration_behavior": "create_prorations",
                 "metadata": {"plan_code": plan.code},
             },
-            {"idempotency_key": _key(sub, f"plan:{plan.code}")},
+            params={
+                "plan_id": plan.pk,
+                "currency": quote.currency,
+                "amount": quote.amount,
+                "from_plan": sub.plan.code,
+            },
+            cause=cause,
+            staff_user=staff,
         )
-        previous_plan = sub.plan
-        cause, staff = _cause_of(sub, actor)
-        sub.plan, sub.currency, sub.amount = plan, quote.currency, quote.amount
-        sub.save(update_fields=["plan", "currency", "amount", "updated_at"])
-        _audit(sub, cause, staff, f"plan changed from {previous_plan.code} to {plan.code}")
-        signals.subscription_plan_changed.send(
-            sender=Subscription, subscription=sub, previous_plan=previous_plan
-        )
-    _refresh_from(subscription, sub)
+    _refresh_from(subscription, _call_send(call))
     return subscription
 
 
@@ -510,16 +755,49 @@ def subscription_extend_period(
         sub = _lock(subscription)
         if sub.status not in GIVES_ACCESS or sub.current_period_end is None:
             raise Conflict("Only a live subscription with a period can be extended.", code="not_live")
-        new_end = sub.current_period_end + timedelta(days=days)
-        stripe_gateway.call(
-            stripe_gateway.client().v1.subscriptions.update,
-            _stripe_id(sub),
-            {"trial_end": int(new_end.timestamp()), "proration_behavior": "none"},
-            {"idempotency_key": _key(sub, f"extend:{int(new_end.timestamp())}")},
+        new_end = int((sub.current_period_end + timedelta(days=days)).timestamp())
+        call = _call_record(
+            subscription=sub,
+            action=Action.EXTEND_PERIOD,
+            key=_key(sub, f"extend:{new_end}"),
+            stripe_params={"trial_end": new_end, "proration_behavior": "none"},
+            params={"period_end": new_end, "note": f"period extended by {days} days: {note}".strip()},
+            cause=Cause.STAFF,
+            staff_user=staff_user,
         )
-        sub.current_period_end = new_end
-        sub.save(update_fields=["current_period_end", "updated_at"])
-        _audit(sub, Cause.STAFF, staff_user, f"period extended by {days} days: {note}".strip())
-        _send(sub, _announce_period(sub, []))
-    _refresh_from(subscription, sub)
+    _refresh_from(subscription, _call_send(call))
     return subscription
+
+
+# --- the sweep --------------------------------------------------------------------------------------
+def subscription_stripe_call_retry(*, call_id: int) -> Subscription | None:
+    """Send a pending change again under its key and apply it; None when another process has it."""
+    if not _claim(
+        SubscriptionStripeCall.objects.filter(pk=call_id, status=CallStatus.PENDING), timezone.now()
+    ):
+        return None
+    return _call_send(
+        SubscriptionStripeCall.objects.select_related("subscription", "staff_user").get(pk=call_id)
+    )
+
+
+def subscription_stripe_calls_sweep() -> int:
+    """Beat job: finish the changes left pending (Stripe did not answer, or the process died
+    before applying its answer). Returns how many were applied."""
+    now = timezone.now()
+    pending = SubscriptionStripeCall.objects.filter(status=CallStatus.PENDING).filter(_unclaimed(now))
+    given_up = pending.filter(created_at__lt=now - GIVE_UP_AFTER).update(
+        status=CallStatus.FAILED, error="given up: Stripe never confirmed it", updated_at=now
+    )
+    if given_up:
+        logger.error("gave up %s subscription change(s) Stripe never confirmed", given_up)
+    ids = list(pending.filter(updated_at__lt=now - SWEEP_AFTER).values_list("pk", flat=True)[:200])
+    done = 0
+    for pk in ids:
+        try:
+            done += subscription_stripe_call_retry(call_id=pk) is not None
+        except DomainError as exc:
+            logger.warning(
+                "subscription change %s still not sent: %s", pk, exc.message, extra={"call_id": pk}
+            )
+    return done

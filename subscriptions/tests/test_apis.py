@@ -13,6 +13,7 @@ from billing.catalog.tests.factories import PlanFactory, PriceFactory
 from billing.models import Plan, StripePrice
 from billing.stripe import gateway as stripe_gateway
 from devtools.testing import StandinServer
+from payments_project.accounts.selectors import audit_entries_for
 from payments_project.accounts.tests.factories import UserFactory
 from subscriptions import services
 from subscriptions.models import Subscription, SubscriptionHistory
@@ -266,3 +267,8 @@ def test_staff_extend_period_moves_stripe_and_our_row_and_is_audited(
         "period extended by 7 days: outage",
     )
     assert sent.names() == ["renewed"]
+    assert list(
+        audit_entries_for(user_id=subscription.user_id).values_list(
+            "actor__username", "action", "target_id", "reason"
+        )
+    ) == [("agent", "subscription.extend_period", str(subscription.pk), "period extended by 7 days: outage")]
