@@ -85,6 +85,22 @@ def probe_stripe() -> dict[str, Any]:
     }
 
 
+def probe_demo_setup() -> dict[str, Any]:
+    """Under `make run` (DEMO_SETUP_EXPECTED): has `manage.py demo_setup` finished? It writes the
+    marker as its last step, after the demo catalog, its Stripe prices and the demo users exist."""
+    marker = settings.DEMO_SETUP_MARKER
+    start = time.perf_counter()
+    result: dict[str, Any]
+    try:
+        result = {"status": "up", "finished_at": marker.read_text().strip()}
+    except FileNotFoundError:
+        result = {"status": "down", "error": f"demo setup has not finished yet (no {marker.name} marker)"}
+    except OSError as exc:
+        result = {"status": "down", "error": f"cannot read the {marker.name} marker: {exc.strerror}"}
+    result["latency_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    return result
+
+
 def components() -> dict[str, dict[str, Any]]:
     result = {
         "database": probe_database(),
@@ -114,8 +130,11 @@ def health(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def ready(request: HttpRequest) -> JsonResponse:
-    """Can this instance serve traffic: the database and the cache must answer."""
+    """Can this instance serve traffic: the database and the cache must answer (and, under
+    `make run`, the demo setup must have finished)."""
     parts = {"database": probe_database(), "cache": probe_cache()}
+    if settings.DEMO_SETUP_EXPECTED:
+        parts["demo_setup"] = probe_demo_setup()
     down = [name for name, part in parts.items() if part["status"] != "up"]
     return JsonResponse(
         {"status": "down" if down else "up", "components": parts}, status=503 if down else 200

@@ -285,6 +285,12 @@ STRIPE_BREAKER_RESET_SECONDS = env_int("STRIPE_BREAKER_RESET_SECONDS", 30)
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
 
+# --- `make run` readiness -----------------------------------------------------------------------
+# scripts/run.sh sets DEMO_SETUP_EXPECTED=1: /health/ready then answers 503 until `manage.py
+# demo_setup` has written its marker (the demo catalog and users exist). Off everywhere else.
+DEMO_SETUP_EXPECTED = env_bool("DEMO_SETUP_EXPECTED", default=False)
+DEMO_SETUP_MARKER = VAR_DIR / "demo-setup.done"
+
 # --- Pricing --------------------------------------------------------------------------------------
 BILLING_DEFAULT_CURRENCY = env_str("BILLING_DEFAULT_CURRENCY", "USD").upper()
 

@@ -14,11 +14,15 @@ export STRIPE_STANDIN_PORT=${STRIPE_STANDIN_PORT:-8420}
 export PYTHONUNBUFFERED=1
 mkdir -p var/celery/out var/celery/processed var/celery/control
 
-"$PY" manage.py migrate --noinput
+"$PY" scripts/dev_migrate.py  # migrate; an empty SQLite database starts from a cached migrated copy
 # The stand-in signs its webhooks with this secret; dj-stripe verifies them against the same row.
 export STRIPE_WEBHOOK_SECRET=${STRIPE_WEBHOOK_SECRET:-whsec_standin_development_only}
 webhook_path=$("$PY" manage.py stripe_webhook_endpoint --base-url "http://127.0.0.1:$WEB_PORT" | tail -n 1)
 export STANDIN_WEBHOOK_URL="http://127.0.0.1:$WEB_PORT$webhook_path"
+
+# /health/ready answers 503 until demo_setup (Procfile.dev's web) writes its marker, then prints READY.
+export DEMO_SETUP_EXPECTED=1
+rm -f "${VAR_DIR:-var}/demo-setup.done"
 
 processes=(web worker)
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
