@@ -7,6 +7,7 @@ TWD specially for payouts); converting for Stripe calls is the gateway's job, no
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
@@ -36,8 +37,69 @@ def to_major(amount_minor: int, currency: str) -> Decimal:
 
 
 def format_money(amount_minor: int, currency: str, locale: str = "en_US") -> str:
-    """Human text for the admin: 1500 JPY -> '¥1,500', 3000 KWD -> 'KWD3.000'."""
-    return str(format_currency(to_major(amount_minor, currency), currency, locale=locale))
+    """Human text in the currency's own format: 899 EUR -> '€8.99', 14800 JPY -> '¥14,800',
+    6000 KWD -> 'KWD 6.000' (a code used as the symbol is set apart from the number)."""
+    text = str(format_currency(to_major(amount_minor, currency), currency, locale=locale))
+    if text.startswith(currency) and text[len(currency) : len(currency) + 1].isdigit():
+        text = f"{currency} {text[len(currency) :]}"
+    return text
+
+
+def major_text(amount_minor: int, currency: str) -> str:
+    """The amount as staff type it: 799 EUR -> '7.99', 14800 JPY -> '14800', 6000 KWD -> '6.000'."""
+    return format(to_major(amount_minor, currency), "f")
+
+
+# Stripe's ceiling for one amount (eight digits of minor units); also bounds our columns' input.
+MAX_AMOUNT_MINOR = 99_999_999
+_TYPED_AMOUNT = re.compile(r"^\d+(\.\d+)?$")
+
+
+class AmountError(ValueError):
+    """A typed amount that cannot be taken as it is: `code` names why, the message says how to fix it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_major(text: str) -> Decimal:
+    """Digits with an optional dot and decimals ('7.99', '14800', '6.000'), else AmountError.
+
+    Commas are refused rather than guessed: '7,99' is a decimal comma in much of Europe and a
+    thousands separator in English, and guessing wrong moves money by a factor of 100."""
+    cleaned = text.strip().replace(" ", "").replace("\u00a0", "")
+    if not _TYPED_AMOUNT.match(cleaned) or len(cleaned) > 32:
+        raise AmountError("invalid", "Type digits, with a dot before any decimals, e.g. 7.99.")
+    return Decimal(cleaned)
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """Major units to minor units, exactly: an amount finer than the currency's minor unit is an
+    AmountError ('5.005' EUR, '100.5' JPY), never rounded. Trailing zeros are exact ('8.990')."""
+    exponent = currency_exponent(currency)
+    minor = amount.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        places = {0: "no decimals", 1: "one decimal"}.get(exponent, f"{exponent} decimals")
+        typed = -int(amount.as_tuple().exponent)
+        raise AmountError(
+            "too_many_decimals", f"{currency} has {places}; {amount} has {typed}. Nothing is rounded."
+        )
+    if minor > MAX_AMOUNT_MINOR:
+        raise AmountError(
+            "max_value",
+            f"At most {format_money(MAX_AMOUNT_MINOR, currency)} (Stripe's limit for one amount).",
+        )
+    return int(minor)
+
+
+def stripe_amount_problem(amount_minor: int, currency: str) -> str | None:
+    """What Stripe would refuse in an amount it is asked to charge or refund, else None."""
+    # Stripe charges three-decimal currencies (KWD, BHD, ...) in multiples of 10 minor units.
+    if currency_exponent(currency) == 3 and amount_minor % 10:
+        return f"{currency} amounts must end in 0 (Stripe charges them in steps of 0.010)."
+    return None
 
 
 def apply_multiplier(amount_minor: int, currency: str, multiplier: Decimal, rounding: Rounding) -> int:

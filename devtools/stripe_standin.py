@@ -6,8 +6,10 @@ Never import this from production code: importing it patches localstripe's class
         [--webhook-url URL --webhook-secret whsec_...] [--state-file var/stripe-standin.pickle]
 
 On top of localstripe 1.15 it adds `GET /v1/account`, Prices, Checkout Sessions with a test
-payment page (`/_dev/checkout/{id}`), Stripe-shaped 404/402 errors, idempotency keys, and the
-fields dj-stripe re-fetches when it processes invoice, subscription, charge and payment events;
+payment page (`/_dev/checkout/{id}`: the plan, its interval and trial, why a card was declined),
+pages to return to after it (`/_dev/return/success`, `/_dev/return/cancel`, for the README's demo),
+Stripe-shaped 404/402 errors, idempotency keys, and the fields dj-stripe re-fetches when it
+processes invoice, subscription, charge and payment events;
 PaymentIntents take a description, declines happen at confirm with Stripe's decline codes,
 refunds take a reason, refuse more than is left and send refund.created / charge.refunded,
 subscriptions with a trial start "trialing", updates take proration_behavior. State lives in
@@ -759,36 +761,117 @@ async def _complete_checkout(request: web.Request) -> web.StreamResponse:
     except UserError as error:
         if wants_json:
             raise
-        page = _render_checkout(session, error=error.body["error"].get("message"))
+        details = error.body["error"]
+        page = _render_checkout(
+            session,
+            error=details.get("message"),
+            decline_code=str(details.get("decline_code") or details.get("code") or ""),
+        )
         return web.Response(text=page, status=error.code, content_type="text/html")
     if wants_json:
         return server.json_response(session._export())
     raise web.HTTPSeeOther(session.success_url.replace("{CHECKOUT_SESSION_ID}", session.id))
 
 
-def _render_checkout(session: CheckoutSession, error: str | None = None) -> str:
-    e = html.escape
-    lines = [(e(item.description), item.quantity) for item in session.line_items._list]
-    items = "".join(f"<li>{name} &times; {quantity}</li>" for name, quantity in lines)
+# Why a test card was declined, as a person reads it (Stripe's decline_code in brackets).
+DECLINE_REASONS = {
+    "generic_decline": "the bank declined it without giving a reason",
+    "insufficient_funds": "insufficient funds",
+    "lost_card": "the card was reported lost",
+    "stolen_card": "the card was reported stolen",
+    "authentication_required": "the bank asks for 3-D Secure, which the stand-in does not do",
+    "incorrect_number": "the card number is incorrect",
+}
+_PAGE_STYLE = (
+    "body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1a1a1a}"
+    "h1{font-size:1.6rem;margin-bottom:.2rem}.terms{font-size:1.1rem;margin:.2rem 0 1.2rem}"
+    ".box{border:1px solid #ddd;border-radius:8px;padding:1rem 1.2rem;margin:1rem 0}"
+    "input{font:inherit;padding:.4rem;width:12rem}button{font:inherit;padding:.45rem 1rem;"
+    "background:#635bff;color:#fff;border:0;border-radius:6px;cursor:pointer}"
+    ".alert{background:#fdecea;border:1px solid #f5b5ae;border-radius:6px;padding:.7rem 1rem}"
+    ".ok{background:#e6f6ea;border:1px solid #a8dcb4;border-radius:6px;padding:.7rem 1rem}"
+    "small,.hint{color:#666}"
+)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_PAGE_STYLE}</style></head><body>{body}"
+        "<p><small>Dev-only Stripe stand-in: no real payment.</small></p></body></html>"
+    )
+
+
+def _every(interval: str, count: int) -> str:
+    return f"/{interval}" if count == 1 else f" every {count} {interval}s"
+
+
+def checkout_terms(session: CheckoutSession) -> str:
+    """What the buyer agrees to, as Stripe's page says it: '14 days free, then €8.99/month',
+    '€8.99/month', '€89.00/year', or '€15.00' for a one-time payment."""
+    item = session.line_items._list[0]
     amount = format_money(session.amount_total, session.currency.upper())
+    recurring = getattr(item.price, "recurring", None)
+    if session.mode != "subscription" or not recurring:
+        return amount
+    price = f"{amount}{_every(recurring['interval'], int(recurring.get('interval_count') or 1))}"
+    trial = ls.try_convert_to_int(session._trial_period_days)
+    if isinstance(trial, int) and trial > 0:
+        return f"{trial} day{'s' if trial > 1 else ''} free, then {price}"
+    return price
+
+
+def _render_checkout(session: CheckoutSession, error: str | None = None, decline_code: str = "") -> str:
+    e = html.escape
+    names = ", ".join(e(item.description) for item in session.line_items._list)
+    alert = ""
+    if error:
+        reason = DECLINE_REASONS.get(decline_code, decline_code.replace("_", " "))
+        because = f": {e(reason)} <small>({e(decline_code)})</small>" if decline_code else ""
+        message = error.rstrip(".") if because else error
+        alert = f'<p class="alert" role="alert"><strong>{e(message)}</strong>{because}</p>'
     if session.status == "open":
         action = f"/_dev/checkout/{e(session.id)}/complete"
         body = (
-            f'<form method="post" action="{action}"><label>Card number '
-            '<input name="card" value="4242424242424242" size="19"></label> '
-            '<button type="submit">Pay with test card</button></form>'
-            "<p>Declined: 4000000000000002</p>"
+            f'{alert}<form class="box" method="post" action="{action}"><label>Card number<br>'
+            '<input name="card" value="4242424242424242" size="19" inputmode="numeric"></label> '
+            f'<button type="submit">{"Start subscription" if session.mode == "subscription" else "Pay"}'
+            "</button></form>"
+            '<p class="hint">Test cards: 4242 4242 4242 4242 pays; 4000 0000 0000 0002 is declined, '
+            "4000 0000 0000 9995 has insufficient funds.</p>"
         )
         if session.cancel_url:
-            body += f'<p><a href="{e(session.cancel_url)}">Cancel</a></p>'
+            body += f'<p><a href="{e(session.cancel_url)}">Cancel and go back</a></p>'
     else:
         body = f"<p>This checkout session is {e(session.status)}.</p>"
-    alert = f'<p role="alert"><strong>{e(error)}</strong></p>' if error else ""
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Stripe stand-in checkout'
-        f"</title></head><body><h1>Pay {e(amount)}</h1><ul>{items}</ul>{alert}{body}"
-        "<p><small>Dev-only Stripe stand-in: no real payment.</small></p></body></html>"
+    heading = f"Subscribe to {names}" if session.mode == "subscription" else f"Pay for {names}"
+    return _page(
+        "Stripe stand-in checkout",
+        f'<h1>{heading}</h1><p class="terms"><strong>{e(checkout_terms(session))}</strong></p>{body}',
     )
+
+
+async def _return_page(request: web.Request) -> web.Response:
+    """Where the README's demo sends the buyer back (success_url / cancel_url): a page, not JSON."""
+    done = request.match_info["outcome"] == "success"
+    session_id = request.query.get("session_id", "")
+    session = ls.store.get(f"checkout.session:{session_id}") if session_id else None
+    e = html.escape
+    if done:
+        what = (
+            f"<p>{e(checkout_terms(session))} for "
+            f"{e(', '.join(i.description for i in session.line_items._list))}.</p>"
+            if isinstance(session, CheckoutSession)
+            else ""
+        )
+        body = (
+            '<h1>Thank you</h1><p class="ok">Payment details accepted. Stripe now tells the '
+            "back-office, which grants the features within a second or two.</p>"
+            f"{what}<p>You can close this page.</p>"
+        )
+    else:
+        body = '<h1>Checkout cancelled</h1><p class="box">Nothing was charged. You can close this page.</p>'
+    return web.Response(text=_page("Checkout", body), content_type="text/html")
 
 
 def _product_features(id: str, **kwargs: Any) -> Any:
@@ -887,6 +970,7 @@ def _install() -> None:
         "/v1/balance_transactions/{id}",
         server.api_retrieve(ls.BalanceTransaction, "/v1/balance_transactions/{id}"),
     )
+    router.add_get(r"/_dev/return/{outcome:success|cancel}", _return_page)
     router.add_get("/_dev/checkout/{id}", _checkout_page)
     router.add_post("/_dev/checkout/{id}/complete", _complete_checkout)
     router.add_delete("/_config/webhooks/{id}", _unregister_webhook)

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from entitlements.selectors import entitlement_check, entitlement_list
-from payments_project.api import subject_user
+from payments_project.api import subject_user_for_read
 
 # The input limits of the check actions; the hot path (entitlements.hotpath) declines input
 # beyond them, so DRF's serializers answer it.
@@ -44,7 +44,9 @@ class BulkCheckInputSerializer(serializers.Serializer):
         allow_empty=False,
         max_length=MAX_BULK_FEATURES,
     )
-    user_id = serializers.IntegerField(required=False)
+    user_id = serializers.IntegerField(
+        required=False, help_text="Another user's answer: support, finance, service accounts, superusers."
+    )
 
 
 class CheckOutputSerializer(serializers.Serializer):
@@ -69,40 +71,56 @@ def check_response_data(results: list[dict[str, Any]], *, bulk: bool) -> Any:
     return {"results": results} if bulk else results[0]
 
 
+USER_ID_READ = OpenApiParameter(
+    "user_id",
+    int,
+    required=False,
+    description="Another user's answer: support and finance staff, service accounts and superusers "
+    "(a read, never a write). Others get 403 unless it is their own id.",
+)
+
+
 class EntitlementViewSet(viewsets.ViewSet):
-    """What the caller (or, for staff and service accounts, `user_id`) may use."""
+    """What the caller (or, for staff and service accounts, `user_id`) may use. All three are reads:
+    support may ask for any user."""
 
     ratelimit_scope = "entitlements"
     renderer_classes = [JSONRenderer]  # the hot path skips content negotiation with the browsable API
 
     @extend_schema(
-        parameters=[OpenApiParameter("user_id", int, required=False)],
+        parameters=[USER_ID_READ],
         responses=CheckOutputSerializer(many=True),
+        description="The features the user may use now. Any authenticated user for themselves; "
+        "`user_id`: support, finance, service accounts, superusers.",
     )
     def list(self, request: Request) -> Response:
-        user = subject_user(request, request.query_params.get("user_id"))
+        user = subject_user_for_read(request, request.query_params.get("user_id"))
         return Response(entitlement_list(user_id=user.pk))
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("feature", str, required=True),
-            OpenApiParameter("user_id", int, required=False),
-        ],
+        parameters=[OpenApiParameter("feature", str, required=True), USER_ID_READ],
         responses=CheckOutputSerializer,
+        description="May the user use one feature. Any authenticated user for themselves; "
+        "`user_id`: support, finance, service accounts, superusers.",
     )
     @action(detail=False, methods=["get"], url_path="check")
     def check(self, request: Request) -> Response:
         query = CheckQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        user = subject_user(request, query.validated_data.get("user_id"))
+        user = subject_user_for_read(request, query.validated_data.get("user_id"))
         results = entitlement_check(user_id=user.pk, features=[query.validated_data["feature"]])
         return Response(check_response_data(results, bulk=False))
 
-    @extend_schema(request=BulkCheckInputSerializer, responses=BulkCheckOutputSerializer)
+    @extend_schema(
+        request=BulkCheckInputSerializer,
+        responses=BulkCheckOutputSerializer,
+        description="Several features at once (a read, though a POST). `user_id` in the body: "
+        "support, finance, service accounts, superusers.",
+    )
     @action(detail=False, methods=["post"], url_path="bulk-check")
     def bulk_check(self, request: Request) -> Response:
         data = BulkCheckInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = subject_user(request, data.validated_data.get("user_id"))
+        user = subject_user_for_read(request, data.validated_data.get("user_id"))
         results = entitlement_check(user_id=user.pk, features=data.validated_data["features"])
         return Response(check_response_data(results, bulk=True))

@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
-from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.accounts.selectors import can_act_for_any_user, can_read_any_user
 from payments_project.errors import DomainError
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import cycle at runtime
@@ -273,8 +273,7 @@ class RatelimitThrottle(BaseThrottle):
         return self._wait
 
 
-def subject_user(request: Request, user_id: Any) -> Any:
-    """The user a request acts for: the caller, or `user_id` when the caller may act for anyone."""
+def _subject(request: Request, user_id: Any, *, may: Callable[[Any], bool], refusal: str) -> Any:
     if user_id in (None, ""):
         return request.user
     try:
@@ -283,9 +282,31 @@ def subject_user(request: Request, user_id: Any) -> Any:
         raise exceptions.ValidationError({"user_id": ["A valid integer is required."]}) from None
     if wanted == request.user.pk:
         return request.user
-    if not can_act_for_any_user(request.user):
-        raise exceptions.PermissionDenied("Only staff and service accounts may act for another user.")
+    if not may(request.user):
+        raise exceptions.PermissionDenied(refusal)
     user = get_user_model().objects.filter(pk=wanted).first()
     if user is None:
         raise exceptions.NotFound("No such user.")
     return user
+
+
+def subject_user(request: Request, user_id: Any) -> Any:
+    """The user a request acts for (writes): the caller, or `user_id` when the caller may act for
+    anyone (service accounts and superusers)."""
+    return _subject(
+        request,
+        user_id,
+        may=can_act_for_any_user,
+        refusal="Only service accounts and superusers may act for another user.",
+    )
+
+
+def subject_user_for_read(request: Request, user_id: Any) -> Any:
+    """The user a read is about: the caller, or `user_id` when the caller may read anyone's data
+    (support and finance staff too). Never use it for a write: that is `subject_user`."""
+    return _subject(
+        request,
+        user_id,
+        may=can_read_any_user,
+        refusal="Only staff and service accounts may read another user's data.",
+    )

@@ -47,12 +47,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_prometheus",
     "django_celery_beat",
-    "djstripe",
+    # dj-stripe, headed "Stripe mirror" in the admin (billing.stripe.apps).
+    "billing.stripe.apps.StripeMirrorConfig",
     "payments_project.accounts",
     "billing",
     "subscriptions",
     "entitlements",
     "usage",
+    # The customer page and global search: reads every domain app, imported by none.
+    "payments_project.backoffice",
 ]
 
 MIDDLEWARE = [

@@ -47,5 +47,6 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
+handler403 = "payments_project.backoffice.views.permission_denied"
 handler404 = json_error_view(404, "not_found", "No such resource.")
 handler500 = json_error_view(500, "internal_error", "An unexpected error occurred.")

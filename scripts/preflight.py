@@ -1,4 +1,5 @@
-"""Stop at once, with one line saying what to do, when PostgreSQL or Redis is not reachable.
+"""Stop at once, with one line saying what to do, when PostgreSQL or Redis is not reachable or
+Debian's chromium (for the browser tests) is not installed.
 
 Run by `make test` before pytest (whose own failure would be a long traceback much later).
 """
@@ -34,7 +35,13 @@ def reachable(url: str) -> bool:
         return False
 
 
+CHROMIUM = "/usr/bin/chromium"  # what the browser tests drive (payments_project/backoffice/tests)
+
+
 def main() -> int:
+    if not os.access(CHROMIUM, os.X_OK):
+        print(f"Chromium is missing ({CHROMIUM}): apt-get install -y chromium.", file=sys.stderr)
+        return 2
     for name, (default, what, how) in CHECKS.items():
         url = os.environ.get(name, default)
         if not url.startswith(("postgres", "redis")):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html_join
 
+from billing.money import format_money, is_currency
+from payments_project.accounts.links import customer_link, customer_url
 from payments_project.errors import DomainError
 from subscriptions import services
 from subscriptions.families import admin as families_admin  # noqa: F401 - registers the family pages
@@ -40,6 +43,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "id",
         "user",
         "plan",
+        "price",
         "status",
         "current_period_end",
         "cancel_at_period_end",
@@ -52,14 +56,55 @@ class SubscriptionAdmin(admin.ModelAdmin):
     inlines = [HistoryInline]
     actions = ["cancel_at_period_end_action", "cancel_now_action", "resume_action", "extend_action"]
 
+    change_form_template = "admin/subscriptions/subscription/change_form.html"
+
+    def has_change_permission(self, request: HttpRequest, obj: Subscription | None = None) -> bool:
+        """Every field mirrors Stripe, so a subscription's page is read-only (no Save button) for
+        everyone; finance acts through the actions (the list's, or the page's buttons)."""
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Subscription | None = None) -> bool:
+        return False  # a subscription ends by cancelling it at Stripe, never by deleting our row
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        actions = self.get_actions(request)
+        buttons = [(name, action[2]) for name, action in actions.items() if action]
+        context = {**(extra_context or {}), "subscription_actions": buttons}
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_fields(self, request: HttpRequest, obj: Subscription | None = None) -> list[Any]:
+        hidden = ("id", "amount", "currency")  # shown together as the price
+        shown = [f.name for f in Subscription._meta.concrete_fields if f.name not in hidden]
+        # The user as a link to their customer page, which every staff role may open.
+        shown[shown.index("user")] = "customer"
+        return [*shown[:3], "price", *shown[3:], "related"]
+
+    @admin.display(description="customer")
+    def customer(self, obj: Subscription) -> str:
+        return customer_link(obj.user_id, obj.user)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Subscription | None = None) -> list[str]:
         # Status and periods mirror Stripe: they change through the services only.
-        return [f.name for f in Subscription._meta.concrete_fields if f.name not in ("id",)] + ["related"]
+        return self.get_fields(request, obj)
+
+    @admin.display(description="price")
+    def price(self, obj: Subscription) -> str:
+        """The price locked at signup, in the currency's own format (€8.99 a month)."""
+        if obj.amount is None or not is_currency(obj.currency):
+            return "-"
+        interval = {"month": " a month", "year": " a year"}.get(obj.plan.interval, "")
+        return format_money(obj.amount, obj.currency) + interval
 
     @admin.display(description="related")
     def related(self, obj: Subscription) -> str:
         links = [
-            (reverse("admin:auth_user_change", args=[obj.user_id]), "customer"),
+            (customer_url(obj.user_id), "customer"),
             (f"{reverse('admin:billing_payment_changelist')}?user__id__exact={obj.user_id}", "payments"),
             (
                 f"{reverse('admin:entitlements_entitlement_changelist')}?subscription__id__exact={obj.pk}",

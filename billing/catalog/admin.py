@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from billing.catalog.services import catalog_push_to_stripe
+from billing.forms import MoneyField, money_clean
 from billing.models import (
     Feature,
     Plan,
@@ -17,7 +21,7 @@ from billing.models import (
     ZoneCountry,
     ZonePrice,
 )
-from billing.money import format_money
+from billing.money import format_money, is_currency
 from payments_project.errors import DomainError
 
 
@@ -41,11 +45,42 @@ class PlanFeatureInline(admin.TabularInline):
     autocomplete_fields = ["feature"]
 
 
+class PriceForm(forms.ModelForm):
+    """A list price typed in real units of the row's own currency."""
+
+    amount = MoneyField(label="amount")
+
+    class Meta:
+        model = Price
+        fields = ["currency", "amount", "active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["amount"].set_currency(self.instance.currency or None)  # type: ignore[attr-defined]
+
+    def clean_currency(self) -> str:
+        currency = str(self.cleaned_data.get("currency") or "").upper()
+        if not is_currency(currency):
+            raise forms.ValidationError("An ISO 4217 code, e.g. EUR, JPY, KWD.", code="invalid")
+        return currency
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        money_clean(self, "amount", cleaned.get("currency"))
+        return cleaned
+
+
 class PriceInline(admin.TabularInline):
     model = Price
+    form = PriceForm
     extra = 0
-    fields = ["currency", "amount", "display_amount", "active"]
-    readonly_fields = ["display_amount"]
+    fields = ["currency", "amount", "shown_as", "active"]
+    readonly_fields = ["shown_as"]
+
+    @admin.display(description="shown as")
+    def shown_as(self, obj: Price) -> str:
+        # The empty row of the add form has no currency yet.
+        return format_money(obj.amount, obj.currency) if obj.pk and is_currency(obj.currency) else "-"
 
 
 @admin.register(Plan)
@@ -79,11 +114,38 @@ class ZoneCountryInline(admin.TabularInline):
     extra = 1
 
 
+class ZonePriceForm(forms.ModelForm):
+    """An explicit price typed in real units of the zone's currency."""
+
+    amount = MoneyField(label="amount", help_text="In real units of the zone's currency, e.g. 7.99.")
+
+    class Meta:
+        model = ZonePrice
+        fields = ["plan", "amount"]
+
+    def __init__(self, *args: Any, zone: PricingZone | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The zone above the rows (PricingZoneAdmin.get_formset_kwargs); on the add page it is not
+        # saved yet but already holds the currency typed in its own form.
+        self.zone = zone
+        self.fields["amount"].set_currency(zone.currency if zone else None)  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        money_clean(self, "amount", self.zone.currency if self.zone else None)
+        return cleaned
+
+
 class ZonePriceInline(admin.TabularInline):
     model = ZonePrice
+    form = ZonePriceForm
     extra = 0
-    fields = ["plan", "amount", "display_amount"]
-    readonly_fields = ["display_amount"]
+    fields = ["plan", "amount", "shown_as"]
+    readonly_fields = ["shown_as"]
+
+    @admin.display(description="shown as")
+    def shown_as(self, obj: ZonePrice) -> str:
+        return obj.display_amount if obj.pk else "-"
 
 
 @admin.register(PricingZone)
@@ -92,6 +154,14 @@ class PricingZoneAdmin(admin.ModelAdmin):
     list_filter = ["currency", "rounding", "is_default"]
     search_fields = ["code", "name", "countries__country"]
     inlines = [ZoneCountryInline, ZonePriceInline]
+
+    def get_formset_kwargs(
+        self, request: HttpRequest, obj: PricingZone, inline: Any, prefix: str
+    ) -> dict[str, Any]:
+        kwargs = super().get_formset_kwargs(request, obj, inline, prefix)
+        if isinstance(inline, ZonePriceInline):
+            kwargs["form_kwargs"] = {"zone": obj}
+        return kwargs
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PricingZone]:
         return super().get_queryset(request).prefetch_related("countries")
@@ -112,6 +182,9 @@ class StripePriceAdmin(admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount")
     def money(self, obj: StripePrice) -> str:
         return format_money(obj.amount, obj.currency)
+
+    def has_delete_permission(self, request: HttpRequest, obj: StripePrice | None = None) -> bool:
+        return False  # the record of what exists at Stripe (Stripe prices are never deleted)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rows come from pushing the catalog, never typed by hand

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -15,21 +14,23 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing.forms import MoneyField, money_clean
 from billing.models import (
     Payment,
     PaymentStatusChange,
     Refund,
 )
-from billing.money import currency_exponent, format_money
+from billing.money import format_money
 from billing.payments.services import refund_create
+from payments_project.accounts.links import customer_link
 from payments_project.errors import DomainError
 
 
 class RefundForm(forms.Form):
-    amount = forms.DecimalField(
+    amount = MoneyField(
         required=False,
-        min_value=Decimal("0"),
-        help_text="In the payment's currency (e.g. 12.50). Empty refunds everything that is left.",
+        min_minor=1,
+        help_text="In real units of the payment's currency (e.g. 7.50). Empty refunds everything left.",
     )
     reason = forms.ChoiceField(choices=Refund.Reason.choices)
     note = forms.CharField(required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
@@ -40,14 +41,22 @@ class RefundForm(forms.Form):
     def __init__(self, *args: Any, payment: Payment, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.payment = payment
-        exponent = currency_exponent(payment.currency)
-        self.fields["amount"].decimal_places = exponent  # type: ignore[attr-defined]
+        self.fields["amount"].set_currency(payment.currency)  # type: ignore[attr-defined]
+        if payment.kind == Payment.Kind.SUBSCRIPTION:
+            # Access given by a subscription is taken back by cancelling it, not by a refund.
+            del self.fields["revoke_entitlements"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        money_clean(self, "amount", self.payment.currency)
+        return cleaned
 
     def amount_minor(self) -> int | None:
         amount = self.cleaned_data.get("amount")
-        if amount is None:
-            return None
-        return int((amount * 10 ** currency_exponent(self.payment.currency)).to_integral_value())
+        return int(amount) if amount is not None else None
+
+    def revoke(self) -> bool:
+        return bool(self.cleaned_data.get("revoke_entitlements", False))
 
 
 class PaymentStatusChangeInline(admin.TabularInline):
@@ -84,21 +93,36 @@ class RefundInline(admin.TabularInline):
 
 @admin.register(Payment)
 class PaymentAdmin(admin.ModelAdmin):
-    list_display = ["id", "user", "money", "refunded", "status", "order_id", "created_at"]
-    list_filter = ["status", "currency", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["=id", "user__username", "user__email", "order_id", "stripe_payment_intent_id"]
+    list_display = ["id", "customer", "kind", "money", "refunds", "left", "status", "created_at"]
+    list_filter = ["kind", "status", "currency", ("created_at", admin.DateFieldListFilter)]
+    search_fields = [
+        "=id",
+        "user__username",
+        "user__email",
+        "order_id",
+        "=stripe_payment_intent_id",
+        "=stripe_charge_id",
+        "=stripe_invoice_id",
+        "=stripe_subscription_id",
+        "=stripe_customer_id",
+    ]
     list_select_related = ["user"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "user",
+        "customer",
+        "kind",
         "money",
-        "refunded",
+        "refunds",
+        "left",
         "status",
         "description",
         "order_id",
         "metadata",
         "plan",
+        "subscription",
         "stripe_payment_intent_id",
+        "stripe_charge_id",
+        "stripe_invoice_id",
         "stripe_customer_id",
         "failure_code",
         "failure_message",
@@ -107,7 +131,7 @@ class PaymentAdmin(admin.ModelAdmin):
         "updated_at",
         "refund_link",
     ]
-    exclude = ["amount", "currency", "amount_refunded", "client_secret"]
+    exclude = ["user", "amount", "currency", "amount_refunded", "client_secret", "stripe_subscription_id"]
     inlines = [RefundInline, PaymentStatusChangeInline]
     actions = ["refund_selected"]
 
@@ -115,9 +139,33 @@ class PaymentAdmin(admin.ModelAdmin):
     def money(self, obj: Payment) -> str:
         return obj.display_amount
 
-    @admin.display(description="refunded")
-    def refunded(self, obj: Payment) -> str:
-        return format_money(obj.amount_refunded, obj.currency) if obj.amount_refunded else "-"
+    @admin.display(description="customer", ordering="user")
+    def customer(self, obj: Payment) -> str:
+        return customer_link(obj.user_id, obj.user)
+
+    @admin.display(description="subscription")
+    def subscription(self, obj: Payment) -> str:
+        if not obj.stripe_subscription_id:
+            return "-"
+        # Found by its Stripe id: billing does not import the subscriptions app.
+        url = reverse("admin:subscriptions_subscription_changelist")
+        return format_html(
+            '<a href="{}?q={}">{}</a>', url, obj.stripe_subscription_id, obj.stripe_subscription_id
+        )
+
+    @admin.display(description="refunds")
+    def refunds(self, obj: Payment) -> str:
+        return obj.refund_state
+
+    @admin.display(description="left to refund")
+    def left(self, obj: Payment) -> str:
+        return obj.display_left_to_refund if obj.status == Payment.Status.SUCCEEDED else "-"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not self.has_refund_permission(request):
+            fields.remove("refund_link")  # support sees no Refund button it could not use
+        return fields
 
     @admin.display(description="refund")
     def refund_link(self, obj: Payment) -> str:
@@ -168,7 +216,7 @@ class PaymentAdmin(admin.ModelAdmin):
                     reason=form.cleaned_data["reason"],
                     note=form.cleaned_data["note"],
                     staff_user=request.user,
-                    revoke_entitlements=form.cleaned_data["revoke_entitlements"],
+                    revoke_entitlements=form.revoke(),
                 )
             except DomainError as exc:
                 form.add_error("amount" if exc.code == "over_refund" else None, exc.message)

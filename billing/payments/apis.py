@@ -1,4 +1,4 @@
-"""One-time payments over the API."""
+"""Payments over the API: one-time payments, and the charges Stripe made for subscriptions (`kind`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from rest_framework.response import Response
 from billing.models import Payment, Plan
 from billing.payments.selectors import payment_list
 from billing.payments.services import payment_create, payment_status_set
-from payments_project.accounts.selectors import can_act_for_any_user
-from payments_project.api import subject_user
+from payments_project.accounts.selectors import can_read_any_user
+from payments_project.api import subject_user, subject_user_for_read
 
 
 class PaymentCreateInputSerializer(serializers.Serializer):
@@ -59,6 +59,7 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "user_id",
+            "kind",
             "amount",
             "currency",
             "display_amount",
@@ -69,6 +70,8 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
             "metadata",
             "plan",
             "stripe_payment_intent_id",
+            "stripe_subscription_id",
+            "stripe_invoice_id",
             "client_secret",
             "failure_code",
             "failure_message",
@@ -79,8 +82,12 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
 
 
 class PaymentListQuerySerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(required=False)
-    customer = serializers.CharField(required=False, help_text="Stripe customer id (staff/service).")
+    user_id = serializers.IntegerField(
+        required=False, help_text="Another user's payments: support, finance, service accounts, superusers."
+    )
+    customer = serializers.CharField(
+        required=False, max_length=255, help_text="Stripe customer id (support, finance, service accounts)."
+    )
     status = serializers.ChoiceField(choices=Payment.Status.choices, required=False)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
@@ -99,7 +106,9 @@ class CanSetPaymentStatus(BasePermission):
 
 
 class PaymentViewSet(viewsets.GenericViewSet):
-    """One-time payments. A user sees their own; staff and service accounts see all."""
+    """Payments. A user reads their own; support, finance, service accounts and superusers read
+    anyone's. Paying for another user (`user_id` on create) is for service accounts and superusers;
+    setting a status is finance's."""
 
     serializer_class = PaymentOutputSerializer
     ratelimit_scope = "payments"
@@ -108,22 +117,31 @@ class PaymentViewSet(viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no real user
             return Payment.objects.none()
         return payment_list(
-            user=self.request.user, for_any_user=can_act_for_any_user(self.request.user), filters={}
+            user=self.request.user, for_any_user=can_read_any_user(self.request.user), filters={}
         )
 
-    @extend_schema(parameters=[PaymentListQuerySerializer], responses=PaymentOutputSerializer(many=True))
+    @extend_schema(
+        parameters=[PaymentListQuerySerializer],
+        responses=PaymentOutputSerializer(many=True),
+        description="One-time payments and subscription charges (`kind`). Any user reads their own; "
+        "support, finance, service accounts and superusers read anyone's (all, or `user_id`'s).",
+    )
     def list(self, request: Request) -> Response:
         query = PaymentListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        # Naming another user is refused (403) unless the caller may act for anyone, as elsewhere.
-        subject_user(request, query.validated_data.get("user_id"))
+        # Naming another user is refused (403) unless the caller may read anyone's data.
+        subject_user_for_read(request, query.validated_data.get("user_id"))
         payments = payment_list(
-            user=request.user, for_any_user=can_act_for_any_user(request.user), filters=query.validated_data
+            user=request.user, for_any_user=can_read_any_user(request.user), filters=query.validated_data
         )
         page = self.paginate_queryset(payments)
         return self.get_paginated_response(PaymentOutputSerializer(page, many=True).data)
 
-    @extend_schema(responses=PaymentOutputSerializer)
+    @extend_schema(
+        responses=PaymentOutputSerializer,
+        description="One payment: the caller's own; anyone's for support, finance, service accounts "
+        "and superusers (404 otherwise).",
+    )
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(PaymentOutputSerializer(self.get_object()).data)
 
@@ -137,8 +155,13 @@ class PaymentViewSet(viewsets.GenericViewSet):
                 OpenApiParameter.HEADER,
                 description="Retries with the same key never charge twice.",
             ),
-            OpenApiParameter("user_id", int, description="Staff/service: pay on behalf of this user."),
+            OpenApiParameter(
+                "user_id",
+                int,
+                description="Pay on behalf of this user: service accounts and superusers only.",
+            ),
         ],
+        description="A one-time payment (a write: `user_id` is never open to support or finance).",
     )
     def create(self, request: Request) -> Response:
         data = PaymentCreateInputSerializer(data=request.data)
@@ -150,7 +173,11 @@ class PaymentViewSet(viewsets.GenericViewSet):
         )
         return Response(PaymentOutputSerializer(payment).data, status=201)
 
-    @extend_schema(request=PaymentStatusInputSerializer, responses=PaymentOutputSerializer)
+    @extend_schema(
+        request=PaymentStatusInputSerializer,
+        responses=PaymentOutputSerializer,
+        description="Set a payment's status by hand, audited: finance staff (and superusers) only.",
+    )
     @action(detail=True, methods=["post"], url_path="status", permission_classes=[CanSetPaymentStatus])
     def set_status(self, request: Request, pk: str) -> Response:
         data = PaymentStatusInputSerializer(data=request.data)

@@ -1,4 +1,5 @@
-"""One-time payments (our row per Stripe PaymentIntent), staff status overrides and refunds."""
+"""Payments (our row per Stripe PaymentIntent: one-time payments, and the charges Stripe makes for
+subscriptions), staff status overrides and refunds."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from billing.money import format_money
 
 
 class Payment(models.Model):
-    """A one-time payment: our row for one Stripe PaymentIntent."""
+    """Money a customer paid: a one-time payment (our row for one Stripe PaymentIntent we created),
+    or a charge Stripe made for a subscription (one row per paid invoice, recorded from its event).
+    Both are listed, refunded and reconciled the same way."""
+
+    class Kind(models.TextChoices):
+        ONE_TIME = "one_time", "One-time payment"
+        SUBSCRIPTION = "subscription", "Subscription charge"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending (not yet at Stripe)"
@@ -25,6 +32,7 @@ class Payment(models.Model):
         CANCELED = "canceled", "Canceled"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.ONE_TIME)
     amount = models.PositiveBigIntegerField(help_text="Minor units.")
     currency = models.CharField(max_length=3, validators=[currency_validator])
     amount_refunded = models.PositiveBigIntegerField(default=0)
@@ -36,6 +44,11 @@ class Payment(models.Model):
     idempotency_key = models.CharField(max_length=255)
     stripe_payment_intent_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
     stripe_customer_id = models.CharField(max_length=255, blank=True)
+    stripe_charge_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    # Subscription charges: the paid invoice (one row each) and its subscription. A plain id, not a
+    # key: billing knows nothing of the subscriptions app, which depends on it.
+    stripe_invoice_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    stripe_subscription_id = models.CharField(max_length=255, blank=True, db_index=True)
     client_secret = models.CharField(max_length=255, blank=True)
     failure_code = models.CharField(max_length=64, blank=True)
     failure_message = models.CharField(max_length=1000, blank=True)
@@ -74,6 +87,20 @@ class Payment(models.Model):
     @property
     def refundable_amount(self) -> int:
         return self.amount - self.amount_refunded
+
+    @property
+    def refund_state(self) -> str:
+        """'not refunded', 'partially refunded €7.50 of €15.00' or 'fully refunded €15.00'."""
+        if not self.amount_refunded:
+            return "not refunded"
+        if self.amount_refunded >= self.amount:
+            return f"fully refunded {self.display_amount}"
+        refunded = format_money(self.amount_refunded, self.currency)
+        return f"partially refunded {refunded} of {self.display_amount}"
+
+    @property
+    def display_left_to_refund(self) -> str:
+        return format_money(self.refundable_amount, self.currency)
 
 
 class PaymentStatusChange(models.Model):
@@ -130,4 +157,8 @@ class Refund(models.Model):
         constraints = [models.CheckConstraint(name="refund_positive", condition=Q(amount__gt=0))]
 
     def __str__(self) -> str:
-        return f"refund {self.pk} {format_money(self.amount, self.currency)} ({self.status})"
+        return f"refund {self.pk} {self.display_amount} ({self.status})"
+
+    @property
+    def display_amount(self) -> str:
+        return format_money(self.amount, self.currency)

@@ -15,7 +15,9 @@ from djstripe.event_handlers import djstripe_receiver
 from billing.models import Payment
 from billing.payments.services import (
     payment_apply_intent_status,
+    payment_attach_charge,
     payment_from_checkout,
+    payment_from_invoice,
     payment_sync_from_intent,
     refund_sync,
     refunds_sync_for_charge,
@@ -41,7 +43,15 @@ def on_charge_succeeded(sender: Any, event: djstripe_models.Event, **kwargs: Any
     charge = current_object(event)
     payment = Payment.objects.filter(stripe_payment_intent_id=charge.get("payment_intent")).first()
     if payment is not None and charge.get("status") == "succeeded" and charge.get("captured", True):
+        payment_attach_charge(payment_id=payment.pk, charge_id=str(charge.get("id") or ""))
         payment_apply_intent_status(payment_id=payment.pk, status=Payment.Status.SUCCEEDED)
+
+
+@djstripe_receiver(["invoice.paid", "invoice.payment_succeeded"])
+def on_invoice_paid(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
+    """A subscription's charge (first payment or renewal): listed and refundable with the others.
+    What the invoice does to the subscription itself is the subscriptions app's."""
+    payment_from_invoice(invoice=current_object(event))
 
 
 @djstripe_receiver("charge.refunded")

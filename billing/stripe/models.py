@@ -17,6 +17,10 @@ class StripeEvent(models.Model):
 
     stripe_event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=128)
+    # Read from the payload when it arrives, so staff find a customer's events and each event's
+    # object: the object's id (cus_, sub_, in_, pi_, ch_...) and the customer it concerns.
+    object_id = models.CharField(max_length=255, blank=True, db_index=True)
+    stripe_customer_id = models.CharField(max_length=255, blank=True, db_index=True)
     livemode = models.BooleanField(default=False)
     stripe_created = models.DateTimeField(null=True, blank=True, help_text="When Stripe created the event.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)

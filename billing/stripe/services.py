@@ -30,10 +30,29 @@ logger = logging.getLogger(__name__)
 
 # A row left "processing" this long ago belongs to a worker that died: it may be claimed again.
 STALE_PROCESSING = timedelta(minutes=10)
+# The processing task's retries: exponential backoff from 10 s (10 s, 20 s, ... about 21 min).
+MAX_RETRIES = 8
+
+
+def retry_delay(retries: int) -> timedelta:
+    """How long the task waits before its retry number `retries` + 1."""
+    return timedelta(seconds=10 * 2**retries)
 
 
 class StripeEventFailed(Exception):
     pass
+
+
+def stripe_event_refs(body: dict[str, Any]) -> tuple[str, str]:
+    """(object id, customer id) an event concerns: its object's id, and the customer it belongs to
+    (the object itself for customer.* events)."""
+    obj = ((body or {}).get("data") or {}).get("object") or {}
+    if not isinstance(obj, dict):
+        return "", ""
+    customer = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
+    if isinstance(customer, dict):  # expanded
+        customer = customer.get("id")
+    return str(obj.get("id") or "")[:255], str(customer or "")[:255]
 
 
 def stripe_event_accept(*, trigger: WebhookEventTrigger) -> None:
@@ -41,10 +60,13 @@ def stripe_event_accept(*, trigger: WebhookEventTrigger) -> None:
     counts itself) and enqueue its processing after commit. Never calls Stripe."""
     body = trigger.json_body
     created = body.get("created")
+    object_id, customer_id = stripe_event_refs(body)
     row, is_new = StripeEvent.objects.get_or_create(
         stripe_event_id=body["id"],
         defaults={
             "type": str(body.get("type", ""))[:128],
+            "object_id": object_id,
+            "stripe_customer_id": customer_id,
             "livemode": bool(body.get("livemode")),
             "stripe_created": datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int) else None,
             "trigger": trigger,

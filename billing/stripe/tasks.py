@@ -7,15 +7,17 @@ from typing import Any
 from celery import shared_task
 
 from billing.stripe.services import (
+    MAX_RETRIES,
     PROCESS_TASK,
     StripeEventFailed,
+    retry_delay,
     stripe_event_give_up,
     stripe_event_process,
     stripe_events_sweep,
 )
 
 
-@shared_task(name=PROCESS_TASK, bind=True, max_retries=8, acks_late=True)
+@shared_task(name=PROCESS_TASK, bind=True, max_retries=MAX_RETRIES, acks_late=True)
 def stripe_event_process_task(self: Any, stripe_event_pk: int) -> None:
     """Process one inbox row; on failure retry with exponential backoff (10 s ... ~20 min)."""
     try:
@@ -26,7 +28,8 @@ def stripe_event_process_task(self: Any, stripe_event_pk: int) -> None:
             return
         if self.app.conf.task_always_eager:
             return  # eager runs (tests, scripts): the row stays "failed" for reprocess/redelivery
-        raise self.retry(exc=exc, countdown=10 * 2**self.request.retries) from exc
+        countdown = retry_delay(self.request.retries).total_seconds()
+        raise self.retry(exc=exc, countdown=countdown) from exc
 
 
 @shared_task

@@ -272,7 +272,8 @@ def test_the_checkout_page_form_pays_and_redirects_to_success_url(
 
     # then the browser goes to success_url with the session id filled in
     assert page.status_code == 200
-    assert "Pay $20.00" in page.text
+    assert "<h1>Subscribe to Basic</h1>" in page.text
+    assert "<strong>$20.00/month</strong>" in page.text
     assert 'value="4242424242424242"' in page.text
     assert response.status_code == 303
     assert response.headers["Location"] == f"http://app.test/done?session={session.id}"
@@ -435,3 +436,65 @@ def test_the_cli_refuses_to_listen_on_every_interface() -> None:
     with pytest.raises(SystemExit) as raised:
         stripe_standin.main(["--host", "0.0.0.0"])  # noqa: S104 (refusal under test)
     assert raised.value.code == 2
+
+
+def _trial_session(client: stripe.StripeClient, days: int) -> stripe.checkout.Session:
+    product = client.v1.products.create({"name": "Pro"})
+    price = client.v1.prices.create(
+        {"product": product.id, "currency": "eur", "unit_amount": 899, "recurring": {"interval": "month"}}
+    )
+    return client.v1.checkout.sessions.create(
+        {
+            "mode": "subscription",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "subscription_data": {"trial_period_days": days},
+            "success_url": "http://app.test/done",
+            "cancel_url": "http://app.test/cancel",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("days", "terms"),
+    [(14, "14 days free, then €8.99/month"), (1, "1 day free, then €8.99/month"), (0, "€8.99/month")],
+)
+def test_the_payment_page_shows_the_plan_its_interval_and_the_trial(
+    client: stripe.StripeClient, days: int, terms: str
+) -> None:
+    page = requests.get(_trial_session(client, days).url, timeout=5).text
+    assert "<h1>Subscribe to Pro</h1>" in page
+    assert f"<strong>{terms}</strong>" in page
+
+
+def test_a_one_time_payment_page_shows_the_amount_once(client: stripe.StripeClient) -> None:
+    page = requests.get(_payment_session(client, _one_time_price(client).id).url, timeout=5).text
+    assert "<h1>Pay for Credits</h1>" in page
+    assert "<strong>$10.00</strong>" in page
+
+
+@pytest.mark.parametrize(
+    ("card", "reason"),
+    [
+        (DECLINED_CARD, "the bank declined it without giving a reason <small>(generic_decline)</small>"),
+        ("4000000000009995", "insufficient funds <small>(insufficient_funds)</small>"),
+        ("4000000000009987", "the card was reported lost <small>(lost_card)</small>"),
+        ("1234", "the card number is incorrect <small>(incorrect_number)</small>"),
+    ],
+)
+def test_a_decline_on_the_page_says_why(client: stripe.StripeClient, card: str, reason: str) -> None:
+    session = _trial_session(client, 14)
+    response = requests.post(f"{session.url}/complete", data={"card": card}, timeout=5)
+    assert response.status_code == 402
+    assert f"</strong>: {reason}</p>" in response.text
+    assert "<strong>14 days free, then €8.99/month</strong>" in response.text  # still on the page
+
+
+def test_the_demo_return_urls_are_pages(client: stripe.StripeClient, standin: StandinServer) -> None:
+    session = _trial_session(client, 14)
+    _pay(session, GOOD_CARD)
+    success = requests.get(f"{standin.url}/_dev/return/success", params={"session_id": session.id}, timeout=5)
+    cancel = requests.get(f"{standin.url}/_dev/return/cancel", timeout=5)
+    assert (success.status_code, success.headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert "<h1>Thank you</h1>" in success.text
+    assert "14 days free, then €8.99/month for Pro." in success.text
+    assert (cancel.status_code, "<h1>Checkout cancelled</h1>" in cancel.text) == (200, True)

@@ -173,7 +173,7 @@ def test_a_user_asking_for_another_user_warm_is_403(make_plan: Callable[..., Pla
     assert [response.status_code, bulk.status_code] == [403, 403]
     assert response.json()["error"] == {
         "code": "permission_denied",
-        "message": "Only staff and service accounts may act for another user.",
+        "message": "Only staff and service accounts may read another user's data.",
         "fields": {},
     }
     assert bulk.json() == response.json()

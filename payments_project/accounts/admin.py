@@ -7,12 +7,13 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from payments_project.accounts.links import customer_link
 from payments_project.accounts.models import AuditLogEntry
 
 
 @admin.register(AuditLogEntry)
 class AuditLogEntryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "actor", "action", "target_type", "target_id", "subject_user", "reason"]
+    list_display = ["created_at", "actor", "action", "target_type", "target_id", "customer", "reason"]
     list_filter = ["action", "target_type"]
     search_fields = [
         "target_id",
@@ -23,6 +24,10 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
     ]
     list_select_related = ["actor", "subject_user"]
     date_hierarchy = "created_at"
+
+    @admin.display(description="customer", ordering="subject_user")
+    def customer(self, obj: AuditLogEntry) -> str:
+        return customer_link(obj.subject_user_id, obj.subject_user) if obj.subject_user_id else "-"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -29,8 +29,27 @@ ROLES: dict[str, dict[str, list[str]]] = {
         "perms": [
             "billing.refund_payment",
             "billing.set_payment_status",
+            # The catalog: plans with their feature limits and list prices, zones with their
+            # countries and prices. Deleting a plan or a zone stays with superusers (subscriptions
+            # and payments point at them); an inline row (a limit, a price) may be removed.
+            "billing.add_feature",
+            "billing.change_feature",
+            "billing.add_plan",
             "billing.change_plan",
+            "billing.add_planfeature",
+            "billing.change_planfeature",
+            "billing.delete_planfeature",
+            "billing.add_price",
+            "billing.change_price",
+            "billing.delete_price",
+            "billing.add_pricingzone",
             "billing.change_pricingzone",
+            "billing.add_zonecountry",
+            "billing.change_zonecountry",
+            "billing.delete_zonecountry",
+            "billing.add_zoneprice",
+            "billing.change_zoneprice",
+            "billing.delete_zoneprice",
             "billing.change_stripeevent",
             "subscriptions.change_subscription",
             "entitlements.change_entitlement",

@@ -31,7 +31,7 @@ def test_the_subscription_page_links_to_the_customer_payments_and_entitlements(c
     subscription = SubscriptionFactory()
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
     page = client.get(f"/admin/subscriptions/subscription/{subscription.pk}/change/").content.decode()
-    assert f"/admin/auth/user/{subscription.user_id}/change/" in page
+    assert f"/admin/accounts/customer/{subscription.user_id}/change/" in page
     assert f"/admin/billing/payment/?user__id__exact={subscription.user_id}" in page
     assert f"/admin/entitlements/entitlement/?subscription__id__exact={subscription.pk}" in page
 

@@ -38,6 +38,7 @@ def test_me_with_a_token_returns_the_caller() -> None:
         "email": "ana@example.com",
         "is_staff": False,
         "can_act_for_any_user": False,
+        "can_read_any_user": False,
     }
 
 
@@ -72,7 +73,7 @@ def test_a_user_cannot_act_for_another_user() -> None:
     assert response.status_code == 403
     assert response.json()["error"] == {
         "code": "permission_denied",
-        "message": "Only staff and service accounts may act for another user.",
+        "message": "Only staff and service accounts may read another user's data.",
         "fields": {},
     }
 

@@ -189,6 +189,7 @@ def test_a_warm_user_still_has_its_other_fields_and_permissions() -> None:
         "email": "svc@example.com",
         "is_staff": False,
         "can_act_for_any_user": True,
+        "can_read_any_user": True,
     }
     assert for_bob.status_code == 200
     assert for_bob.json()["username"] == "bob"

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from payments_project.accounts.links import customer_link
 from payments_project.errors import DomainError
 from subscriptions.families.models import Family, FamilyMember
 from subscriptions.families.services import family_member_add, family_member_remove
@@ -24,11 +25,16 @@ class FamilyMemberInline(admin.TabularInline):
 
 @admin.register(Family)
 class FamilyAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "owner", "created_at"]
+    list_display = ["id", "name", "owner_page", "created_at"]
     search_fields = ["name", "owner__username", "owner__email"]
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
+    readonly_fields = ["owner_page"]
     inlines = [FamilyMemberInline]
+
+    @admin.display(description="owner", ordering="owner")
+    def owner_page(self, obj: Family) -> str:
+        return customer_link(obj.owner_id, obj.owner)
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         """Members join and leave through the services: the plan's member limit and the owner rule

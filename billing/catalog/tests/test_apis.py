@@ -79,7 +79,7 @@ def test_plans_in_kuwait_are_priced_in_fils(api_client: APIClient, catalog: None
     assert response.json()["results"][0]["price"] == {
         "amount": 2700,
         "currency": "KWD",
-        "display": "KWD2.700",
+        "display": "KWD 2.700",
         "source": "multiplier",
     }
 

@@ -29,7 +29,8 @@ DEMO_CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "fixtures" / "d
 DEMO_USERS: dict[str, dict[str, Any]] = {
     "admin": {"password": "admin-demo-password", "is_staff": True, "is_superuser": True},
     "support": {"password": "support-demo-password", "is_staff": True, "groups": ["support"]},
-    "demo": {"password": "demo-customer-password"},
+    "finance": {"password": "finance-demo-password", "is_staff": True, "groups": ["finance"]},
+    "demo": {"password": "demo-customer-password", "first_name": "Demo", "last_name": "Customer"},
 }
 
 
@@ -59,6 +60,8 @@ class Command(BaseCommand):
             user, _ = user_model.objects.get_or_create(
                 username=username, defaults={"email": f"{username}@example.com"}
             )
+            user.first_name = str(spec.get("first_name", user.first_name))
+            user.last_name = str(spec.get("last_name", user.last_name))
             user.is_staff = bool(spec.get("is_staff", False))
             user.is_superuser = bool(spec.get("is_superuser", False))
             user.set_password(str(spec["password"]))

@@ -1,4 +1,5 @@
-"""Writes of payments: one-time payments and the Stripe customer (`payments`), refunds (`refunds`)."""
+"""Writes of payments: one-time payments and the Stripe customer (`payments`), subscription charges
+(`subscription_charges`), refunds (`refunds`)."""
 
 from billing.payments.services.payments import (
     FINAL,
@@ -20,6 +21,7 @@ from billing.payments.services.refunds import (
     refunds_resubmit,
     refunds_sync_for_charge,
 )
+from billing.payments.services.subscription_charges import payment_attach_charge, payment_from_invoice
 
 __all__ = [
     "FINAL",
@@ -28,8 +30,10 @@ __all__ = [
     "customer_ensure",
     "money_validate",
     "payment_apply_intent_status",
+    "payment_attach_charge",
     "payment_create",
     "payment_from_checkout",
+    "payment_from_invoice",
     "payment_status_set",
     "payment_sync_from_intent",
     "plan_price_check",

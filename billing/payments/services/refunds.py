@@ -1,4 +1,5 @@
-"""Refunds: made by finance staff in the admin, or elsewhere (Stripe's dashboard) and synced."""
+"""Refunds of payments (one-time payments and subscription charges alike): made by finance staff in
+the admin, or elsewhere (Stripe's dashboard) and synced."""
 
 from __future__ import annotations
 
@@ -63,8 +64,16 @@ def refund_create(
         payment = Payment.objects.select_for_update().filter(pk=payment_id).first()
         if payment is None:
             raise NotFound("No such payment.")
-        if payment.status != Payment.Status.SUCCEEDED or not payment.stripe_payment_intent_id:
+        if payment.status != Payment.Status.SUCCEEDED or not (
+            payment.stripe_payment_intent_id or payment.stripe_charge_id
+        ):
             raise RefundRefused(f"Only succeeded payments can be refunded (this one is {payment.status}).")
+        if revoke_entitlements and payment.kind == Payment.Kind.SUBSCRIPTION:
+            raise RefundRefused(
+                "A subscription's features are taken back by cancelling the subscription, not by "
+                "refunding one of its charges.",
+                code="revoke_not_for_subscriptions",
+            )
         left = payment.refundable_amount
         amount = left if amount is None else amount
         if amount <= 0:
@@ -107,7 +116,12 @@ def refund_submit(*, refund_id: int) -> Refund:
         remote = stripe_gateway.call(
             stripe_gateway.client().v1.refunds.create,
             {
-                "payment_intent": payment.stripe_payment_intent_id,
+                # A subscription charge may come without a PaymentIntent (older invoices): its charge.
+                **(
+                    {"payment_intent": payment.stripe_payment_intent_id}
+                    if payment.stripe_payment_intent_id
+                    else {"charge": payment.stripe_charge_id}
+                ),
                 "amount": refund.amount,
                 "reason": refund.reason,
                 "metadata": {"refund_id": str(refund.pk), "payment_id": str(payment.pk)},
@@ -181,6 +195,8 @@ def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
     """
     intent_id = charge.get("payment_intent")
     payment = Payment.objects.filter(stripe_payment_intent_id=intent_id).first() if intent_id else None
+    if payment is None and charge.get("id"):
+        payment = Payment.objects.filter(stripe_charge_id=charge["id"]).first()
     if payment is None:
         return []
     remote = stripe_gateway.call(

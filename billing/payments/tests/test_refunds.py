@@ -58,7 +58,7 @@ def test_partial_then_full_refund_and_an_over_refund_refused(paid: Payment, fina
 
     # then Stripe and our rows agree; the over-refund left no trace anywhere
     assert refused.value.code == "over_refund"
-    assert refused.value.message == "Only KWD2.000 is left to refund (asked KWD2.500)."
+    assert refused.value.message == "Only KWD 2.000 is left to refund (asked KWD 2.500)."
     assert (partial.amount, partial.status, partial.created_by) == (1000, "succeeded", finance)
     assert (rest.amount, rest.reason) == (2000, "duplicate")
     paid.refresh_from_db()
@@ -88,7 +88,7 @@ def test_admin_refund_form_in_major_units(paid: Payment, finance: Any, client: C
 
     # then the page showed what is left, and 500 fils went back through Stripe
     assert page.status_code == 200
-    assert "KWD3.000" in page.content.decode()
+    assert "KWD 3.000" in page.content.decode()
     assert done.status_code == 302
     refund = Refund.objects.get()
     assert (refund.amount, refund.note, refund.created_by) == (500, "late delivery", finance)
@@ -102,7 +102,7 @@ def test_admin_over_refund_is_refused_with_a_message(paid: Payment, finance: Any
         f"/admin/billing/payment/{paid.pk}/refund/", {"amount": "3.010", "reason": "duplicate"}
     )
     assert response.status_code == 200
-    assert "Only KWD3.000 is left to refund (asked KWD3.010)." in response.content.decode()
+    assert "Only KWD 3.000 is left to refund (asked KWD 3.010)." in response.content.decode()
     assert Refund.objects.count() == 0
 
 
@@ -179,7 +179,7 @@ def test_a_refund_stripe_did_not_answer_stays_pending_counts_and_is_sent_once_la
     pending = Refund.objects.get()
     paid.refresh_from_db()
     assert (pending.status, pending.stripe_refund_id, paid.amount_refunded) == ("pending", None, 1000)
-    with pytest.raises(RefundRefused, match=r"Only KWD2\.000 is left"):
+    with pytest.raises(RefundRefused, match=r"Only KWD 2\.000 is left"):
         refund_create(payment_id=paid.pk, amount=2500, reason="duplicate", staff_user=finance)
 
     # when the beat job runs with Stripe back (twice, as a retried job would)
