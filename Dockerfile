@@ -1,5 +1,8 @@
 # Production image: granian serves the API, the admin (static files via WhiteNoise) and webhooks.
-# The same image runs the worker and beat (see docker-compose.yml).
+# The same image runs the other processes (see docker-compose.yml):
+#   celery -A payments_project worker      Celery worker (Stripe events, refunds...)
+#   celery -A payments_project beat        scheduled jobs
+#   python manage.py events_relay          domain events outbox -> Kafka (KAFKA_BOOTSTRAP_SERVERS)
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 APP_ENV=production VAR_DIR=/app/var
 WORKDIR /app

@@ -7,10 +7,11 @@ PYTEST_ARGS ?= --reuse-db
 
 .PHONY: run test lint typecheck bench install clean-var
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-broker.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-broker.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from billing.models import Plan, PlanFeature
 from entitlements.cache import snapshot_invalidate_on_commit
+from entitlements.events import entitlements_changed_record
 from entitlements.models import Entitlement
 from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError
@@ -45,8 +46,11 @@ def _holder(*, subscription: Subscription, plan: Plan) -> dict[str, Any]:
 
 
 def _upsert_plan_rows(*, subscription: Subscription, plan: Plan, status: str) -> list[Entitlement]:
+    """The plan's rows for the subscription, each with `status`; announces the rows that are new
+    or whose status changed (granting twice announces nothing the second time)."""
     holder = _holder(subscription=subscription, plan=plan)
     now = timezone.now()
+    before = dict(Entitlement.objects.filter(subscription=subscription).values_list("feature_id", "status"))
     rows = []
     for plan_feature in PlanFeature.objects.filter(plan=plan).select_related("feature"):
         row, _created = Entitlement.objects.update_or_create(
@@ -73,6 +77,7 @@ def _upsert_plan_rows(*, subscription: Subscription, plan: Plan, status: str) ->
             },
         )
         rows.append(row)
+    entitlements_changed_record(ids=[row.pk for row in rows if before.get(row.feature_id) != row.status])
     return rows
 
 
@@ -101,10 +106,20 @@ def entitlement_extend_for_subscription(*, subscription: Subscription) -> int:
     return updated
 
 
+def _update_announced(rows: Any, *, actor: Any = None, **values: Any) -> int:
+    """Update `rows` (locked first, so each changed row is announced once) and announce them."""
+    ids = list(rows.select_for_update().values_list("pk", flat=True))
+    updated = Entitlement.objects.filter(pk__in=ids).update(updated_at=timezone.now(), **values)
+    entitlements_changed_record(ids=ids, actor=actor)
+    return updated
+
+
 def _set_status(*, subscription: Subscription, from_status: str, to_status: str, **extra: Any) -> int:
     with transaction.atomic():
-        updated = Entitlement.objects.filter(subscription=subscription, status=from_status).update(
-            status=to_status, updated_at=timezone.now(), **extra
+        updated = _update_announced(
+            Entitlement.objects.filter(subscription=subscription, status=from_status),
+            status=to_status,
+            **extra,
         )
         if updated:
             _invalidate_subscription(subscription=subscription)
@@ -130,10 +145,9 @@ def entitlement_restore_for_subscription(*, subscription: Subscription) -> int:
 
 def entitlement_revoke_for_subscription(*, subscription: Subscription) -> int:
     with transaction.atomic():
-        updated = (
-            Entitlement.objects.filter(subscription=subscription)
-            .exclude(status=Entitlement.Status.REVOKED)
-            .update(status=Entitlement.Status.REVOKED, updated_at=timezone.now())
+        updated = _update_announced(
+            Entitlement.objects.filter(subscription=subscription).exclude(status=Entitlement.Status.REVOKED),
+            status=Entitlement.Status.REVOKED,
         )
         if updated:
             _invalidate_subscription(subscription=subscription)
@@ -148,10 +162,11 @@ def entitlement_replace_plan_for_subscription(*, subscription: Subscription) -> 
     )
     with transaction.atomic():
         _invalidate_subscription(subscription=subscription)
-        Entitlement.objects.filter(subscription=subscription).exclude(
-            feature_id__in=PlanFeature.objects.filter(plan=plan).values("feature_id")
-        ).exclude(status=Entitlement.Status.REVOKED).update(
-            status=Entitlement.Status.REVOKED, updated_at=timezone.now()
+        _update_announced(
+            Entitlement.objects.filter(subscription=subscription)
+            .exclude(feature_id__in=PlanFeature.objects.filter(plan=plan).values("feature_id"))
+            .exclude(status=Entitlement.Status.REVOKED),
+            status=Entitlement.Status.REVOKED,
         )
         rows = _upsert_plan_rows(subscription=subscription, plan=plan, status=status)
         _invalidate_subscription(subscription=subscription)
@@ -169,7 +184,7 @@ def entitlement_grant_one_time(
     rows = []
     with transaction.atomic():
         for plan_feature in PlanFeature.objects.filter(plan=plan).select_related("feature"):
-            row, _created = Entitlement.objects.get_or_create(
+            row, created = Entitlement.objects.get_or_create(
                 source=Entitlement.Source.ONE_TIME,
                 source_ref=source_ref,
                 feature=plan_feature.feature,
@@ -184,6 +199,8 @@ def entitlement_grant_one_time(
                 },
             )
             rows.append(row)
+            if created:
+                entitlements_changed_record(ids=[row.pk])
         snapshot_invalidate_on_commit(user_ids=[user.pk])
     return rows
 
@@ -194,7 +211,7 @@ def entitlement_revoke_one_time(*, source_ref: str) -> int:
             status=Entitlement.Status.REVOKED
         )
         holders = list(rows.values_list("user_id", "family_id"))
-        updated = rows.update(status=Entitlement.Status.REVOKED, updated_at=timezone.now())
+        updated = _update_announced(rows, status=Entitlement.Status.REVOKED)
         snapshot_invalidate_on_commit(
             user_ids=holders_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
         )
@@ -215,7 +232,7 @@ def entitlement_set_status(*, entitlements: Iterable[Entitlement], status: str, 
                 subject_user_id=row.user_id,
                 data={"from": row.status, "to": status},
             )
-        updated = rows.update(status=status, updated_at=timezone.now())
+        updated = _update_announced(rows, actor=actor, status=status)
         snapshot_invalidate_on_commit(
             user_ids=holders_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
         )

@@ -17,6 +17,8 @@ from prometheus_client import Gauge
 
 from billing.stripe import gateway as stripe_gateway
 from payments_project.celery import app as celery_app
+from payments_project.events.kafka import kafka_enabled
+from payments_project.events.selectors import events_backlog, relays_live
 
 logger = logging.getLogger(__name__)
 STARTED_AT = time.time()
@@ -101,12 +103,43 @@ def probe_demo_setup() -> dict[str, Any]:
     return result
 
 
+def probe_events() -> dict[str, Any]:
+    """The outbox relay, from the database (no broker call): "degraded", never "down", when events
+    wait too long, no relay reports, or the relays cannot reach Kafka; the API itself is fine."""
+
+    def run() -> dict[str, Any]:
+        backlog = events_backlog()
+        age = round(backlog.oldest_age_seconds(), 1)
+        facts: dict[str, Any] = {"backlog_rows": backlog.rows, "oldest_age_seconds": age}
+        if not kafka_enabled():
+            return {**facts, "relay": "off (KAFKA_BOOTSTRAP_SERVERS not set)"}
+        relays = relays_live()
+        states = sorted({relay.state for relay in relays})
+        facts.update(relay=", ".join(states) or "none running", relays=len(relays))
+        problems = []
+        if age > settings.EVENTS_BACKLOG_DEGRADED_SECONDS:
+            problems.append(f"oldest unpublished event is {age:.0f} s old")
+        if not relays:
+            problems.append("no relay has reported recently")
+        if "broker_down" in states:
+            problems.append("a relay cannot reach Kafka")
+        if problems:
+            return {**facts, "status": "degraded", "problems": problems}
+        return facts
+
+    result = _timed(run)
+    if result["status"] == "down":  # the database is down: the database probe says so already
+        result["status"] = "degraded"
+    return result
+
+
 def components() -> dict[str, dict[str, Any]]:
     result = {
         "database": probe_database(),
         "cache": probe_cache(),
         "broker": probe_broker(),
         "stripe": probe_stripe(),
+        "events": probe_events(),
     }
     for name, value in result.items():
         health_component_up.labels(component=name).set(1 if value["status"] == "up" else 0)
@@ -116,7 +149,8 @@ def components() -> dict[str, dict[str, Any]]:
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Every component; 503 as soon as one is down (half-open Stripe is only "degraded")."""
+    """Every component; 503 as soon as one is down (half-open Stripe and a lagging event relay are only
+    "degraded")."""
     parts = components()
     down = [name for name, part in parts.items() if part["status"] == "down"]
     degraded = [name for name, part in parts.items() if part["status"] == "degraded"]

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     # dj-stripe, headed "Stripe mirror" in the admin (billing.stripe.apps).
     "billing.stripe.apps.StripeMirrorConfig",
     "payments_project.accounts",
+    "payments_project.events",
     "billing",
     "subscriptions",
     "entitlements",
@@ -297,6 +298,38 @@ DEMO_SETUP_MARKER = VAR_DIR / "demo-setup.done"
 # --- Pricing --------------------------------------------------------------------------------------
 BILLING_DEFAULT_CURRENCY = env_str("BILLING_DEFAULT_CURRENCY", "USD").upper()
 
+# --- Domain events: the outbox and its relay to Kafka (payments_project/events) --------------------
+# Without KAFKA_BOOTSTRAP_SERVERS the relay stays off; events are still recorded, and readable in
+# the admin and at GET /api/v1/events/.
+KAFKA_BOOTSTRAP_SERVERS = env_str("KAFKA_BOOTSTRAP_SERVERS")
+KAFKA_TOPIC = env_str("KAFKA_TOPIC", "payment-events")
+# Passed to librdkafka as they are when set (names as in its CONFIGURATION.md).
+KAFKA_SECURITY = {
+    "security.protocol": env_str("KAFKA_SECURITY_PROTOCOL"),
+    "sasl.mechanism": env_str("KAFKA_SASL_MECHANISM"),
+    "sasl.username": env_str("KAFKA_SASL_USERNAME"),
+    "sasl.password": env_str("KAFKA_SASL_PASSWORD"),
+    "ssl.ca.location": env_str("KAFKA_SSL_CA_LOCATION"),
+    "ssl.certificate.location": env_str("KAFKA_SSL_CERTIFICATE_LOCATION"),
+    "ssl.key.location": env_str("KAFKA_SSL_KEY_LOCATION"),
+    "ssl.key.password": env_str("KAFKA_SSL_KEY_PASSWORD"),
+}
+# CloudEvents `source` of every event.
+EVENTS_SOURCE = env_str("EVENTS_SOURCE", "/payments-back-office")
+# Check each payload against its schema when it is recorded (a bug fails loudly in development and
+# tests; production trusts the tests and skips the cost).
+EVENTS_VALIDATE_PAYLOADS = env_bool("EVENTS_VALIDATE_PAYLOADS", default=not PRODUCTION)
+EVENTS_RELAY_BATCH = env_int("EVENTS_RELAY_BATCH", 1000)
+EVENTS_RELAY_LEASE_SECONDS = env_int("EVENTS_RELAY_LEASE_SECONDS", 30)
+EVENTS_RELAY_MESSAGE_TIMEOUT_SECONDS = env_int("EVENTS_RELAY_MESSAGE_TIMEOUT_SECONDS", 10)
+EVENTS_RELAY_POLL_SECONDS = float(env_str("EVENTS_RELAY_POLL_SECONDS", "1.0"))
+EVENTS_RELAY_BACKOFF_MAX_SECONDS = env_int("EVENTS_RELAY_BACKOFF_MAX_SECONDS", 30)
+EVENTS_RELAY_HEARTBEAT_SECONDS = env_int("EVENTS_RELAY_HEARTBEAT_SECONDS", 5)
+EVENTS_RELAY_METRICS_PORT = env_int("EVENTS_RELAY_METRICS_PORT", 0)  # 0: the relay serves no /metrics
+EVENTS_RETENTION_HOURS = env_int("EVENTS_RETENTION_HOURS", 24 * 7)  # published rows kept this long
+EVENTS_BACKLOG_DEGRADED_SECONDS = env_int("EVENTS_BACKLOG_DEGRADED_SECONDS", 60)  # /health: degraded past it
+EVENTS_FEED_SETTLE_SECONDS = env_int("EVENTS_FEED_SETTLE_SECONDS", 2)  # API feed: clock margin
+
 # --- Logging: one JSON object per line, each carrying the request id -----------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "json")
@@ -325,5 +358,6 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "stripe": {"level": "WARNING"},
         "aiohttp.access": {"level": "WARNING"},
+        "payments_project.events.kafka": {"level": "WARNING"},
     },
 }

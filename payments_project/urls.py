@@ -9,6 +9,7 @@ from billing.stripe.views import StripeEventView
 from payments_project import health
 from payments_project.accounts.apis import MeView
 from payments_project.api import json_error_view
+from payments_project.events.apis import EventFeedView
 
 router = DefaultRouter(trailing_slash=True)
 router.register("plans", PlanViewSet, basename="plan")
@@ -19,6 +20,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("entitlements.urls")),
     path("", include(router.urls)),
     path("me/", MeView.as_view(), name="me"),
+    path("events/", EventFeedView.as_view(), name="events-feed"),
     path("", include("subscriptions.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the whole system on one machine with nothing configured. Ctrl-C stops all of it.
 # Embedded defaults: SQLite and a file broker under var/, local-memory cache, the Stripe stand-in.
-# DATABASE_URL, REDIS_URL, CELERY_BROKER_URL, STRIPE_SECRET_KEY... switch each part to a real one.
+# DATABASE_URL, REDIS_URL, CELERY_BROKER_URL, STRIPE_SECRET_KEY, KAFKA_BOOTSTRAP_SERVERS... switch
+# each part to a real one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export VENV=${VENV:-.venv}
@@ -24,7 +25,18 @@ export STANDIN_WEBHOOK_URL="http://127.0.0.1:$WEB_PORT$webhook_path"
 export DEMO_SETUP_EXPECTED=1
 rm -f "${VAR_DIR:-var}/demo-setup.done"
 
-processes=(web worker)
+# Domain events go to Kafka: an embedded broker (Tansu, dev-only, memory storage) unless
+# KAFKA_BOOTSTRAP_SERVERS names one. `python manage.py events_tail` shows them arriving.
+export KAFKA_TOPIC=${KAFKA_TOPIC:-payment-events}
+processes=(web worker relay)
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
+  export KAFKA_PORT=${KAFKA_PORT:-9092}
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT"
+  processes=(kafka "${processes[@]}")
+  echo "Kafka: embedded broker (Tansu) on $KAFKA_BOOTSTRAP_SERVERS, topic $KAFKA_TOPIC"
+else
+  echo "Kafka: $KAFKA_BOOTSTRAP_SERVERS, topic $KAFKA_TOPIC"
+fi
 if [ -z "${STRIPE_SECRET_KEY:-}" ]; then
   processes=(stripe "${processes[@]}")
   echo "Stripe: local stand-in on http://127.0.0.1:$STRIPE_STANDIN_PORT, webhooks to $STANDIN_WEBHOOK_URL"

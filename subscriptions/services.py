@@ -27,7 +27,7 @@ from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound
-from subscriptions import signals
+from subscriptions import events, signals
 from subscriptions.models import Family, Subscription, SubscriptionHistory, SubscriptionStripeCall
 from subscriptions.transitions import ENDED, GIVES_ACCESS, STRIPE_STATUS, is_allowed, signals_for
 
@@ -76,6 +76,13 @@ def _transition_locked(
         stripe_event_id=stripe_event_id,
         staff_user=staff_user,
         note=note,
+    )
+    events.subscription_status_changed_record(
+        subscription,
+        from_status=from_status,
+        cause=cause,
+        stripe_event_id=stripe_event_id,
+        staff_user=staff_user,
     )
     return signals_for(from_status, to_status)
 
@@ -182,7 +189,9 @@ def _lock_or_create(stripe_id: str, new_fields: Callable[[], dict[str, Any]]) ->
     fields = new_fields()
     try:
         with transaction.atomic():  # savepoint: a concurrent insert wins the unique constraint
-            Subscription.objects.create(stripe_subscription_id=stripe_id, **fields)
+            events.subscription_created_record(
+                Subscription.objects.create(stripe_subscription_id=stripe_id, **fields)
+            )
     except IntegrityError:
         pass
     return rows.get(stripe_subscription_id=stripe_id)
@@ -243,6 +252,7 @@ def subscription_sync_from_stripe(*, data: dict, event_id: str, event_created: d
         sub.current_period_start = _ts(start) or sub.current_period_start
         sub.current_period_end = _ts(end) or sub.current_period_end
         sub.trial_end = _ts(data.get("trial_end"))
+        cancel_flag_before = sub.cancel_at_period_end
         sub.cancel_at_period_end = bool(data.get("cancel_at_period_end"))
         sub.cancelled_at = _ts(data.get("canceled_at")) or sub.cancelled_at
         sub.stripe_state_at = event_created
@@ -255,7 +265,10 @@ def subscription_sync_from_stripe(*, data: dict, event_id: str, event_created: d
             to_send = _safe_transition(sub, status, event_id)
         to_send = _announce_period(sub, to_send)
         _send(sub, to_send)
+        if sub.cancel_at_period_end != cancel_flag_before and sub.status not in ENDED:
+            events.subscription_cancel_flag_record(sub)
         if plan.pk != previous_plan.pk and sub.status not in ENDED:
+            events.subscription_plan_changed_record(sub, from_plan_code=previous_plan.code)
             signals.subscription_plan_changed.send(
                 sender=Subscription, subscription=sub, previous_plan=previous_plan
             )
@@ -566,17 +579,19 @@ def _apply_cancel_now(sub: Subscription, call: SubscriptionStripeCall) -> list[S
 
 
 def _apply_cancel_at_period_end(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
-    if sub.status not in ENDED:
+    if sub.status not in ENDED and not sub.cancel_at_period_end:  # else Stripe's event set it first
         sub.cancel_at_period_end = True
         sub.save(update_fields=["cancel_at_period_end", "updated_at"])
+        events.subscription_cancel_flag_record(sub, actor=call.staff_user or sub.user)
     _audit(sub, call.cause, call.staff_user, "cancel at period end requested")
     return []
 
 
 def _apply_resume(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
-    if sub.status not in ENDED:
+    if sub.status not in ENDED and sub.cancel_at_period_end:  # else Stripe's event cleared it first
         sub.cancel_at_period_end = False
         sub.save(update_fields=["cancel_at_period_end", "updated_at"])
+        events.subscription_cancel_flag_record(sub, actor=call.staff_user or sub.user)
     _audit(sub, call.cause, call.staff_user, "pending cancellation undone")
     return []
 
@@ -589,6 +604,9 @@ def _apply_change_plan(sub: Subscription, call: SubscriptionStripeCall) -> list[
         sub.save(update_fields=["plan", "currency", "amount", "updated_at"])
     _audit(sub, call.cause, call.staff_user, f"plan changed from {call.params['from_plan']} to {plan.code}")
     if sub.status not in ENDED and previous_plan.pk != plan.pk:  # else Stripe's event announced it
+        events.subscription_plan_changed_record(
+            sub, from_plan_code=previous_plan.code, actor=call.staff_user or sub.user
+        )
         signals.subscription_plan_changed.send(
             sender=Subscription, subscription=sub, previous_plan=previous_plan
         )

@@ -13,6 +13,7 @@ from djstripe.event_handlers import djstripe_receiver
 from djstripe.models import Event
 
 from billing.stripe.selectors import current_object_as_of
+from subscriptions.checkout.services import checkout_completed_record
 from subscriptions.services import (
     subscription_apply_invoice_failed,
     subscription_apply_invoice_paid,
@@ -52,5 +53,6 @@ def on_invoice_failed(sender: Any, event: Event, **kwargs: Any) -> None:
 @djstripe_receiver("checkout.session.completed")
 def on_checkout_completed(sender: Any, event: Event, **kwargs: Any) -> None:
     session, as_of = current_object_as_of(event)
+    checkout_completed_record(session=session)  # either mode: billing records a payment's row
     if session.get("mode") == "subscription":
         subscription_from_checkout(data=session, event_id=event.id, event_created=as_of)

@@ -9,7 +9,11 @@ from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from billing.catalog.services import catalog_push_to_stripe
+from billing.catalog.services import (
+    catalog_plan_changed_record,
+    catalog_push_to_stripe,
+    catalog_zone_changed_record,
+)
 from billing.forms import MoneyField, money_clean
 from billing.models import (
     Feature,
@@ -95,6 +99,18 @@ class PlanAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Plan]:
         return super().get_queryset(request).prefetch_related("prices")
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """After the plan and its inlines are saved (in the admin's transaction): announce it."""
+        super().save_related(request, form, formsets, change)
+        prices: list[Price] = []
+        for formset in formsets:
+            if formset.model is Price:
+                prices += [*formset.new_objects, *(obj for obj, _fields in formset.changed_objects)]
+                for deleted in formset.deleted_objects:
+                    deleted.active = False
+                    prices.append(deleted)
+        catalog_plan_changed_record(plan=form.instance, changed_prices=prices, actor=request.user)
+
     @admin.display(description="prices")
     def list_prices(self, obj: Plan) -> str:
         return ", ".join(p.display_amount for p in obj.prices.all() if p.active) or "-"
@@ -165,6 +181,10 @@ class PricingZoneAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PricingZone]:
         return super().get_queryset(request).prefetch_related("countries")
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        catalog_zone_changed_record(zone=form.instance, actor=request.user)
 
     @admin.display(description="countries")
     def country_list(self, obj: PricingZone) -> str:

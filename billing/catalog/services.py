@@ -12,6 +12,14 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 
 from billing.catalog.selectors import plan_list, plan_quote, stripe_price_find
+from billing.events import (
+    CATALOG_PLAN_CHANGED,
+    CATALOG_PRICE_CHANGED,
+    CATALOG_ZONE_CHANGED,
+    plan_payload,
+    price_payload,
+    zone_payload,
+)
 from billing.models import (
     Feature,
     Plan,
@@ -25,6 +33,7 @@ from billing.models import (
 from billing.money import Rounding, is_currency
 from billing.stripe import gateway as stripe_gateway
 from payments_project.errors import DomainError
+from payments_project.events.services import Actor, event_record
 
 
 class CatalogError(DomainError):
@@ -39,6 +48,9 @@ class CatalogLoadResult:
     def count(self, kind: str, created: bool) -> None:
         bucket = self.created if created else self.updated
         bucket[kind] = bucket.get(kind, 0) + 1
+
+    def changes(self) -> int:
+        return sum(self.created.values()) + sum(self.updated.values())
 
 
 def _require(item: Mapping[str, Any], key: str, where: str) -> Any:
@@ -137,6 +149,7 @@ def _load_feature(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
 def _load_plan(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
     code = _require(item, "code", "plan")
     where = f"plan {code}"
+    changes_before = result.changes()
     plan = _upsert(
         Plan,
         {"code": code},
@@ -174,12 +187,14 @@ def _load_plan(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
             f"{where} feature {feature_code}",
         )
         wanted.add(pf.pk)
-    PlanFeature.objects.filter(plan=plan).exclude(pk__in=wanted).delete()
+    features_removed, _ = PlanFeature.objects.filter(plan=plan).exclude(pk__in=wanted).delete()
 
     prices = item.get("prices") or {}
+    changed_prices: list[Price] = []
     for currency, amount in prices.items():
         cur = _currency(currency, where)
-        _upsert(
+        before = result.changes()
+        price = _upsert(
             Price,
             {"plan": plan, "currency": cur},
             {"amount": _amount(amount, f"{where} price {cur}"), "active": True},
@@ -187,13 +202,21 @@ def _load_plan(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
             result,
             f"{where} price {cur}",
         )
+        if result.changes() > before:
+            changed_prices.append(price)
     listed = {_currency(c, where) for c in prices}
-    Price.objects.filter(plan=plan, active=True).exclude(currency__in=listed).update(active=False)
+    withdrawn = list(Price.objects.filter(plan=plan, active=True).exclude(currency__in=listed))
+    Price.objects.filter(pk__in=[price.pk for price in withdrawn]).update(active=False)
+    for price in withdrawn:
+        price.active = False
+    if result.changes() > changes_before or features_removed or withdrawn:
+        catalog_plan_changed_record(plan=plan, changed_prices=[*changed_prices, *withdrawn])
 
 
 def _load_zone(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
     code = _require(item, "code", "zone")
     where = f"zone {code}"
+    changes_before = result.changes()
     try:
         multiplier = Decimal(str(item.get("multiplier", "1")))
     except InvalidOperation:
@@ -227,7 +250,7 @@ def _load_zone(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
     )
     if taken:
         raise CatalogError(f"{where}: countries already in another zone: {taken}")
-    ZoneCountry.objects.filter(zone=zone).exclude(country__in=countries).delete()
+    countries_removed, _ = ZoneCountry.objects.filter(zone=zone).exclude(country__in=countries).delete()
     for country in countries:
         _upsert(ZoneCountry, {"country": country}, {"zone": zone}, "zone_countries", result, where)
     plans = {p.code: p for p in Plan.objects.all()}
@@ -244,7 +267,41 @@ def _load_zone(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
             result,
             where,
         )
-    ZonePrice.objects.filter(zone=zone).exclude(plan__code__in=list(overrides)).delete()
+    overrides_removed, _ = (
+        ZonePrice.objects.filter(zone=zone).exclude(plan__code__in=list(overrides)).delete()
+    )
+    if result.changes() > changes_before or countries_removed or overrides_removed:
+        catalog_zone_changed_record(zone=zone)
+
+
+def catalog_plan_changed_record(
+    *, plan: Plan, changed_prices: Iterable[Price] = (), actor: Any = None
+) -> None:
+    """Announce a plan's new state (catalog.plan_changed) and each list price that changed
+    (catalog.price_changed), in the caller's transaction: catalog_load and the admin's plan form."""
+    who = Actor.of_user(actor) if actor is not None else None
+    with transaction.atomic():
+        for price in changed_prices:
+            event_record(
+                event_type=CATALOG_PRICE_CHANGED,
+                aggregate_id=plan.code,
+                payload=price_payload(price),
+                actor=who,
+            )
+        event_record(
+            event_type=CATALOG_PLAN_CHANGED, aggregate_id=plan.code, payload=plan_payload(plan), actor=who
+        )
+
+
+def catalog_zone_changed_record(*, zone: PricingZone, actor: Any = None) -> None:
+    """Announce a pricing zone's new state (catalog.zone_changed): catalog_load and the admin's form."""
+    with transaction.atomic():
+        event_record(
+            event_type=CATALOG_ZONE_CHANGED,
+            aggregate_id=zone.code,
+            payload=zone_payload(zone),
+            actor=Actor.of_user(actor) if actor is not None else None,
+        )
 
 
 # --- Stripe ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
 from billing.stripe.models import StripeEvent
 from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError
+from payments_project.events.services import Actor, actor_bound
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def stripe_event_process(*, stripe_event_pk: int) -> StripeEvent:
     try:
         if trigger is None:
             raise StripeEventFailed("the delivery behind this event was deleted")
-        with transaction.atomic():
+        # Domain events recorded while processing are attributed to this Stripe event.
+        with actor_bound(Actor.stripe(row.stripe_event_id)), transaction.atomic():
             event = Event.process(trigger.json_body, api_key=settings.STRIPE_SECRET_KEY)
             WebhookEventTrigger.objects.filter(pk=trigger.pk).update(
                 event=event, processed=True, exception="", traceback=""

@@ -2,7 +2,7 @@
 
 - support: sees everything in the back-office, changes nothing that moves money.
 - finance: support, plus what moves money or access: refunds, subscription and entitlement
-  actions, catalog edits, reprocessing Stripe events.
+  actions, catalog edits, reprocessing Stripe events, publishing domain events again.
 - service: API accounts of other back-ends; may act for any user_id.
 """
 
@@ -15,6 +15,7 @@ from django.db.models import Q
 
 VIEW_APPS = [
     "accounts",
+    "events",
     "billing",
     "subscriptions",
     "entitlements",
@@ -53,6 +54,7 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "billing.change_stripeevent",
             "subscriptions.change_subscription",
             "entitlements.change_entitlement",
+            "events.publish_again",
         ],
     },
     "service": {"view_apps": [], "perms": ["accounts.act_for_any_user"]},

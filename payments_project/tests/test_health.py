@@ -17,7 +17,7 @@ def test_health_reports_every_component_up(client: Client) -> None:
     body = response.json()
     assert response.status_code == 200
     assert body["status"] == "up"
-    assert set(body["components"]) == {"database", "cache", "broker", "stripe"}
+    assert set(body["components"]) == {"database", "cache", "broker", "stripe", "events"}
     assert body["components"]["database"]["status"] == "up"
     assert body["components"]["database"]["vendor"] == "postgresql"
     assert body["components"]["cache"] == {

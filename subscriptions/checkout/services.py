@@ -7,7 +7,10 @@ goes through the same flow in payment mode, and billing records its payment from
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
+
+from django.db import transaction
 
 from billing.catalog.models import Plan, PricingZone
 from billing.catalog.selectors import plan_list, plan_quote, zone_for_country
@@ -15,6 +18,8 @@ from billing.catalog.services import PushItem, stripe_price_ensure
 from billing.payments.services import customer_ensure
 from billing.stripe import gateway as stripe_gateway
 from payments_project.errors import Conflict, DomainError, NotFound
+from payments_project.events.services import event_record
+from subscriptions.events import CHECKOUT_COMPLETED, checkout_payload
 from subscriptions.models import Subscription
 from subscriptions.transitions import BLOCKS_NEW_CHECKOUT
 
@@ -96,3 +101,16 @@ def checkout_session_create(
         "currency": quote.currency,
         "zone": zone.code if zone else None,
     }
+
+
+def checkout_completed_record(*, session: Mapping[str, Any]) -> None:
+    """checkout.session.completed (either mode): announce it once per session, however many times
+    Stripe's event is processed."""
+    payload = checkout_payload(session)
+    with transaction.atomic():
+        event_record(
+            event_type=CHECKOUT_COMPLETED,
+            aggregate_id=payload["session_id"],
+            payload=payload,
+            dedupe_key=f"checkout.completed:{payload['session_id']}",
+        )

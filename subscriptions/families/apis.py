@@ -78,7 +78,7 @@ class FamilyViewSet(viewsets.GenericViewSet):
         if request.user.pk != family.owner_id and not can_act_for_any_user(request.user):
             raise exceptions.PermissionDenied("Only the family's owner or staff may add members.")
         user = get_object_or_404(get_user_model(), pk=data.validated_data["user_id"])
-        family_member_add(family=family, user=user)
+        family_member_add(family=family, user=user, actor=request.user)
         return Response(_family_output(family), status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={204: None})
@@ -89,5 +89,5 @@ class FamilyViewSet(viewsets.GenericViewSet):
         if not allowed:
             raise exceptions.PermissionDenied("Only the owner, staff or the member may remove a member.")
         user = get_object_or_404(get_user_model(), pk=user_id)
-        family_member_remove(family=family, user=user)
+        family_member_remove(family=family, user=user, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 
 from payments_project.errors import Conflict, NotFound, constraint_name
 from subscriptions import signals
+from subscriptions.events import family_member_record
 from subscriptions.families.models import Family, FamilyMember
 from subscriptions.models import Subscription
 from subscriptions.transitions import HOLDS_FAMILY_SEATS
@@ -23,6 +24,7 @@ def family_create(*, owner: Any, name: str = "") -> Family:
         with transaction.atomic():
             family = Family.objects.create(owner=owner, name=name)
             FamilyMember.objects.create(family=family, user=owner)
+            family_member_record(family, user_id=owner.pk, added=True, actor=owner)
     except IntegrityError as exc:
         if constraint_name(exc) == "family_one_per_owner":
             raise Conflict("You already own a family.", code="already_owns_family") from exc
@@ -41,7 +43,7 @@ def family_max_members(*, family: Family) -> int | None:
     return max((size for size in sizes if size), default=None)
 
 
-def family_member_add(*, family: Family, user: Any) -> FamilyMember:
+def family_member_add(*, family: Family, user: Any, actor: Any = None) -> FamilyMember:
     """Refused with family_full past the plan's max_members (counted under a lock on the family
     row, so two concurrent adds cannot both take the last seat), already_in_family when the user
     is in a family (the unique constraint decides), no_family_plan without a live family plan."""
@@ -54,6 +56,7 @@ def family_member_add(*, family: Family, user: Any) -> FamilyMember:
             if FamilyMember.objects.filter(family=locked).count() >= limit:
                 raise Conflict(f"The family already has its {limit} members.", code="family_full")
             member = FamilyMember.objects.create(family=locked, user=user)
+            family_member_record(locked, user_id=user.pk, added=True, actor=actor)
     except IntegrityError as exc:
         if constraint_name(exc) == "familymember_one_family_per_user":
             raise Conflict("The user already belongs to a family.", code="already_in_family") from exc
@@ -62,7 +65,7 @@ def family_member_add(*, family: Family, user: Any) -> FamilyMember:
     return member
 
 
-def family_member_remove(*, family: Family, user: Any) -> None:
+def family_member_remove(*, family: Family, user: Any, actor: Any = None) -> None:
     """A member leaves (or is removed); the owner cannot leave their own family."""
     if user.pk == family.owner_id:
         raise Conflict("The owner cannot leave the family.", code="owner_cannot_leave")
@@ -70,4 +73,5 @@ def family_member_remove(*, family: Family, user: Any) -> None:
         deleted, _ = FamilyMember.objects.filter(family=family, user=user).delete()
         if not deleted:
             raise NotFound("The user is not a member of this family.", code="not_a_member")
+        family_member_record(family, user_id=user.pk, added=False, actor=actor)
         signals.family_member_removed.send(sender=Family, family=family, user_id=user.pk)

@@ -11,6 +11,8 @@ import pytest
 
 from billing.catalog.tests.factories import PlanFactory
 from payments_project.accounts.tests.factories import UserFactory
+from payments_project.events.models import DomainEvent
+from payments_project.events.services import Actor, actor_bound
 from subscriptions import services
 from subscriptions.models import Subscription, SubscriptionHistory
 
@@ -386,3 +388,37 @@ def test_an_old_periods_invoice_paid_late_does_not_lift_a_past_due_subscription(
     # then it stays past due with March's period
     sub.refresh_from_db()
     assert (sub.status, sub.current_period_start, sub.current_period_end) == ("past_due", march, april)
+
+
+def _events(subscription_id: int) -> list[tuple[str, int, str, str]]:
+    return list(
+        DomainEvent.objects.filter(aggregate_type="subscription", aggregate_id=str(subscription_id))
+        .order_by("sequence")
+        .values_list("type", "sequence", "actor_type", "actor_id")
+    )
+
+
+def test_stripes_events_record_domain_events_once_each(meta) -> None:
+    # given Stripe's life of a subscription: created active, cancellation scheduled and undone at
+    # Stripe (dashboard), then cancelled; each delivered twice
+    life = [
+        ("sub", "evt_1", P0, subscription_obj(meta, "active", P0, P1)),
+        ("sub", "evt_2", P0 + 5, subscription_obj(meta, "active", P0, P1, cancel_at_period_end=True)),
+        ("sub", "evt_3", P0 + 9, subscription_obj(meta, "active", P0, P1)),
+        ("sub", "evt_4", P1, subscription_obj(meta, "canceled", P0, P1, canceled_at=P1)),
+    ]
+
+    # when applied (and applied again), each as the inbox processes it: as its Stripe event
+    for event in life + life:
+        with actor_bound(Actor.stripe(event[1])):
+            apply([event])
+
+    # then one event per fact, numbered in order, each attributed to its Stripe event
+    assert _events(Subscription.objects.get().pk) == [
+        ("subscription.created", 1, "stripe", "evt_1"),
+        ("subscription.status_changed", 2, "stripe", "evt_1"),
+        ("subscription.cancel_scheduled", 3, "stripe", "evt_2"),
+        ("subscription.resumed", 4, "stripe", "evt_3"),
+        ("subscription.status_changed", 5, "stripe", "evt_4"),
+        ("subscription.cancelled", 6, "stripe", "evt_4"),
+    ]

@@ -15,6 +15,7 @@ from django.utils import timezone
 from djstripe.models import Customer
 
 from billing.catalog.selectors import plan_list, plan_quote, zone_for_country
+from billing.events import PAYMENT_FAILED, PAYMENT_SUCCEEDED, payment_failed_payload, payment_payload
 from billing.models import Payment, PaymentStatusChange, Plan
 from billing.money import currency_exponent, is_currency
 from billing.payments import metrics
@@ -22,6 +23,7 @@ from billing.payments.signals import payment_succeeded
 from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound
+from payments_project.events.services import Actor, event_record
 
 logger = logging.getLogger(__name__)
 
@@ -229,16 +231,48 @@ def _intent_confirm(*, payment: Payment, stripe_key: str) -> None:
         )
     except stripe_gateway.PaymentDeclined as exc:
         decline = str(exc.extra.get("decline_code", "card_declined"))
-        Payment.objects.filter(pk=payment.pk).exclude(status__in=FINAL).update(
-            status=Payment.Status.FAILED, failure_code=decline, failure_message=exc.message
-        )
+        with transaction.atomic():
+            failed = (
+                Payment.objects.filter(pk=payment.pk)
+                .exclude(status__in=FINAL)
+                .update(status=Payment.Status.FAILED, failure_code=decline, failure_message=exc.message)
+            )
+            if failed:
+                _record_payment_event(payment_id=payment.pk, actor=Actor.of_user(payment.user))
         metrics.payment_failed_total.labels(currency=payment.currency, code=decline).inc()
         raise
-    payment_apply_intent_status(payment_id=payment.pk, status=_intent_status(intent))
+    payment_apply_intent_status(
+        payment_id=payment.pk, status=_intent_status(intent), actor=Actor.of_user(payment.user)
+    )
+
+
+def _record_payment_event(*, payment_id: int, actor: Actor | None) -> Payment:
+    """payment.succeeded or payment.failed for the payment's new status, in the caller's transaction."""
+    payment = Payment.objects.select_related("user", "plan").get(pk=payment_id)
+    if payment.status == Payment.Status.FAILED:
+        event_record(
+            event_type=PAYMENT_FAILED,
+            aggregate_id=payment.pk,
+            payload=payment_failed_payload(payment),
+            actor=actor,
+        )
+    elif payment.status == Payment.Status.SUCCEEDED:
+        event_record(
+            event_type=PAYMENT_SUCCEEDED,
+            aggregate_id=payment.pk,
+            payload=payment_payload(payment),
+            actor=actor,
+        )
+    return payment
 
 
 def payment_apply_intent_status(
-    *, payment_id: int, status: str, failure_code: str = "", failure_message: str = ""
+    *,
+    payment_id: int,
+    status: str,
+    failure_code: str = "",
+    failure_message: str = "",
+    actor: Actor | None = None,
 ) -> bool:
     """Move a payment to `status` unless it is already final; on success, tell the other apps.
 
@@ -256,8 +290,9 @@ def payment_apply_intent_status(
                 updated_at=timezone.now(),
             )
         )
+        if changed and status in (Payment.Status.SUCCEEDED, Payment.Status.FAILED):
+            payment = _record_payment_event(payment_id=payment_id, actor=actor)
         if changed and status == Payment.Status.SUCCEEDED:
-            payment = Payment.objects.select_related("user", "plan").get(pk=payment_id)
             metrics.payment_success_total.labels(currency=payment.currency).inc()
             metrics.payment_amount.labels(currency=payment.currency).inc(payment.amount)
             payment_succeeded.send(sender=Payment, payment=payment)
@@ -348,6 +383,7 @@ def payment_status_set(*, payment_id: int, status: str, staff_user: Any, reason:
         logger.info(
             "payment %s status %s -> %s by staff %s: %s", payment.pk, previous, status, staff_user.pk, reason
         )
+        _record_payment_event(payment_id=payment.pk, actor=Actor.of_user(staff_user))
         if status == Payment.Status.SUCCEEDED:
             payment_succeeded.send(sender=Payment, payment=payment)
     return payment

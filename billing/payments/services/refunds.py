@@ -12,12 +12,14 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from billing.events import PAYMENT_REFUNDED, payment_refunded_payload
 from billing.models import Payment, Refund
 from billing.money import format_money
 from billing.payments.signals import payment_refunded
 from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError, NotFound
+from payments_project.events.services import Actor, event_record
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +165,12 @@ def _attach(*, refund_id: int, stripe_refund_id: str, status: str, payment_id: i
         if attached:
             refund.refresh_from_db()
             payment = Payment.objects.get(pk=refund.payment_id)
+            event_record(
+                event_type=PAYMENT_REFUNDED,
+                aggregate_id=payment.pk,
+                payload=payment_refunded_payload(payment, refund),
+                actor=Actor.of_user(refund.created_by) if refund.created_by_id else None,
+            )
             payment_refunded.send(
                 sender=Refund, payment=payment, refund=refund, revoke_entitlements=refund.revoke_entitlements
             )
@@ -233,7 +241,13 @@ def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
                 Refund.objects.filter(pk=row.pk).update(status=status)
             rows.append(row)
             if created:
+                _recount(payment.pk)
                 payment.refresh_from_db()
+                event_record(
+                    event_type=PAYMENT_REFUNDED,
+                    aggregate_id=payment.pk,
+                    payload=payment_refunded_payload(payment, row),
+                )
                 payment_refunded.send(sender=Refund, payment=payment, refund=row, revoke_entitlements=False)
         _recount(payment.pk)
     return rows

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
 
 from billing.catalog.tests.factories import (
     FeatureFactory,
@@ -30,6 +31,7 @@ from billing.stripe import gateway as stripe_gateway
 from billing.stripe.tests.events import deliver, event
 from devtools.testing import StandinServer
 from payments_project.accounts.tests.factories import UserFactory
+from payments_project.events.services import relay_heartbeat
 from subscriptions.checkout.services import checkout_session_create
 from subscriptions.models import FamilyMember, Subscription
 from subscriptions.services import subscription_cancel
@@ -139,6 +141,8 @@ def world(client: Client, standin: StandinServer, capture: Capture | None) -> di
     deliver_all(client, [event("charge.refunded", charge)], capture)
     # Alice asks to cancel at the period end: a Stripe change recorded, sent and applied.
     subscription_cancel(subscription=Subscription.objects.get(user=alice), actor=alice)
+    # An outbox relay reported in (its heartbeat is an admin page too).
+    relay_heartbeat(relay_id="relay-1", state="running", started_at=timezone.now(), published=3, errors=0)
     bob = UserFactory(username="bob", email="bob@example.com")
     family = FamilyFactory(owner=alice, name="The Martins")
     FamilyMember.objects.create(family=family, user=bob)
