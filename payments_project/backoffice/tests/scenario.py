@@ -142,7 +142,7 @@ def world(client: Client, standin: StandinServer, capture: Capture | None) -> di
     # Alice asks to cancel at the period end: a Stripe change recorded, sent and applied.
     subscription_cancel(subscription=Subscription.objects.get(user=alice), actor=alice)
     # An outbox relay reported in (its heartbeat is an admin page too).
-    relay_heartbeat(relay_id="relay-1", state="running", started_at=timezone.now(), published=3, errors=0)
+    relay_heartbeat(relay_id="relay-1", state="publishing", started_at=timezone.now(), published=3, errors=0)
     bob = UserFactory(username="bob", email="bob@example.com")
     family = FamilyFactory(owner=alice, name="The Martins")
     FamilyMember.objects.create(family=family, user=bob)
