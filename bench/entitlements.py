@@ -12,8 +12,9 @@ was flushed). Stops the server itself; the last line is
 `entitlements: single/trivial=R bulk/single=R single_p99_ms=N`.
 
 Knobs: the server's own variables (WEB_CONCURRENCY, WEB_THREADS, WEB_ACCESS_LOG: see
-payments_project/serve.py), the same for every scenario, and BENCH_WRK_THREADS (wrk's threads,
-default 2).
+payments_project/serve.py), the same for every scenario, BENCH_WRK_THREADS (wrk's threads,
+default 2), and BENCH_DATABASE_URL / BENCH_REDIS_URL (default `payments_bench` and Redis database
+12: give each copy its own on a shared machine).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ CONNECTIONS = 16
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
 ENV = {
     "APP_ENV": "test",
-    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/payments_bench",
-    "REDIS_URL": "redis://127.0.0.1:6379/12",
+    "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments_bench"),
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
     # The limiter stays ON (one Redis round trip per request, as in production), set too high to refuse.
     "RATELIMIT_RATES": "default=100000000/m,entitlements=100000000/m",
     "DJANGO_DEBUG": "0",
@@ -62,10 +63,11 @@ ENV = {
 def database_prepare() -> None:
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'payments_bench'").fetchone()
+    server, _, name = ENV["DATABASE_URL"].rpartition("/")
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
-            conn.execute("CREATE DATABASE payments_bench")
+            conn.execute(f'CREATE DATABASE "{name}"')
     env = {**os.environ, **ENV}
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=150)
 
@@ -90,8 +92,9 @@ def data_fill() -> list[dict[str, Any]]:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE entitlements_entitlement, entitlements_familymember, subscriptions_subscriptionhistory,"
-            " subscriptions_subscription, authtoken_token, billing_planfeature RESTART IDENTITY CASCADE"
+            "TRUNCATE entitlements_entitlement, subscriptions_familymember,"
+            " subscriptions_subscriptionhistory, subscriptions_subscription, authtoken_token,"
+            " billing_planfeature RESTART IDENTITY CASCADE"
         )
     get_user_model().objects.filter(username__startswith="bench").delete()
     Plan.objects.filter(code__startswith="bench").delete()

@@ -8,6 +8,7 @@ Never import this from production code: importing it patches localstripe's class
 On top of localstripe 1.15 it adds `GET /v1/account`, Prices, Checkout Sessions with a test
 payment page (`/_dev/checkout/{id}`: the plan, its interval and trial, why a card was declined),
 pages to return to after it (`/_dev/return/success`, `/_dev/return/cancel`, for the README's demo),
+checkout sessions listed by customer and status and expired on request,
 Stripe-shaped 404/402 errors, idempotency keys, and the fields dj-stripe re-fetches when it
 processes invoice, subscription, charge and payment events;
 PaymentIntents take a description, declines happen at confirm with Stripe's decline codes,
@@ -599,6 +600,35 @@ class CheckoutSession(ls.StripeObject):
         self.payment_intent = intent.id
 
     @classmethod
+    def _api_list_all(
+        cls, url: str | None, limit: Any = None, starting_after: str | None = None, **filters: Any
+    ) -> Any:
+        """Stripe's filters of checkout.sessions.list that we use: customer and status."""
+        customer, status = filters.pop("customer", None), filters.pop("status", None)
+        _refuse_unknown(filters)
+        li = super()._api_list_all(url, limit=limit, starting_after=starting_after)
+        li._list = [
+            session
+            for session in sorted(li._list, key=lambda s: s.created, reverse=True)
+            if (customer is None or session.customer == customer)
+            and (status is None or session.status == status)
+        ]
+        return li
+
+    @classmethod
+    def _api_expire(cls, id: str, **kwargs: Any) -> Any:
+        """POST /v1/checkout/sessions/{id}/expire: an open session can no longer be paid."""
+        _refuse_unknown(kwargs)
+        session = cls._api_retrieve(id)
+        if session.status != "open":
+            raise UserError(
+                400,
+                f"Only an open Checkout Session can be expired; this one is {session.status}.",
+            )
+        session.status = "expired"
+        return session
+
+    @classmethod
     def _api_list_line_items(
         cls, id: str, limit: Any = None, starting_after: str | None = None, **kwargs: Any
     ) -> Any:
@@ -953,6 +983,10 @@ def _install() -> None:
     router.add_get(
         "/v1/checkout/sessions",
         server.api_list_all(CheckoutSession, "/v1/checkout/sessions"),
+    )
+    router.add_post(
+        "/v1/checkout/sessions/{id}/expire",
+        server.api_extra(CheckoutSession._api_expire, "/v1/checkout/sessions/{id}/expire"),
     )
     router.add_get(
         "/v1/checkout/sessions/{id}/line_items",

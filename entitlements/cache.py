@@ -10,6 +10,11 @@ Layout (keys go through the cache's KEY_PREFIX/VERSION, so they follow CACHES ov
   script only if the counter still holds what it read, so a rebuild that raced an invalidation
   never stores its stale result.
 
+An invalidation is first recorded in PostgreSQL (SnapshotInvalidation, in the transaction of the
+change) and the row deleted only once Redis confirmed the drop, so one sent while Redis was
+unreachable is applied again (entitlements.services.snapshot_invalidations_retry, a beat job)
+instead of being lost with the old snapshot coming back when Redis does.
+
 Every function raises CacheUnavailable when Redis cannot be reached; callers fall back to the
 database.
 """
@@ -23,10 +28,11 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.cache import caches
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django_redis import get_redis_connection
 
 from entitlements.metrics import entitlement_cache_fallbacks_total
+from entitlements.models import SnapshotInvalidation
 
 # Redis down, or the cache is not Redis (the local-memory default of `make run`): checks are then
 # answered from the database.
@@ -65,7 +71,9 @@ def version_key(user_id: int) -> str:
 
 
 def snapshot_ttl() -> int:
-    # Bounds how long a snapshot can outlive a lost invalidation (Redis down at commit time).
+    # The last resort: bounds how long a snapshot can outlive an invalidation that Redis itself
+    # confirmed and then lost (a failover to a lagging replica, a restore from an old dump).
+    # Invalidations Redis never confirmed are re-applied by the retry job within seconds.
     return int(settings.ENTITLEMENTS_SNAPSHOT_TTL_SECONDS)
 
 
@@ -106,11 +114,20 @@ def snapshot_write(*, user_id: int, version: str, meta: dict[str, Any], entries:
         raise CacheUnavailable(str(exc)) from exc
 
 
-def snapshot_invalidate(*, user_ids: Iterable[int]) -> None:
-    """Bump each user's version and drop the snapshot, atomically per call. Never raises."""
+def redis_configured() -> bool:
+    """Snapshots exist only in Redis (not in the local-memory cache of `make run`)."""
+    return "django_redis" in settings.CACHES["default"]["BACKEND"]
+
+
+def snapshot_invalidate(*, user_ids: Iterable[int]) -> bool:
+    """Bump each user's version and drop the snapshot, atomically per call. Never raises.
+
+    True when Redis confirmed (or there is no Redis: no snapshot to drop), False when it could not
+    be reached: the caller keeps its SnapshotInvalidation rows for the retry job.
+    """
     ids = sorted(set(user_ids))
-    if not ids or "django_redis" not in settings.CACHES["default"]["BACKEND"]:
-        return  # no Redis, no snapshots to drop
+    if not ids or not redis_configured():
+        return True
     try:
         pipe = _conn().pipeline(transaction=True)
         for user_id in ids:
@@ -118,12 +135,36 @@ def snapshot_invalidate(*, user_ids: Iterable[int]) -> None:
             pipe.delete(snapshot_key(user_id))
         pipe.execute()
     except REDIS_ERRORS:
-        # The snapshot (if Redis kept it) stays until its TTL: see snapshot_ttl().
         entitlement_cache_fallbacks_total.inc()
-        logger.warning("entitlement cache invalidation failed for users %s", ids, exc_info=True)
+        logger.warning("entitlement cache invalidation failed for users %s; retried by the beat job", ids)
+        return False
+    return True
 
 
 def snapshot_invalidate_on_commit(*, user_ids: Iterable[int]) -> None:
-    ids = frozenset(user_ids)
-    if ids:
-        transaction.on_commit(lambda: snapshot_invalidate(user_ids=ids))
+    """Drop the users' snapshots once the current transaction commits, durably.
+
+    One SnapshotInvalidation row per user is written now, in the caller's transaction (rolled back
+    with it); after commit the snapshots are dropped and, when Redis confirmed, the rows deleted.
+    Rows left (Redis unreachable, process killed before its after-commit work) are re-applied by
+    the beat job until Redis confirms: a snapshot older than the change is never served for longer
+    than that job's period after Redis answers again (README, "Entitlement checks").
+    """
+    ids = sorted(set(user_ids))
+    if not ids or not redis_configured():
+        return
+    rows = SnapshotInvalidation.objects.bulk_create(
+        [SnapshotInvalidation(user_id=user_id) for user_id in ids]
+    )
+    pks = [row.pk for row in rows]
+    transaction.on_commit(lambda: _invalidate_and_forget(user_ids=ids, pks=pks))
+
+
+def _invalidate_and_forget(*, user_ids: list[int], pks: list[int]) -> None:
+    if not snapshot_invalidate(user_ids=user_ids):
+        return  # the rows stay for the retry job
+    try:
+        SnapshotInvalidation.objects.filter(pk__in=pks).delete()
+    except DatabaseError:
+        # Applied already; the retry job applies it once more (a harmless drop) and deletes them.
+        logger.warning("could not delete applied snapshot invalidations %s", pks, exc_info=True)

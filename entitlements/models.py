@@ -79,3 +79,22 @@ class Entitlement(models.Model):
     def __str__(self) -> str:
         holder = f"user {self.user_id}" if self.user_id else f"family {self.family_id}"
         return f"{self.feature_id} for {holder} ({self.status})"
+
+
+class SnapshotInvalidation(models.Model):
+    """A user's cached entitlement snapshot that must be dropped from Redis.
+
+    Written in the transaction of the change that makes the snapshot wrong, so it exists exactly
+    when that change committed; deleted once Redis confirmed the drop (after commit, by the writer,
+    or by the beat job entitlements.tasks.snapshot_invalidations_retry_task, which re-applies what
+    is left every ENTITLEMENTS_INVALIDATION_RETRY_SECONDS). Without it an invalidation sent while
+    Redis was unreachable was lost, and the old snapshot came back with Redis.
+    """
+
+    # Not a foreign key: the insert then takes no lock on the user's row, and a deleted user's
+    # leftover rows only cost a harmless drop of a snapshot that no longer exists.
+    user_id = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"drop the snapshot of user {self.user_id}"

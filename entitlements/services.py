@@ -15,9 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Plan, PlanFeature
-from entitlements.cache import snapshot_invalidate_on_commit
+from entitlements.cache import snapshot_invalidate, snapshot_invalidate_on_commit
 from entitlements.events import entitlements_changed_record
-from entitlements.models import Entitlement
+from entitlements.models import Entitlement, SnapshotInvalidation
 from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError
 from subscriptions.models import FamilyMember, Subscription
@@ -237,3 +237,26 @@ def entitlement_set_status(*, entitlements: Iterable[Entitlement], status: str, 
             user_ids=holders_of(user_ids=[u for u, _ in holders], family_ids=[f for _, f in holders])
         )
     return updated
+
+
+_RETRY_BATCH = 1000
+
+
+def snapshot_invalidations_retry() -> int:
+    """Re-apply the snapshot drops Redis has not confirmed yet; the number applied.
+
+    The beat job runs this every ENTITLEMENTS_INVALIDATION_RETRY_SECONDS. Rows are deleted only
+    after Redis confirmed their drop (INCR of the version and DEL of the snapshot, in one MULTI),
+    so while Redis is unreachable they wait and nothing is lost. Deleting only the rows read keeps
+    a newer change's row (written meanwhile) for its own drop. A row whose writer is about to
+    delete it itself is dropped twice: harmless, one more cold check for that user.
+    """
+    applied = 0
+    while True:
+        rows = list(SnapshotInvalidation.objects.order_by("pk").values_list("pk", "user_id")[:_RETRY_BATCH])
+        if not rows or not snapshot_invalidate(user_ids=[user_id for _, user_id in rows]):
+            return applied
+        SnapshotInvalidation.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
+        applied += len(rows)
+        if len(rows) < _RETRY_BATCH:
+            return applied

@@ -310,3 +310,24 @@ def subject_user_for_read(request: Request, user_id: Any) -> Any:
         may=can_read_any_user,
         refusal="Only staff and service accounts may read another user's data.",
     )
+
+
+# Ours are kept short enough that every key derived from them (e.g. "payment:<user id>:<key>:confirm")
+# stays within Stripe's 255 characters and our columns: a longer one is the client's error, refused
+# here rather than by Stripe (where it would look like an outage).
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+
+
+def idempotency_key_header(request: Request) -> str | None:
+    """The request's `Idempotency-Key` header (None when absent or empty), or a 400 naming it."""
+    raw = request.headers.get("Idempotency-Key") or ""
+    if not raw:
+        return None
+    if len(raw) > IDEMPOTENCY_KEY_MAX_LENGTH or not (raw.isascii() and raw.isprintable()):
+        message = f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters."
+        raise DomainError(
+            message,
+            code="validation_error",
+            fields={"Idempotency-Key": [{"code": "invalid", "message": message}]},
+        )
+    return raw

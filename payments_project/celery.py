@@ -24,7 +24,7 @@ def ensure_broker_folders() -> None:
     from django.conf import settings
 
     options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
-    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder", "bad_folder"):
         if key in options:
             os.makedirs(options[key], exist_ok=True)
 

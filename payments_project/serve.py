@@ -15,6 +15,8 @@ p99 of 8.6-10.9 ms instead of 12.9-19 ms (bench/entitlements.py, README "Benchma
 - WEB_ACCESS_LOG (1): a line per request on stdout.
 - WEB_WORKER_KILL_TIMEOUT (30): seconds the stopping workers get to finish their requests (one
   budget for all of them); docker-compose.yml gives the container 35 s before it is killed.
+- PROMETHEUS_MULTIPROC_DIR: where the workers write their metrics so /metrics adds them up
+  (payments_project/metrics_multiprocess.py); default a fresh temporary folder, removed at exit.
 
 Variables are read as the settings read theirs (payments_project/env.py): an empty number means
 the default, an empty boolean means off. A worker that dies is
@@ -38,6 +40,7 @@ from granian import Granian
 from granian.constants import Interfaces
 
 from payments_project.env import env_bool, env_int, env_str
+from payments_project.metrics_multiprocess import metrics_dir_prepare, metrics_dir_remove
 
 APP = "payments_project.wsgi:application"
 
@@ -78,7 +81,13 @@ def options() -> dict[str, Any]:
 
 
 def main() -> None:
-    Granian(**options()).serve()
+    # Before any worker imports prometheus_client: /metrics then sums all workers.
+    metrics_dir, created = metrics_dir_prepare()
+    try:
+        Granian(**options()).serve()
+    finally:
+        if created:
+            metrics_dir_remove(metrics_dir)
 
 
 if __name__ == "__main__":

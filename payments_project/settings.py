@@ -68,6 +68,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Answers warm token-authenticated entitlement checks here; everything else goes on.
     "entitlements.middleware.EntitlementHotPathMiddleware",
+    # One Stripe time budget per request (the hot path above never calls Stripe).
+    "billing.stripe.gateway.StripeBudgetMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -217,8 +219,13 @@ RATELIMIT_FAIL_OPEN = True
 # How long a token's cached user snapshot (payments_project.authentication) may live. Token
 # deletion and user changes invalidate it at once; the TTL only bounds a lost invalidation.
 AUTH_TOKEN_CACHE_TTL_SECONDS = env_int("AUTH_TOKEN_CACHE_TTL_SECONDS", 60)
-# A user's cached entitlement snapshot: bounds how long it can outlive a lost invalidation.
-ENTITLEMENTS_SNAPSHOT_TTL_SECONDS = env_int("ENTITLEMENTS_SNAPSHOT_TTL_SECONDS", 3600)
+# A user's cached entitlement snapshot. Invalidations Redis did not confirm are re-applied every
+# ENTITLEMENTS_INVALIDATION_RETRY_SECONDS (a beat job); the TTL is only the last resort, for one
+# Redis confirmed and then lost (failover to a lagging replica, restore from an old dump).
+ENTITLEMENTS_SNAPSHOT_TTL_SECONDS = env_int("ENTITLEMENTS_SNAPSHOT_TTL_SECONDS", 600)
+ENTITLEMENTS_INVALIDATION_RETRY_SECONDS = env_int("ENTITLEMENTS_INVALIDATION_RETRY_SECONDS", 2)
+if ENTITLEMENTS_INVALIDATION_RETRY_SECONDS < 1:
+    raise ImproperlyConfigured("ENTITLEMENTS_INVALIDATION_RETRY_SECONDS must be at least 1")
 # A process's copy of the known feature codes (tells unknown_feature from not_in_plan).
 ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS = env_int("ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS", 60)
 
@@ -229,11 +236,15 @@ if PRODUCTION and CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_BROKER_FOLDER = VAR_DIR / "celery"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Embedded broker: a folder on disk, no server. The folders must exist before a worker starts.
+    # kombu's transport, hardened (payments_project/broker.py): messages appear whole, a bad file
+    # is set aside in bad_folder instead of stopping the worker.
+    CELERY_BROKER_TRANSPORT = "payments_project.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_FOLDER / "out"),
         "data_folder_out": str(CELERY_BROKER_FOLDER / "out"),
         "processed_folder": str(CELERY_BROKER_FOLDER / "processed"),
         "control_folder": str(CELERY_BROKER_FOLDER / "control"),
+        "bad_folder": str(CELERY_BROKER_FOLDER / "bad"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
@@ -260,7 +271,32 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "subscriptions.tasks.stripe_calls_sweep_task",
         "schedule": 60.0,
     },
+    "subscriptions-duplicates-settle": {
+        "task": "subscriptions.tasks.subscription_duplicates_settle_sweep_task",
+        "schedule": 300.0,
+    },
+    "subscriptions-reconcile-overdue": {
+        "task": "subscriptions.tasks.subscriptions_reconcile_overdue_task",
+        "schedule": 600.0,
+    },
 }
+# A live subscription whose period ended this long ago with no Stripe event since is asked of
+# Stripe by the job above (Stripe sends the renewal's events within minutes of the period end).
+SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS = env_int("SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS", 3600)
+if REDIS_URL:
+    # Entitlement snapshots live only in Redis: re-apply the drops it missed while unreachable. A
+    # run that no worker took in time expires rather than piling up behind an outage.
+    CELERY_BEAT_SCHEDULE["entitlements-snapshot-invalidations-retry"] = {
+        "task": "entitlements.tasks.snapshot_invalidations_retry_task",
+        "schedule": float(ENTITLEMENTS_INVALIDATION_RETRY_SECONDS),
+        "options": {"expire_seconds": ENTITLEMENTS_INVALIDATION_RETRY_SECONDS * 5},
+    }
+
+# The inbox's sweep (billing-stripe-events-sweep) queues again a row pending this long (never
+# queued, broker down) or left "processing" this long (its worker died: no live worker holds one
+# that long, as processing calls Stripe within STRIPE_REQUEST_BUDGET_SECONDS).
+STRIPE_EVENTS_STALE_PENDING_SECONDS = env_int("STRIPE_EVENTS_STALE_PENDING_SECONDS", 120)
+STRIPE_EVENTS_STALE_PROCESSING_SECONDS = env_int("STRIPE_EVENTS_STALE_PROCESSING_SECONDS", 600)
 
 # --- Stripe (dj-stripe keeps the local mirror) --------------------------------------------------
 # Without STRIPE_SECRET_KEY the project runs against the local stand-in (devtools/).
@@ -282,10 +318,17 @@ STRIPE_WEBHOOK_SECRET = env_str(
 STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith("sk_live_")
 STRIPE_TEST_SECRET_KEY = "" if STRIPE_LIVE_MODE else STRIPE_SECRET_KEY
 STRIPE_LIVE_SECRET_KEY = STRIPE_SECRET_KEY if STRIPE_LIVE_MODE else ""
+# One attempt's timeout; never more than what is left of the request's budget below.
 STRIPE_TIMEOUT_SECONDS = float(env_str("STRIPE_TIMEOUT_SECONDS", "10"))
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2)
+# All the Stripe time of one request, retries and back-off included; then 503 with Retry-After.
+STRIPE_REQUEST_BUDGET_SECONDS = float(env_str("STRIPE_REQUEST_BUDGET_SECONDS", "10"))
+if not 0 < STRIPE_REQUEST_BUDGET_SECONDS <= 60:
+    raise ImproperlyConfigured("STRIPE_REQUEST_BUDGET_SECONDS must be more than 0 and at most 60")
 STRIPE_BREAKER_FAIL_MAX = env_int("STRIPE_BREAKER_FAIL_MAX", 5)
 STRIPE_BREAKER_RESET_SECONDS = env_int("STRIPE_BREAKER_RESET_SECONDS", 30)
+# /health says Stripe is degraded while a call has been waiting longer than this.
+STRIPE_SLOW_CALL_SECONDS = float(env_str("STRIPE_SLOW_CALL_SECONDS", "5"))
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
 

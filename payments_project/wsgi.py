@@ -6,9 +6,11 @@ import os
 from django.core.wsgi import get_wsgi_application
 from django.urls import get_resolver
 
+from payments_project.metrics_multiprocess import metrics_forget_dead_processes
 from payments_project.wsgi_environ import without_process_environment
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "payments_project.settings")
+metrics_forget_dead_processes()  # a worker started in place of a dead one: drop its live gauges
 application = without_process_environment(get_wsgi_application())
 
 # Build what Django otherwise builds on the first request (the URL resolvers), then move every

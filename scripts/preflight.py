@@ -7,6 +7,7 @@ Run by `make test` before pytest (whose own failure would be a long traceback mu
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from urllib.parse import urlparse
@@ -52,6 +53,10 @@ def main() -> int:
             where = f"{parsed.hostname}:{parsed.port}"
             print(f"{what} is not reachable at {where} ({name}); {how}.", file=sys.stderr)
             return 2
+    if shutil.which("redis-server") is None:
+        # The Redis outage tests start (and pause, and kill) a redis-server of their own.
+        print("redis-server is not installed: apt-get install redis-server.", file=sys.stderr)
+        return 2
     return 0
 
 

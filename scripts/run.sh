@@ -13,7 +13,7 @@ export DJANGO_DEBUG=${DJANGO_DEBUG:-1}
 export LOG_FORMAT=${LOG_FORMAT:-plain}
 export STRIPE_STANDIN_PORT=${STRIPE_STANDIN_PORT:-8420}
 export PYTHONUNBUFFERED=1
-mkdir -p var/celery/out var/celery/processed var/celery/control
+mkdir -p var/celery/out var/celery/processed var/celery/control var/celery/bad
 
 "$PY" scripts/dev_migrate.py  # migrate; an empty SQLite database starts from a cached migrated copy
 # The stand-in signs its webhooks with this secret; dj-stripe verifies them against the same row.
@@ -44,4 +44,6 @@ else
   echo "Stripe: real API with your key; forward webhooks with: stripe listen --forward-to $STANDIN_WEBHOOK_URL"
 fi
 echo "Serving on http://127.0.0.1:$WEB_PORT (admin at /admin/, API at /api/v1/, docs at /api/v1/docs/)"
+# The worker and the stand-in run under devtools/supervise.py: one that dies is started again and
+# the others stay up (honcho alone stops everything when one process exits).
 exec "$VENV/bin/honcho" -f Procfile.dev start "${processes[@]}"

@@ -6,4 +6,7 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Subscriptions"
 
     def ready(self) -> None:
-        from subscriptions import stripe_handlers  # noqa: F401 - connects the Stripe event handlers
+        from subscriptions import (
+            stripe_handlers,  # noqa: F401 - connects the Stripe event handlers
+            tasks,  # noqa: F401 - registers the tasks that services queue by name
+        )

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from subscriptions.families.models import Family, FamilyMember
 
-__all__ = ["Family", "FamilyMember", "Subscription", "SubscriptionHistory"]
+__all__ = ["LIVE_STATUSES", "Family", "FamilyMember", "Subscription", "SubscriptionHistory"]
+
+# A subscription in one of these is still the customer's (transitions.BLOCKS_NEW_CHECKOUT, the same
+# set): at most one per user and one per family, enforced by the database (Subscription.Meta).
+LIVE_STATUSES = ("trialing", "active", "past_due", "unpaid", "paused", "suspended")
 
 
 class Subscription(models.Model):
@@ -45,12 +50,33 @@ class Subscription(models.Model):
     # The period end receivers were last told about (activated/renewed): a period that moves
     # forward is announced once, whichever delivery (invoice or subscription event) brings it.
     announced_period_end = models.DateTimeField(null=True, blank=True, editable=False)
+    # Stripe completed this subscription while the customer (or their family) already had a live
+    # one, kept instead: this one was cancelled at once. Settled once cancelled at Stripe too and
+    # whatever it charged refunded (services.subscription_duplicate_settle).
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    duplicate_settled_at = models.DateTimeField(null=True, blank=True, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         indexes = [models.Index(fields=["user", "status"], name="subscription_user_status")]
+        constraints = [
+            # Two checkouts paid for one customer must not both run: the second to go live breaks
+            # these and is cancelled instead (services._safe_transition), whatever the timing.
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(status__in=LIVE_STATUSES),
+                name="subscription_one_live_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["family"],
+                condition=Q(status__in=LIVE_STATUSES, family__isnull=False),
+                name="subscription_one_live_per_family",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.plan.code} for {self.user} ({self.status})"

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -23,13 +24,21 @@ from django.utils import timezone
 
 from billing.catalog.selectors import Quote, plan_quote, stripe_price_find
 from billing.models import Plan, PricingZone, StripePrice
+from billing.money import format_money
 from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.accounts.services import audit_record
-from payments_project.errors import Conflict, DomainError, NotFound
+from payments_project.errors import Conflict, DomainError, NotFound, constraint_name
 from subscriptions import events, signals
 from subscriptions.models import Family, Subscription, SubscriptionHistory, SubscriptionStripeCall
-from subscriptions.transitions import ENDED, GIVES_ACCESS, STRIPE_STATUS, is_allowed, signals_for
+from subscriptions.transitions import (
+    BLOCKS_NEW_CHECKOUT,
+    ENDED,
+    GIVES_ACCESS,
+    STRIPE_STATUS,
+    is_allowed,
+    signals_for,
+)
 
 logger = logging.getLogger(__name__)
 Status = Subscription.Status
@@ -112,17 +121,24 @@ def subscription_transition(
     note: str = "",
 ) -> Subscription:
     """Move `subscription` to `to_status` if the table allows it (same status: nothing happens)."""
-    with transaction.atomic():
-        locked = _lock(subscription)
-        to_send = _transition_locked(
-            subscription=locked,
-            to_status=to_status,
-            cause=cause,
-            stripe_event_id=stripe_event_id,
-            staff_user=staff_user,
-            note=note,
-        )
-        _send(locked, to_send)
+    try:
+        with transaction.atomic():
+            locked = _lock(subscription)
+            to_send = _transition_locked(
+                subscription=locked,
+                to_status=to_status,
+                cause=cause,
+                stripe_event_id=stripe_event_id,
+                staff_user=staff_user,
+                note=note,
+            )
+            _send(locked, to_send)
+    except IntegrityError as exc:
+        if constraint_name(exc) not in ONE_LIVE_CONSTRAINTS:
+            raise
+        raise Conflict(
+            "The customer (or their family) already has a live subscription.", code="already_subscribed"
+        ) from exc
     _refresh_from(subscription, locked)
     return subscription
 
@@ -207,15 +223,89 @@ def _is_stale(subscription: Subscription, event_created: datetime, event_id: str
     return False
 
 
-def _safe_transition(subscription: Subscription, to_status: str, event_id: str) -> list[Signal]:
+def _safe_transition(
+    subscription: Subscription, to_status: str, event_id: str, *, cause: str = Cause.WEBHOOK
+) -> list[Signal]:
     """Webhooks: a transition the table refuses is logged and skipped, the rest still applies
-    (raising would only make Stripe retry a delivery that can never succeed)."""
+    (raising would only make Stripe retry a delivery that can never succeed).
+
+    A subscription that would go live while its customer (or family) already has a live one breaks
+    the one-live constraints (the database decides, whatever the timing): it is cancelled instead
+    and settled at Stripe after commit (see _duplicate_cancel_locked)."""
+    before = (subscription.status, subscription.cancelled_at)
     try:
-        return _transition_locked(
-            subscription=subscription, to_status=to_status, cause=Cause.WEBHOOK, stripe_event_id=event_id
-        )
+        with transaction.atomic():  # a savepoint: a refused change leaves the rest of the event
+            return _transition_locked(
+                subscription=subscription, to_status=to_status, cause=cause, stripe_event_id=event_id
+            )
     except IllegalTransition:
         return []
+    except IntegrityError as exc:
+        if constraint_name(exc) not in ONE_LIVE_CONSTRAINTS:
+            raise
+        subscription.status, subscription.cancelled_at = before
+        return _duplicate_cancel_locked(subscription=subscription, event_id=event_id, cause=cause)
+
+
+ONE_LIVE_CONSTRAINTS = frozenset({"subscription_one_live_per_user", "subscription_one_live_per_family"})
+# The task that settles a duplicate at Stripe, named rather than imported (tasks import services).
+DUPLICATE_SETTLE_TASK = "subscriptions.tasks.subscription_duplicate_settle_task"
+
+
+def _duplicate_cancel_locked(
+    *, subscription: Subscription, event_id: str, cause: str = Cause.WEBHOOK
+) -> list[Signal]:
+    """Stripe completed a second subscription for a customer (or family) who has a live one: the
+    customer keeps the live one; this one is cancelled now, so it never grants anything, with the
+    reason on its history and in the audit log, and is cancelled and refunded at Stripe after
+    commit (a Celery task; the beat job subscriptions-duplicates-settle retries what is left)."""
+    same_holder = Q(user_id=subscription.user_id)
+    if subscription.family_id:
+        same_holder |= Q(family_id=subscription.family_id)
+    kept = (
+        Subscription.objects.filter(same_holder, status__in=BLOCKS_NEW_CHECKOUT)
+        .exclude(pk=subscription.pk)
+        .order_by("pk")
+        .first()
+    )
+    kept_name = f"subscription #{kept.pk} ({kept.stripe_subscription_id})" if kept else "another subscription"
+    reason = (
+        f"Duplicate: the customer already had a live {kept_name}. Cancelled at once; at Stripe it is "
+        "cancelled too and its first charge refunded (a trial ends with no charge)."
+    )
+    subscription.duplicate_of = kept
+    subscription.save(update_fields=["duplicate_of", "updated_at"])
+    to_send = _transition_locked(
+        subscription=subscription,
+        to_status=Status.CANCELLED,
+        cause=cause,
+        stripe_event_id=event_id,
+        note=reason,
+    )
+    audit_record(
+        actor=None,
+        action="subscription.duplicate_cancelled",
+        target=subscription,
+        subject_user_id=subscription.user_id,
+        reason=reason,
+        data={"kept_subscription_id": kept.pk if kept else None, "stripe_event_id": event_id},
+    )
+    logger.warning(
+        "duplicate subscription cancelled",
+        extra={"subscription_id": subscription.pk, "kept_subscription_id": kept.pk if kept else None},
+    )
+    pk = subscription.pk
+    transaction.on_commit(lambda: _publish_duplicate_settle(pk))
+    return to_send
+
+
+def _publish_duplicate_settle(subscription_id: int) -> None:
+    try:
+        current_app.signature(DUPLICATE_SETTLE_TASK, args=(subscription_id,)).delay()
+    except Exception:
+        logger.warning(
+            "could not queue the settling of duplicate %s; the beat job will", subscription_id, exc_info=True
+        )
 
 
 def _announce_period(subscription: Subscription, to_send: list[Signal]) -> list[Signal]:
@@ -232,8 +322,11 @@ def _announce_period(subscription: Subscription, to_send: list[Signal]) -> list[
     return [*to_send, signals.subscription_renewed]
 
 
-def subscription_sync_from_stripe(*, data: dict, event_id: str, event_created: datetime) -> Subscription:
-    """Apply a Stripe Subscription object (customer.subscription.created/updated/deleted)."""
+def subscription_sync_from_stripe(
+    *, data: dict, event_id: str, event_created: datetime, cause: str = Cause.WEBHOOK
+) -> Subscription:
+    """Apply a Stripe Subscription object (customer.subscription.created/updated/deleted, or one
+    read from Stripe by the reconcile job: cause SCHEDULE)."""
     item = _first_item(data)
     metadata = data.get("metadata") or {}
     with transaction.atomic():
@@ -262,7 +355,7 @@ def subscription_sync_from_stripe(*, data: dict, event_id: str, event_created: d
         if status is None:
             logger.error("unknown Stripe subscription status %r", data.get("status"))
         else:
-            to_send = _safe_transition(sub, status, event_id)
+            to_send = _safe_transition(sub, status, event_id, cause=cause)
         to_send = _announce_period(sub, to_send)
         _send(sub, to_send)
         if sub.cancel_at_period_end != cancel_flag_before and sub.status not in ENDED:
@@ -818,4 +911,154 @@ def subscription_stripe_calls_sweep() -> int:
             logger.warning(
                 "subscription change %s still not sent: %s", pk, exc.message, extra={"call_id": pk}
             )
+    return done
+
+
+# --- duplicates: Stripe's side ----------------------------------------------------------------------
+
+
+def _invoice_payment_intent(invoice: Mapping[str, Any]) -> str:
+    """The PaymentIntent that paid an invoice: `payment_intent` on API versions before
+    2025-03-31, else the invoice's first payment (read with `expand=["payments"]`)."""
+    direct = invoice.get("payment_intent")
+    if direct:
+        return str(direct if isinstance(direct, str) else direct.get("id"))
+    payments = (invoice.get("payments") or {}).get("data") or []
+    for payment in payments:
+        intent = (payment.get("payment") or {}).get("payment_intent")
+        if intent:
+            return str(intent if isinstance(intent, str) else intent.get("id"))
+    return ""
+
+
+def subscription_duplicate_settle(*, subscription_id: int) -> bool:
+    """A duplicate's Stripe side: cancelled there now (Stripe ends a trial with no charge) and what
+    its invoices charged refunded, with keys derived from our row, so a retry never refunds twice;
+    then recorded on its history and in the audit log. True once settled (now or before)."""
+    sub = Subscription.objects.filter(pk=subscription_id, duplicate_of__isnull=False).first()
+    if sub is None or sub.duplicate_settled_at is not None:
+        return sub is not None
+    stripe_id = _stripe_id(sub)
+    gw = stripe_gateway.client()
+    remote = stripe_gateway.call(gw.v1.subscriptions.retrieve, stripe_id)
+    if remote["status"] != "canceled":
+        stripe_gateway.call(
+            gw.v1.subscriptions.cancel, stripe_id, {}, {"idempotency_key": f"subscription:{sub.pk}:duplicate"}
+        )
+    refunded: list[str] = []
+    for listed in stripe_gateway.call(gw.v1.invoices.list, {"subscription": stripe_id, "limit": 100}).data:
+        invoice = listed.to_dict()
+        if not invoice.get("amount_paid"):
+            continue
+        if not _invoice_payment_intent(invoice):
+            invoice = stripe_gateway.call(
+                gw.v1.invoices.retrieve, invoice["id"], {"expand": ["payments"]}
+            ).to_dict()
+        intent = _invoice_payment_intent(invoice)
+        if not intent:
+            continue
+        stripe_gateway.call(
+            gw.v1.refunds.create,
+            {"payment_intent": intent, "reason": "duplicate"},
+            {"idempotency_key": f"subscription:{sub.pk}:duplicate-refund:{invoice['id']}"},
+        )
+        refunded.append(format_money(int(invoice["amount_paid"]), str(invoice["currency"]).upper()))
+    note = "Duplicate cancelled at Stripe; " + (
+        f"refunded {', '.join(refunded)}." if refunded else "nothing had been charged (trial or unpaid)."
+    )
+    with transaction.atomic():
+        settled = Subscription.objects.filter(pk=sub.pk, duplicate_settled_at__isnull=True).update(
+            duplicate_settled_at=timezone.now()
+        )
+        if settled:
+            _audit(sub, Cause.WEBHOOK, None, note)
+            audit_record(
+                actor=None,
+                action="subscription.duplicate_settled",
+                target=sub,
+                subject_user_id=sub.user_id,
+                reason=note,
+                data={"refunded": refunded},
+            )
+    return True
+
+
+# A duplicate not settled this long after it was found: its task was lost or Stripe was down.
+DUPLICATE_SETTLE_AFTER = timedelta(minutes=2)
+
+
+def subscription_duplicates_settle_sweep() -> int:
+    """Beat job: queue the settling of duplicates still waiting; the number queued."""
+    ids = list(
+        Subscription.objects.filter(
+            duplicate_of__isnull=False,
+            duplicate_settled_at__isnull=True,
+            updated_at__lt=timezone.now() - DUPLICATE_SETTLE_AFTER,
+        ).values_list("pk", flat=True)[:500]
+    )
+    for pk in ids:
+        _publish_duplicate_settle(pk)
+    return len(ids)
+
+
+# --- periods that ended without a word from Stripe ------------------------------------------------
+
+
+def subscriptions_overdue(*, now: datetime | None = None) -> list[int]:
+    """Live subscriptions whose period ended more than SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS ago
+    with nothing from Stripe since (a missed or delayed webhook): their ids, oldest period first."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS)
+    return list(
+        Subscription.objects.filter(
+            status__in=GIVES_ACCESS,
+            stripe_subscription_id__isnull=False,
+            current_period_end__lt=now - grace,
+        )
+        .filter(Q(stripe_state_at__isnull=True) | Q(stripe_state_at__lt=F("current_period_end")))
+        .order_by("current_period_end")
+        .values_list("pk", flat=True)[:RECONCILE_BATCH]
+    )
+
+
+RECONCILE_BATCH = 200
+
+
+def subscription_reconcile(*, subscription_id: int) -> Subscription:
+    """Ask Stripe for the subscription's current state and apply it (outside any transaction).
+
+    A subscription Stripe no longer knows is cancelled here, with that reason on its history.
+    """
+    sub = Subscription.objects.get(pk=subscription_id)
+    stripe_id = _stripe_id(sub)
+    read_at = timezone.now()
+    try:
+        remote = stripe_gateway.call(stripe_gateway.client().v1.subscriptions.retrieve, stripe_id)
+    except DomainError as exc:
+        if exc.code != "stripe_invalid_request":
+            raise
+        return subscription_transition(
+            subscription=sub,
+            to_status=Status.CANCELLED,
+            cause=Cause.SCHEDULE,
+            note=f"Stripe no longer knows {stripe_id} ({exc.message}); cancelled by the reconcile job.",
+        )
+    return subscription_sync_from_stripe(
+        data=remote.to_dict(), event_id="", event_created=read_at, cause=Cause.SCHEDULE
+    )
+
+
+def subscriptions_reconcile_overdue() -> int:
+    """Beat job: reconcile every overdue subscription with Stripe; the number reconciled (one that
+    fails, e.g. Stripe down, is tried again on the next run)."""
+    done = 0
+    for pk in subscriptions_overdue():
+        try:
+            subscription_reconcile(subscription_id=pk)
+        except DomainError as exc:
+            logger.warning("could not reconcile subscription %s: %s", pk, exc.message)
+            if isinstance(exc, stripe_gateway.StripeUnavailable):
+                break  # the rest would wait on the same outage
+            continue
+        done += 1
     return done

@@ -28,6 +28,7 @@ ACCESS_SUSPENDED = frozenset({S.PAST_DUE, S.UNPAID, S.PAUSED, S.SUSPENDED})
 ENDED = frozenset({S.CANCELLED, S.INCOMPLETE_EXPIRED})
 # Still the customer's subscription: it holds the family's seats and forbids buying a second one.
 HOLDS_FAMILY_SEATS = GIVES_ACCESS | ACCESS_SUSPENDED
+# At most one per user and per family, enforced by the database (models.LIVE_STATUSES, the same set).
 BLOCKS_NEW_CHECKOUT = GIVES_ACCESS | ACCESS_SUSPENDED
 
 ALLOWED: dict[str, frozenset[str]] = {

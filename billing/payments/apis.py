@@ -16,7 +16,7 @@ from billing.models import Payment, Plan
 from billing.payments.selectors import payment_list
 from billing.payments.services import payment_create, payment_status_set
 from payments_project.accounts.selectors import can_read_any_user
-from payments_project.api import subject_user, subject_user_for_read
+from payments_project.api import idempotency_key_header, subject_user, subject_user_for_read
 
 
 class PaymentCreateInputSerializer(serializers.Serializer):
@@ -168,7 +168,7 @@ class PaymentViewSet(viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         payment = payment_create(
             user=subject_user(request, request.query_params.get("user_id")),
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            idempotency_key=idempotency_key_header(request),
             **data.validated_data,
         )
         return Response(PaymentOutputSerializer(payment).data, status=201)

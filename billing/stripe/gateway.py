@@ -1,54 +1,65 @@
 """The one door to Stripe: every call goes through `call()`, behind one circuit breaker.
 
-The SDK retries transient failures itself (`max_network_retries`, with backoff, reusing the
-idempotency key), each request has a timeout, and writes carry an idempotency key derived from our
-own rows. The breaker (pybreaker) counts only outages (connection errors, Stripe 5xx): a declined
-card is an answer, not an outage. Entitlement checks never come here.
+- **Concurrent.** The breaker (billing/stripe/breaker.py) keeps its lock only for its bookkeeping,
+  never during a call: calls from different requests run side by side.
+- **One time budget per request.** Everything a request spends waiting for Stripe, retries and
+  their back-off included, comes out of STRIPE_REQUEST_BUDGET_SECONDS (`StripeBudgetMiddleware`
+  opens one per request; outside a request each call gets its own). Each attempt's timeout is the
+  smaller of STRIPE_TIMEOUT_SECONDS and what is left, the SDK's retries (with the same
+  idempotency key) stop when too little is left, and a request whose budget is spent answers 503
+  with Retry-After at once.
+- **Only outages count.** Network errors, timeouts and Stripe 5xx count towards opening the
+  breaker (a declined card, an invalid request, a rate limit or a refused key are answers), and what
+  we can check ourselves (the idempotency key's length) is refused before any call.
+- Writes carry an idempotency key derived from our own rows. Entitlement checks never come here.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import pybreaker
 import stripe
 from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
 from prometheus_client import Gauge
 
+from billing.stripe.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
 from payments_project.errors import DomainError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_STATE_VALUES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+# Stripe refuses longer keys with a 400 (https://docs.stripe.com/api/idempotent_requests).
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# An attempt with less time than this left is not started: it could not get an answer.
+_MIN_ATTEMPT_SECONDS = 0.05
+
+_STATE_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 circuit_breaker_state = Gauge(
     "circuit_breaker_state",
     "Circuit breaker state per dependency: 0 closed, 1 half-open, 2 open.",
     ["name"],
+    # Several web workers, one breaker each: the worst of the running ones.
+    multiprocess_mode="livemax",
 )
 
 
-def _is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError))
+def _state_changed(name: str, old: str, new: str) -> None:
+    logger.warning("%s circuit breaker %s -> %s", name, old, new)
+    circuit_breaker_state.labels(name=name).set(_STATE_VALUES[new])
 
 
-class _StateToMetric(pybreaker.CircuitBreakerListener):
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        if old_state is not None and old_state.name == new_state.name:
-            return
-        logger.warning("stripe circuit breaker %s -> %s", getattr(old_state, "name", None), new_state.name)
-        circuit_breaker_state.labels(name=cb.name).set(_STATE_VALUES[new_state.name])
-
-
-breaker = pybreaker.CircuitBreaker(
+breaker = CircuitBreaker(
     name="stripe",
     fail_max=settings.STRIPE_BREAKER_FAIL_MAX,
-    reset_timeout=settings.STRIPE_BREAKER_RESET_SECONDS,
-    exclude=[lambda exc: not _is_outage(exc)],
-    listeners=[_StateToMetric()],
+    reset_seconds=settings.STRIPE_BREAKER_RESET_SECONDS,
+    on_state_change=_state_changed,
 )
 circuit_breaker_state.labels(name="stripe").set(0)
 
@@ -62,13 +73,107 @@ class PaymentDeclined(DomainError):
     code = "card_declined"
 
 
+# --- the time budget ------------------------------------------------------------------------------
+
+
+class Budget:
+    """Seconds of Stripe time one request may still spend (monotonic clock)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+        self.deadline: float | None = None  # set while a call runs: when this call must stop
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            return self.left
+        return self.deadline - time.monotonic()
+
+
+_budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("stripe_budget", default=None)
+
+
+@contextmanager
+def budget_scope(seconds: float | None = None) -> Iterator[Budget]:
+    """Every Stripe call inside shares one budget (default STRIPE_REQUEST_BUDGET_SECONDS)."""
+    budget = Budget(settings.STRIPE_REQUEST_BUDGET_SECONDS if seconds is None else seconds)
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
+
+
+class StripeBudgetMiddleware:
+    """One Stripe time budget per request (after the entitlement hot path, which never calls Stripe)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        with budget_scope():
+            return self.get_response(request)
+
+
+class _BudgetExhausted(stripe.APIConnectionError):
+    """No attempt was made: the request's Stripe budget is spent."""
+
+
+class BudgetedRequestsClient(stripe.RequestsClient):
+    """The SDK's requests transport, bounded by the current call's budget.
+
+    Hooks of stripe.HTTPClient (stripe pinned in requirements.txt; test_gateway covers them): the
+    attempt timeout (`_timeout`, read by RequestsClient for each request), whether to retry, and
+    the back-off before a retry.
+    """
+
+    def __init__(self, *, timeout: float) -> None:
+        self._configured_timeout = timeout
+        super().__init__(timeout=timeout)
+
+    @property
+    def _timeout(self) -> float:
+        budget = _budget.get()
+        if budget is None or budget.deadline is None:
+            return self._configured_timeout
+        return max(_MIN_ATTEMPT_SECONDS, min(self._configured_timeout, budget.remaining()))
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._configured_timeout = value
+
+    # RequestsClient's own signature (HTTPClient's declares another return type and a `_usage`
+    # keyword that the retry loop never passes).
+    def request(  # type: ignore[override]
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        budget = _budget.get()
+        if budget is not None and budget.deadline is not None and budget.remaining() < _MIN_ATTEMPT_SECONDS:
+            raise _BudgetExhausted("The request's Stripe time budget is spent.", should_retry=False)
+        return super().request(method, url, headers, post_data)
+
+    def _should_retry(
+        self, response: Any, api_connection_error: Any, num_retries: int, max_network_retries: int | None
+    ) -> bool:
+        if not super()._should_retry(response, api_connection_error, num_retries, max_network_retries):
+            return False
+        budget = _budget.get()
+        return budget is None or budget.remaining() > _MIN_ATTEMPT_SECONDS + stripe.HTTPClient.INITIAL_DELAY
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        sleep = super()._sleep_time_seconds(num_retries)
+        budget = _budget.get()
+        if budget is None:
+            return sleep
+        return max(0.0, min(sleep, budget.remaining() - _MIN_ATTEMPT_SECONDS))
+
+
 @functools.cache
 def client() -> stripe.StripeClient:
     return stripe.StripeClient(
         settings.STRIPE_SECRET_KEY,
         base_addresses={"api": settings.STRIPE_API_BASE},
         max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
-        http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT_SECONDS),
+        http_client=BudgetedRequestsClient(timeout=settings.STRIPE_TIMEOUT_SECONDS),
     )
 
 
@@ -79,33 +184,109 @@ def configure_sdk_globals() -> None:
     stripe.default_http_client = stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT_SECONDS)
 
 
+# --- state for /health and /metrics ---------------------------------------------------------------
+
+
 def breaker_state() -> str:
-    return str(breaker.current_state)
+    return breaker.state
+
+
+def stripe_health() -> dict[str, Any]:
+    """Stripe as this process has seen it on real traffic (no call): down while the breaker is
+    open; degraded while half-open, after an outage not yet followed by an answer, or while a call
+    has been waiting longer than STRIPE_SLOW_CALL_SECONDS."""
+    state = breaker.state
+    slow = breaker.slow_calls(older_than=settings.STRIPE_SLOW_CALL_SECONDS)
+    failures = breaker.fail_counter
+    if state == OPEN:
+        status = "down"
+    elif state == HALF_OPEN or slow or failures:
+        status = "degraded"
+    else:
+        status = "up"
+    return {"status": status, "circuit_breaker": state, "failures": failures, "slow_calls": slow}
+
+
+# --- the call -------------------------------------------------------------------------------------
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Network errors and timeouts (APIConnectionError) and Stripe's own 5xx; nothing else."""
+    if isinstance(exc, _BudgetExhausted):
+        return False  # no attempt was made: it says nothing about Stripe
+    if isinstance(exc, stripe.APIConnectionError):
+        return True
+    status = getattr(exc, "http_status", None)
+    return isinstance(exc, stripe.StripeError) and isinstance(status, int) and status >= 500
+
+
+def _validate(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """What Stripe would refuse and we can see before calling (a client error is no outage)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Mapping):
+            key = value.get("idempotency_key")
+            if isinstance(key, str) and len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+                raise DomainError(
+                    f"The idempotency key is longer than {IDEMPOTENCY_KEY_MAX_LENGTH} characters.",
+                    code="idempotency_key_too_long",
+                )
+
+
+def _unavailable(message: str, retry_after: int) -> StripeUnavailable:
+    return StripeUnavailable(message, headers={"Retry-After": str(retry_after)})
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one SDK call behind the breaker and turn Stripe's errors into our error format."""
+    """Run one SDK call within the request's budget, behind the breaker; Stripe's errors become ours."""
+    _validate(args, kwargs)
+    budget = _budget.get() or Budget(settings.STRIPE_REQUEST_BUDGET_SECONDS)
+    if budget.left < _MIN_ATTEMPT_SECONDS:
+        raise _unavailable("Stripe did not answer in time; try again shortly.", breaker.retry_after())
     try:
-        return breaker.call(fn, *args, **kwargs)
-    except pybreaker.CircuitBreakerError:
-        raise StripeUnavailable(
-            "Stripe is unavailable; try again shortly.",
-            headers={"Retry-After": str(settings.STRIPE_BREAKER_RESET_SECONDS)},
-        ) from None
-    except stripe.CardError as exc:
+        ticket = breaker.enter()
+    except BreakerOpen as exc:
+        raise _unavailable("Stripe is unavailable; try again shortly.", exc.retry_after) from None
+    token = _budget.set(budget)
+    started = time.monotonic()
+    budget.deadline = started + budget.left
+    try:
+        result = fn(*args, **kwargs)
+    except stripe.StripeError as exc:
+        if _is_outage(exc):
+            breaker.outage(ticket)
+        elif isinstance(exc, _BudgetExhausted):
+            breaker.abandoned(ticket)
+        else:
+            breaker.answered(ticket)
+        raise _translated(exc) from exc
+    except BaseException:
+        breaker.abandoned(ticket)
+        raise
+    else:
+        breaker.success(ticket)
+        return result
+    finally:
+        budget.deadline = None
+        budget.left -= time.monotonic() - started
+        _budget.reset(token)
+
+
+def _translated(exc: stripe.StripeError) -> DomainError:
+    if isinstance(exc, stripe.CardError):
         error = exc.error
-        raise PaymentDeclined(
+        return PaymentDeclined(
             exc.user_message or "The card was declined.",
             extra={"decline_code": str(getattr(error, "decline_code", None) or exc.code or "card_declined")},
-        ) from exc
-    except stripe.InvalidRequestError as exc:
-        raise DomainError(
-            exc.user_message or "Stripe refused the request.", code="stripe_invalid_request"
-        ) from exc
-    except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError) as exc:
-        raise StripeUnavailable(
-            "Stripe did not answer; try again shortly.", headers={"Retry-After": "5"}
-        ) from exc
-    except stripe.StripeError as exc:
-        logger.error("unexpected Stripe error: %s", exc)
-        raise DomainError("Stripe refused the request.", code="stripe_error", status_code=502) from exc
+        )
+    if isinstance(exc, stripe.InvalidRequestError):
+        return DomainError(exc.user_message or "Stripe refused the request.", code="stripe_invalid_request")
+    if isinstance(exc, _BudgetExhausted):
+        return _unavailable("Stripe did not answer in time; try again shortly.", breaker.retry_after())
+    if _is_outage(exc):
+        if breaker.state == OPEN:  # opened by this very failure: the client waits for its trial
+            return _unavailable("Stripe is unavailable; try again shortly.", breaker.retry_after())
+        return _unavailable("Stripe did not answer; try again shortly.", 5)
+    if isinstance(exc, stripe.RateLimitError):
+        return _unavailable("Stripe is busy; try again shortly.", 5)
+    logger.error("unexpected Stripe error: %s", exc)
+    return DomainError("Stripe refused the request.", code="stripe_error", status_code=502)

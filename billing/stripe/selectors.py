@@ -12,7 +12,7 @@ from djstripe.models import Event
 
 from billing.models import Payment
 from billing.stripe.models import StripeEvent
-from billing.stripe.services import STALE_PROCESSING, retry_delay
+from billing.stripe.services import retry_delay, stale_processing
 
 _MIRRORS: dict[str, Any] = {
     "payment_intent": djstripe_models.PaymentIntent,
@@ -43,12 +43,12 @@ def current_object_as_of(event: Event) -> tuple[dict[str, Any], datetime]:
 
 def stripe_event_next_attempt(*, row: StripeEvent) -> datetime | None:
     """When a failed event is tried again without anyone's help: its task's retry with backoff,
-    or at the latest the sweep (which queues failed rows again once STALE_PROCESSING has passed).
+    or at the latest the sweep (which queues failed rows again once the stale-processing age passed).
     None when nothing will try again by itself (done, or dead: retries exhausted)."""
     if row.status != StripeEvent.Status.FAILED or row.started_at is None:
         return None
     delay = retry_delay(max(row.attempts - 1, 0))
-    return row.started_at + min(delay, STALE_PROCESSING)
+    return row.started_at + min(delay, stale_processing())
 
 
 def stripe_event_customer_user_id(*, row: StripeEvent) -> int | None:

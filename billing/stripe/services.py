@@ -29,8 +29,6 @@ from payments_project.events.services import Actor, actor_bound
 
 logger = logging.getLogger(__name__)
 
-# A row left "processing" this long ago belongs to a worker that died: it may be claimed again.
-STALE_PROCESSING = timedelta(minutes=10)
 # The processing task's retries: exponential backoff from 10 s (10 s, 20 s, ... about 21 min).
 MAX_RETRIES = 8
 
@@ -38,6 +36,16 @@ MAX_RETRIES = 8
 def retry_delay(retries: int) -> timedelta:
     """How long the task waits before its retry number `retries` + 1."""
     return timedelta(seconds=10 * 2**retries)
+
+
+def stale_processing() -> timedelta:
+    """A row left "processing" this long ago belongs to a worker that died: it may be claimed again."""
+    return timedelta(seconds=settings.STRIPE_EVENTS_STALE_PROCESSING_SECONDS)
+
+
+def _stale_pending() -> timedelta:
+    """A pending row this old was never queued (broker down) or its message was lost."""
+    return timedelta(seconds=settings.STRIPE_EVENTS_STALE_PENDING_SECONDS)
 
 
 class StripeEventFailed(Exception):
@@ -99,19 +107,15 @@ def _publish(stripe_event_pk: int) -> None:
         logger.warning("could not queue Stripe event %s; the sweep will", stripe_event_pk, exc_info=True)
 
 
-# A pending row this old was never queued (broker down) or its message was lost.
-STALE_PENDING = timedelta(minutes=2)
-
-
 def stripe_events_sweep() -> int:
     """Beat job: queue again what would otherwise wait forever: pending rows never queued (the
     broker was down), rows left "processing" by a worker that died, failed rows whose retries were
     lost. Processing claims each row atomically, so a row queued twice is processed once."""
     now = timezone.now()
     stuck = StripeEvent.objects.filter(
-        Q(status=StripeEvent.Status.PENDING, received_at__lt=now - STALE_PENDING)
-        | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - STALE_PROCESSING)
-        | Q(status=StripeEvent.Status.FAILED, started_at__lt=now - STALE_PROCESSING)
+        Q(status=StripeEvent.Status.PENDING, received_at__lt=now - _stale_pending())
+        | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - stale_processing())
+        | Q(status=StripeEvent.Status.FAILED, started_at__lt=now - stale_processing())
     ).values_list("pk", flat=True)[:500]
     ids = list(stuck)
     for pk in ids:
@@ -129,7 +133,7 @@ def stripe_event_process(*, stripe_event_pk: int) -> StripeEvent:
         StripeEvent.objects.filter(pk=stripe_event_pk)
         .filter(
             Q(status__in=[StripeEvent.Status.PENDING, StripeEvent.Status.FAILED])
-            | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - STALE_PROCESSING)
+            | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - stale_processing())
         )
         .update(status=StripeEvent.Status.PROCESSING, attempts=F("attempts") + 1, started_at=now)
     )
@@ -174,7 +178,7 @@ def stripe_event_give_up(*, stripe_event_pk: int) -> None:
 
 def stripe_event_reprocess(*, stripe_event_pks: list[int], actor: Any) -> int:
     """Staff's "reprocess" action: put failed or dead events back in the queue (audited)."""
-    stale = timezone.now() - STALE_PROCESSING
+    stale = timezone.now() - stale_processing()
     ids = list(
         StripeEvent.objects.filter(pk__in=stripe_event_pks)
         .filter(

@@ -498,3 +498,27 @@ def test_the_demo_return_urls_are_pages(client: stripe.StripeClient, standin: St
     assert "<h1>Thank you</h1>" in success.text
     assert "14 days free, then €8.99/month for Pro." in success.text
     assert (cancel.status_code, "<h1>Checkout cancelled</h1>" in cancel.text) == (200, True)
+
+
+def test_sessions_are_listed_by_status_and_only_an_open_one_can_be_expired(
+    client: stripe.StripeClient,
+) -> None:
+    # given a paid session and an open one
+    price = _recurring_price(client)
+    paid = _subscription_session(client, price.id)
+    _pay(paid, GOOD_CARD)
+    open_ = _subscription_session(client, price.id)
+
+    # when the open ones are listed and expired, and the paid one is asked to expire too
+    listed = [s.id for s in client.v1.checkout.sessions.list({"status": "open"}).data]
+    expired = client.v1.checkout.sessions.expire(open_.id)
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.expire(paid.id)
+
+    # then only the open one was listed and expired, and it can no longer be paid
+    assert listed == [open_.id]
+    assert expired.status == "expired"
+    assert "this one is complete" in str(refused.value.user_message)
+    assert _pay(open_, GOOD_CARD).status_code == 400
+    customer = client.v1.checkout.sessions.retrieve(paid.id).customer
+    assert [s.id for s in client.v1.checkout.sessions.list({"customer": customer}).data] == [paid.id]

@@ -14,6 +14,7 @@ from entitlements import cache
 from entitlements.selectors import entitlement_check, entitlement_list, entitlement_snapshot_build
 from entitlements.services import (
     entitlement_grant_for_subscription,
+    entitlement_grant_one_time,
     entitlement_revoke_for_subscription,
     entitlement_suspend_for_subscription,
 )
@@ -239,8 +240,10 @@ def test_list_shows_the_effective_entitlements_with_their_source(make_plan: Call
     user = UserFactory()
     subscription = SubscriptionFactory(user=user, plan=make_plan("export"))
     entitlement_grant_for_subscription(subscription=subscription)
-    expired = SubscriptionFactory(user=user, plan=make_plan("old"), current_period_end=timezone.now())
-    entitlement_grant_for_subscription(subscription=expired)
+    # (a second live subscription cannot exist: one per customer, enforced by the database)
+    entitlement_grant_one_time(
+        user=user, plan=make_plan("old"), source_ref="pi_old", expires_at=timezone.now()
+    )
 
     # when listing twice (cold, then warm)
     cold = entitlement_list(user_id=user.pk)

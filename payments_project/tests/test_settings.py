@@ -103,3 +103,18 @@ def test_check_deploy_is_clean_with_production_variables() -> None:
     result = _run(PRODUCTION, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "System check identified no issues" in result.stdout
+
+
+def test_with_redis_the_snapshot_drops_redis_missed_are_retried_every_two_seconds() -> None:
+    read = (
+        "import json, django; from django.conf import settings as s; django.setup();"
+        "print(json.dumps(s.CELERY_BEAT_SCHEDULE.get('entitlements-snapshot-invalidations-retry')))"
+    )
+    with_redis = _run(PRODUCTION, "-c", read)
+    embedded = _run({}, "-c", read)
+    assert json.loads(with_redis.stdout) == {
+        "task": "entitlements.tasks.snapshot_invalidations_retry_task",
+        "schedule": 2.0,
+        "options": {"expire_seconds": 10},
+    }
+    assert json.loads(embedded.stdout) is None  # the local-memory cache holds no snapshots

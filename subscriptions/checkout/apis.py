@@ -9,7 +9,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from payments_project.api import subject_user
+from payments_project.api import idempotency_key_header, subject_user
 from subscriptions.checkout.services import checkout_session_create
 
 
@@ -53,6 +53,6 @@ class CheckoutSessionViewSet(viewsets.ViewSet):
             zone_code=values.get("zone"),
             success_url=values["success_url"],
             cancel_url=values["cancel_url"],
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
+            idempotency_key=idempotency_key_header(request),
         )
         return Response(CheckoutSessionOutputSerializer(session).data, status=201)

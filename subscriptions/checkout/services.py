@@ -27,8 +27,9 @@ from subscriptions.transitions import BLOCKS_NEW_CHECKOUT
 def _refuse_second_subscription(*, user: Any) -> None:
     """A customer with a running subscription changes plan instead of buying a second one.
 
-    A guard for the common mistake (a double click, a second tab), not a lock: two sessions opened
-    at the same instant could both be paid, and Stripe would then bill both subscriptions.
+    A friendly early answer for the common mistake (a double click, a second tab), not the rule:
+    the database keeps one live subscription per customer (and per family), and a second one
+    Stripe still completes is cancelled and refunded when its events arrive (subscriptions.services).
     """
     current = (
         Subscription.objects.filter(user=user, status__in=BLOCKS_NEW_CHECKOUT).select_related("plan").first()
@@ -39,6 +40,29 @@ def _refuse_second_subscription(*, user: Any) -> None:
             code="already_subscribed",
             extra={"subscription_id": str(current.pk)},
         )
+
+
+def _expire_open_subscription_sessions(*, customer_id: str) -> None:
+    """A new subscription checkout replaces the customer's open ones: each is expired at Stripe
+    (it can no longer be paid), so an older tab cannot start a second subscription. One that was
+    completed meanwhile cannot be expired; its subscription is handled when its events arrive."""
+    gw = stripe_gateway.client()
+    sessions = stripe_gateway.call(
+        gw.v1.checkout.sessions.list, {"customer": customer_id, "status": "open", "limit": 100}
+    )
+    for session in sessions.data:
+        if session.mode != "subscription":
+            continue  # a one-time purchase in another tab goes on
+        try:
+            stripe_gateway.call(
+                gw.v1.checkout.sessions.expire,
+                session["id"],
+                {},
+                {"idempotency_key": f"expire:{session['id']}"},
+            )
+        except DomainError as exc:
+            if exc.code != "stripe_invalid_request":
+                raise
 
 
 def checkout_session_create(
@@ -72,6 +96,8 @@ def checkout_session_create(
         _refuse_second_subscription(user=user)
     price = stripe_price_ensure(item=PushItem(plan, quote.currency, quote.amount))
     customer_id = customer_ensure(user=user)
+    if plan.interval != Plan.Interval.ONE_TIME:
+        _expire_open_subscription_sessions(customer_id=customer_id)
     metadata = {"user_id": str(user.pk), "plan_code": plan.code, "pricing_zone": zone.code if zone else ""}
     params: dict[str, Any] = {
         "mode": "payment" if plan.interval == Plan.Interval.ONE_TIME else "subscription",

@@ -4,6 +4,7 @@ from Stripe's fixtures3.json: subscription, invoice, checkout.session)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,7 +104,7 @@ def checkout_obj(meta: dict[str, str]) -> dict[str, Any]:
 
 
 Event = tuple[str, str, int, dict[str, Any]]  # (kind, id, created, object)
-APPLY = {
+APPLY: dict[str, Callable[..., Any]] = {
     "sub": services.subscription_sync_from_stripe,
     "paid": services.subscription_apply_invoice_paid,
     "failed": services.subscription_apply_invoice_failed,

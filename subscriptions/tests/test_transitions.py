@@ -4,10 +4,10 @@ import logging
 
 import pytest
 
-from subscriptions.models import Subscription, SubscriptionHistory
+from subscriptions.models import LIVE_STATUSES, Subscription, SubscriptionHistory
 from subscriptions.services import IllegalTransition, subscription_transition
 from subscriptions.tests.factories import SubscriptionFactory
-from subscriptions.transitions import ALLOWED
+from subscriptions.transitions import ALLOWED, BLOCKS_NEW_CHECKOUT
 
 S = Subscription.Status
 ALL = list(S.values)
@@ -122,3 +122,7 @@ def test_cancelling_stamps_cancelled_at() -> None:
     # then the time is recorded
     subscription.refresh_from_db()
     assert subscription.cancelled_at is not None
+
+
+def test_the_statuses_the_database_allows_once_per_user_are_those_that_block_a_new_checkout() -> None:
+    assert frozenset(LIVE_STATUSES) == BLOCKS_NEW_CHECKOUT

@@ -305,3 +305,25 @@ def test_a_customer_naming_another_user_in_the_list_gets_403(ana) -> None:  # ty
     # then she is refused, as on every other endpoint, rather than shown her own rows
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", ["k" * 201, "clé-accentuée", "tab\tinside"])
+def test_an_idempotency_key_stripe_would_refuse_is_a_400_before_any_stripe_call(
+    stripe_standin: StandinServer, ana, key: str
+) -> None:  # type: ignore[no-untyped-def]
+    # when ana pays with a key too long (or not printable ASCII) for Stripe's 255 once prefixed
+    response = token_client(ana).post(
+        "/api/v1/payments/",
+        {"amount": 1500, "currency": "EUR"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+
+    # then a 400 naming the header; no row, no Stripe customer, and the breaker counted nothing
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert list(response.json()["error"]["fields"]) == ["Idempotency-Key"]
+    assert Payment.objects.count() == 0
+    assert stripe_gateway.client().v1.customers.list().data == []
+    assert stripe_gateway.breaker.fail_counter == 0

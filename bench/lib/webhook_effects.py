@@ -1,0 +1,18 @@
+"""Loaded into the bench's Celery workers (`celery worker --include webhook_effects`): counts each
+time an event's processing takes effect, in the processing's own transaction (an attempt that is
+rolled back, or killed, leaves no row), so bench/webhooks.py can tell lost and doubled events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from djstripe.event_handlers import djstripe_receiver
+
+TABLE = "bench_webhook_effects"
+
+
+@djstripe_receiver("balance.available")
+def count_effect(sender: Any, event: Any, **kwargs: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {TABLE} (event_id, at) VALUES (%s, clock_timestamp())", [event.id])  # noqa: S608 - constant table

@@ -1,0 +1,145 @@
+"""Periods that ended with no word from Stripe (a missed or delayed webhook) are asked of Stripe."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from billing.catalog.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory
+from billing.models import Feature
+from billing.stripe import gateway as stripe_gateway
+from devtools.testing import StandinServer
+from entitlements.selectors import entitlement_check
+from entitlements.services import entitlement_grant_for_subscription
+from subscriptions.models import Subscription, SubscriptionHistory
+from subscriptions.services import subscriptions_overdue
+from subscriptions.tasks import subscriptions_reconcile_overdue_task
+from subscriptions.tests.factories import SubscriptionFactory
+
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture
+def remote(stripe_standin: StandinServer) -> Any:
+    """A monthly subscription at Stripe, active, its period running."""
+    gw = stripe_gateway.client()
+    product = gw.v1.products.create({"name": "Pro"})
+    price = gw.v1.prices.create(
+        {"product": product.id, "currency": "usd", "unit_amount": 999, "recurring": {"interval": "month"}}
+    )
+    customer = gw.v1.customers.create({"email": "late@example.com"})
+    card = gw.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    gw.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": card.id}})
+    return gw.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+
+
+def _ours(stripe_id: str, *, ended_ago: timedelta, heard_ago: timedelta | None) -> Subscription:
+    """Our active row whose period ended `ended_ago`, Stripe last heard from `heard_ago`."""
+    now = timezone.now()
+    plan = PlanFactory()
+    feature = Feature.objects.filter(code="export").first() or FeatureFactory(code="export")
+    PlanFeatureFactory(plan=plan, feature=feature)
+    sub: Any = SubscriptionFactory(
+        plan=plan,
+        stripe_subscription_id=stripe_id,
+        current_period_start=now - ended_ago - timedelta(days=30),
+        current_period_end=now - ended_ago,
+        stripe_state_at=None if heard_ago is None else now - heard_ago,
+    )
+    entitlement_grant_for_subscription(subscription=sub)
+    return sub
+
+
+def _check(sub: Subscription) -> tuple[bool, str]:
+    result = entitlement_check(user_id=sub.user_id, features=["export"])[0]
+    return result["allowed"], result["reason"]
+
+
+def test_a_renewal_whose_events_never_came_is_read_from_stripe_and_applied(
+    remote: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given our row still on the period that ended 2 hours ago, no event since; access has expired
+    sub = _ours(remote.id, ended_ago=timedelta(hours=2), heard_ago=timedelta(days=30))
+    assert _check(sub) == (False, "expired")
+
+    # when the beat job runs
+    with django_capture_on_commit_callbacks(execute=True):
+        reconciled = subscriptions_reconcile_overdue_task.delay().get()
+
+    # then Stripe's current period is ours, confirmed now, and access runs again to its end
+    sub.refresh_from_db()
+    assert reconciled == 1
+    assert (sub.status, int(sub.current_period_end.timestamp())) == ("active", remote.current_period_end)
+    assert sub.stripe_state_at is not None
+    assert sub.stripe_state_at > timezone.now() - timedelta(minutes=1)
+    assert _check(sub) == (True, "granted")
+    assert subscriptions_overdue() == []
+
+
+def test_one_cancelled_at_stripe_is_cancelled_here_by_the_job(
+    remote: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given a subscription cancelled at Stripe whose deleted event never reached us
+    sub = _ours(remote.id, ended_ago=timedelta(hours=2), heard_ago=None)
+    stripe_gateway.client().v1.subscriptions.cancel(remote.id)
+
+    # when the beat job runs
+    with django_capture_on_commit_callbacks(execute=True):
+        subscriptions_reconcile_overdue_task.delay().get()
+
+    # then it is cancelled here too, the job named as the cause
+    sub.refresh_from_db()
+    assert sub.status == "cancelled"
+    assert list(sub.history.values_list("from_status", "to_status", "cause")) == [
+        ("active", "cancelled", SubscriptionHistory.Cause.SCHEDULE)
+    ]
+    assert _check(sub) == (False, "no_subscription")
+
+
+def test_one_stripe_no_longer_knows_is_cancelled_with_the_reason(stripe_standin: StandinServer) -> None:
+    # given our active row for a subscription id Stripe does not know
+    sub = _ours("sub_gone", ended_ago=timedelta(hours=2), heard_ago=None)
+
+    # when the beat job runs
+    subscriptions_reconcile_overdue_task.delay().get()
+
+    # then it is cancelled, saying why
+    sub.refresh_from_db()
+    history = sub.history.get()
+    assert (sub.status, history.cause) == ("cancelled", SubscriptionHistory.Cause.SCHEDULE)
+    assert history.note.startswith("Stripe no longer knows sub_gone (")
+
+
+def test_within_the_grace_or_heard_from_since_nothing_is_asked(settings: Any) -> None:
+    # given the default grace of an hour: one period ended 10 minutes ago, one 2 hours ago that
+    # Stripe confirmed since, one ended 2 hours ago with nothing since, and one already cancelled
+    assert settings.SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS == 3600
+    _ours("sub_recent", ended_ago=timedelta(minutes=10), heard_ago=None)
+    _ours("sub_confirmed", ended_ago=timedelta(hours=2), heard_ago=timedelta(hours=1))
+    overdue = _ours("sub_overdue", ended_ago=timedelta(hours=2), heard_ago=timedelta(days=3))
+    ended = _ours("sub_ended", ended_ago=timedelta(hours=2), heard_ago=None)
+    Subscription.objects.filter(pk=ended.pk).update(status=Subscription.Status.CANCELLED)
+
+    # then only the overdue one is asked of Stripe
+    assert subscriptions_overdue() == [overdue.pk]
+
+
+def test_stripe_down_leaves_them_for_the_next_run(settings: Any) -> None:
+    # given Stripe unreachable and an overdue subscription
+    settings.STRIPE_API_BASE = "http://127.0.0.1:1"
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    stripe_gateway.client.cache_clear()
+    sub = _ours("sub_waiting", ended_ago=timedelta(hours=2), heard_ago=None)
+    try:
+        # when the beat job runs
+        reconciled = subscriptions_reconcile_overdue_task.delay().get()
+    finally:
+        stripe_gateway.client.cache_clear()
+
+    # then nothing changed and it is still due
+    sub.refresh_from_db()
+    assert (reconciled, sub.status) == (0, "active")
+    assert subscriptions_overdue() == [sub.pk]
