@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import uuid
 from queue import Empty
-from time import monotonic
+from time import time_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -39,7 +39,9 @@ class Channel(filesystem.Channel):
     # kombu's filesystem Channel's signature (its AbstractChannel names the argument `message`).
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Write the message under a temporary name, then rename it into the queue at once."""
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        # Readers take files in name order: a fixed-width wall-clock prefix keeps that the order
+        # of writing (unpadded numbers sort "1_x" after "12_y", and monotonic restarts at boot).
+        name = f"{time_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         temporary = os.path.join(self.data_folder_out, _TEMP_PREFIX + name)
         try:

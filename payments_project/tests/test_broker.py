@@ -40,8 +40,8 @@ def test_an_empty_or_damaged_file_is_set_aside_and_the_next_message_delivered(
 ) -> None:
     # given an empty message file and a damaged one ahead of a good message in the queue
     options = _options(tmp_path)
-    (tmp_path / "out" / "0_empty.jobs.msg").write_bytes(b"")
-    (tmp_path / "out" / "1_damaged.jobs.msg").write_bytes(b'{"body": ')
+    (tmp_path / "out" / "00000000000000000000_empty.jobs.msg").write_bytes(b"")
+    (tmp_path / "out" / "00000000000000000001_damaged.jobs.msg").write_bytes(b'{"body": ')
     with Connection("filesystem://", transport=TRANSPORT, transport_options=options) as conn:
         queue = conn.SimpleQueue("jobs")
         queue.put({"n": 1})
@@ -54,10 +54,13 @@ def test_an_empty_or_damaged_file_is_set_aside_and_the_next_message_delivered(
 
     # then it got the good message; the two bad files are set aside and logged; nothing is left
     assert message.payload == {"n": 1}
-    assert sorted(os.listdir(tmp_path / "bad")) == ["0_empty.jobs.msg", "1_damaged.jobs.msg"]
+    assert sorted(os.listdir(tmp_path / "bad")) == [
+        "00000000000000000000_empty.jobs.msg",
+        "00000000000000000001_damaged.jobs.msg",
+    ]
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "broker message 0_empty.jobs.msg is not a message",
-        "broker message 1_damaged.jobs.msg is not a message",
+        "broker message 00000000000000000000_empty.jobs.msg is not a message",
+        "broker message 00000000000000000001_damaged.jobs.msg is not a message",
     ]
     assert [name for name in os.listdir(tmp_path / "out") if name.endswith(".msg")] == []
 
@@ -130,3 +133,18 @@ def test_a_worker_on_the_file_broker_survives_an_empty_message_file(tmp_path: Pa
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
+
+
+def test_messages_are_read_in_the_order_they_were_written(tmp_path: Path) -> None:
+    # given twelve messages written one after another
+    options = _options(tmp_path)
+    with Connection("filesystem://", transport=TRANSPORT, transport_options=options) as conn:
+        channel = conn.default_channel
+        for n in range(12):
+            channel._put("jobs", {"n": n})
+
+        # when they are all read
+        received = [channel._get("jobs")["n"] for _ in range(12)]
+
+    # then they come back in the order of writing
+    assert received == list(range(12))
