@@ -218,13 +218,19 @@ def _claim_sql(payload_column: str) -> str:
         )
         UPDATE {table} SET claimed_by = %(me)s, lease_until = %(until)s, attempts = attempts + 1
         WHERE id IN (
-            SELECT c.id FROM cand c WHERE NOT EXISTS (
-                SELECT 1 FROM {table} p
+            SELECT c.id FROM cand c
+            LEFT JOIN LATERAL (
+                -- LIMIT keeps this a per-candidate probe of the partial aggregate index; written
+                -- as NOT EXISTS, PostgreSQL hashed every unpublished row once per claim (a
+                -- 100,000-row backlog cost 70 ms a batch).
+                SELECT 1 AS found FROM {table} p
                 WHERE p.aggregate_type = c.aggregate_type AND p.aggregate_id = c.aggregate_id
                   AND p.sequence < c.sequence AND p.published_at IS NULL
                   AND p.id NOT IN (SELECT id FROM cand)
                   AND NOT (p.claimed_by = %(me)s AND p.lease_until >= %(now)s)
-            )
+                LIMIT 1
+            ) earlier ON TRUE
+            WHERE earlier.found IS NULL
         )
         RETURNING id, type, schema_version, aggregate_type, aggregate_id, sequence, occurred_at,
                   actor_type, actor_id, {payload_column}
@@ -277,6 +283,18 @@ def events_mark_published(*, relay_id: str, event_ids: Sequence[uuid.UUID]) -> i
     """The broker acknowledged these: published (by `relay_id`), lease over."""
     if not event_ids:
         return 0
+    if connection.vendor == "postgresql":
+        # One array parameter: Django's `IN (%s, %s, ...)` of a 1,000-row batch spent a third of
+        # the marking's time composing and parsing the statement.
+        table = DomainEvent._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""UPDATE {table} SET published_at = %s, claimed_by = %s, lease_until = NULL,
+                       last_error = '', publish_count = publish_count + 1
+                    WHERE id = ANY(%s) AND published_at IS NULL""",  # noqa: S608 - model's table
+                [timezone.now(), relay_id, list(event_ids)],
+            )
+            return int(cursor.rowcount)
     return DomainEvent.objects.filter(pk__in=list(event_ids), published_at__isnull=True).update(
         published_at=timezone.now(),
         claimed_by=relay_id,
