@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
@@ -19,34 +19,46 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def envelope_attributes(
-    *,
-    event_id: str,
-    type: str,
-    schema_version: int,
-    aggregate_type: str,
-    aggregate_id: str,
-    sequence: int,
-    occurred_at: datetime,
-    actor_type: str,
-    actor_id: str,
-) -> dict[str, Any]:
+class EventColumns(Protocol):
+    """The immutable columns an envelope is built from: a DomainEvent row or the relay's claim."""
+
+    @property
+    def id(self) -> Any: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def aggregate_type(self) -> str: ...
+    @property
+    def aggregate_id(self) -> str: ...
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def actor_type(self) -> str: ...
+    @property
+    def actor_id(self) -> str: ...
+
+
+def envelope_attributes(event: EventColumns) -> dict[str, Any]:
     """Every attribute but `data`. Extension attribute names are lowercase letters only, as the
     CloudEvents spec requires; `sequence` is a string, as its Sequence extension says."""
     return {
         "specversion": SPEC_VERSION,
-        "id": event_id,
+        "id": str(event.id),
         "source": settings.EVENTS_SOURCE,
-        "type": type,
-        "subject": f"{aggregate_type}/{aggregate_id}",
-        "time": rfc3339(occurred_at),
+        "type": event.type,
+        "subject": f"{event.aggregate_type}/{event.aggregate_id}",
+        "time": rfc3339(event.occurred_at),
         "datacontenttype": "application/json",
-        "schemaversion": schema_version,
-        "aggregatetype": aggregate_type,
-        "aggregateid": aggregate_id,
-        "sequence": str(sequence),
-        "actortype": actor_type,
-        "actorid": actor_id,
+        "schemaversion": event.schema_version,
+        "aggregatetype": event.aggregate_type,
+        "aggregateid": event.aggregate_id,
+        "sequence": str(event.sequence),
+        "actortype": event.actor_type,
+        "actorid": event.actor_id,
     }
 
 

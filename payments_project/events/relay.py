@@ -227,7 +227,7 @@ class Relay:
         produced: list[uuid.UUID] = []
         try:
             for event in claimed:
-                value = envelope_bytes(_attributes(event), event.payload_json)
+                value = envelope_bytes(envelope_attributes(event), event.payload_json)
                 headers: list[tuple[str, str | bytes | None]] = [
                     ("ce_id", str(event.id).encode()),
                     ("ce_type", event.type.encode()),
@@ -351,17 +351,3 @@ class Relay:
             )
         except DatabaseError:
             logger.warning("relay %s: heartbeat not written", self.relay_id, exc_info=True)
-
-
-def _attributes(event: ClaimedEvent) -> dict[str, Any]:
-    return envelope_attributes(
-        event_id=str(event.id),
-        type=event.type,
-        schema_version=event.schema_version,
-        aggregate_type=event.aggregate_type,
-        aggregate_id=event.aggregate_id,
-        sequence=event.sequence,
-        occurred_at=event.occurred_at,
-        actor_type=event.actor_type,
-        actor_id=event.actor_id,
-    )

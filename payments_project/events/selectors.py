@@ -19,20 +19,7 @@ from payments_project.events.models import DomainEvent, RelayHeartbeat
 
 def event_envelope(event: DomainEvent) -> dict[str, Any]:
     """The CloudEvents envelope of a row, exactly as the relay publishes it."""
-    return envelope(
-        envelope_attributes(
-            event_id=str(event.id),
-            type=event.type,
-            schema_version=event.schema_version,
-            aggregate_type=event.aggregate_type,
-            aggregate_id=event.aggregate_id,
-            sequence=event.sequence,
-            occurred_at=event.occurred_at,
-            actor_type=event.actor_type,
-            actor_id=event.actor_id,
-        ),
-        event.payload,
-    )
+    return envelope(envelope_attributes(event), event.payload)
 
 
 def _oldest_open_write_start() -> datetime | None:
