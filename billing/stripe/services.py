@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
@@ -66,30 +66,49 @@ def stripe_event_refs(body: dict[str, Any]) -> tuple[str, str]:
 
 def stripe_event_accept(*, trigger: WebhookEventTrigger) -> None:
     """A verified delivery: record the event in the inbox (a second delivery of the same id only
-    counts itself) and enqueue its processing after commit. Never calls Stripe."""
+    counts itself, and makes a failed or dead event pending again) and enqueue its processing after
+    commit. Never calls Stripe. One statement: this is the whole of a webhook's database work beside
+    dj-stripe's delivery row."""
     body = trigger.json_body
     created = body.get("created")
     object_id, customer_id = stripe_event_refs(body)
-    row, is_new = StripeEvent.objects.get_or_create(
-        stripe_event_id=body["id"],
-        defaults={
-            "type": str(body.get("type", ""))[:128],
-            "object_id": object_id,
-            "stripe_customer_id": customer_id,
-            "livemode": bool(body.get("livemode")),
-            "stripe_created": datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int) else None,
-            "trigger": trigger,
-        },
-    )
-    if not is_new:
-        StripeEvent.objects.filter(pk=row.pk).update(deliveries=F("deliveries") + 1)
-        # A redelivery of an event that failed (or died) is a reason to try again now.
-        retry = StripeEvent.objects.filter(
-            pk=row.pk, status__in=[StripeEvent.Status.FAILED, StripeEvent.Status.DEAD]
-        ).update(status=StripeEvent.Status.PENDING, trigger=trigger)
-        if not retry:
-            return
-    _enqueue(row.pk)
+    table = StripeEvent._meta.db_table
+    ops = connection.ops
+    status = StripeEvent.Status
+    stripe_created = datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int) else None
+    with connection.cursor() as cursor:
+        # In the SET clause, columns name the row as it was (PostgreSQL and SQLite alike).
+        cursor.execute(
+            f"""INSERT INTO {table} (stripe_event_id, type, object_id, stripe_customer_id, livemode,
+                    stripe_created, status, attempts, deliveries, last_error, trigger_id, received_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, 0, 1, '', %s, %s)
+                ON CONFLICT (stripe_event_id) DO UPDATE SET
+                    deliveries = {table}.deliveries + 1,
+                    trigger_id = CASE WHEN {table}.status IN (%s, %s)
+                                 THEN excluded.trigger_id ELSE {table}.trigger_id END,
+                    status = CASE WHEN {table}.status IN (%s, %s) THEN %s ELSE {table}.status END
+                RETURNING id, trigger_id""",  # noqa: S608 - the model's table name
+            [
+                body["id"],
+                str(body.get("type", ""))[:128],
+                object_id,
+                customer_id,
+                bool(body.get("livemode")),
+                ops.adapt_datetimefield_value(stripe_created),
+                status.PENDING,
+                trigger.pk,
+                ops.adapt_datetimefield_value(timezone.now()),
+                status.FAILED,
+                status.DEAD,
+                status.FAILED,
+                status.DEAD,
+                status.PENDING,
+            ],
+        )
+        row_pk, row_trigger = cursor.fetchone()
+    # This delivery's trigger is on the row when the event is new or due to be tried again.
+    if row_trigger == trigger.pk:
+        _enqueue(row_pk)
 
 
 def _enqueue(stripe_event_pk: int) -> None:

@@ -78,19 +78,22 @@ class StripeEventView(View):
             body = request.body.decode(request.encoding or "utf-8")
         except UnicodeDecodeError:
             body = "(error decoding body)"
-        trigger = WebhookEventTrigger.objects.create(
-            headers=dict(request.headers),
-            body=body,
-            remote_ip=get_remote_ip(request),
-            webhook_endpoint=endpoint,
-            stripe_trigger_account=endpoint.djstripe_owner_account,
-            valid=_verified(body, request.headers["stripe-signature"], endpoint),  # one INSERT
-        )
+        valid = _verified(body, request.headers["stripe-signature"], endpoint)
+        # The delivery's record and the inbox row commit together: one commit per webhook.
+        with transaction.atomic():
+            trigger = WebhookEventTrigger.objects.create(
+                headers=dict(request.headers),
+                body=body,
+                remote_ip=get_remote_ip(request),
+                webhook_endpoint=endpoint,
+                stripe_trigger_account=endpoint.djstripe_owner_account,
+                valid=valid,
+            )
+            if valid:
+                stripe_event_accept(trigger=trigger)
         if not trigger.valid:
             logger.warning("refused webhook delivery %s: signature or body invalid", trigger.pk)
             return JsonResponse(
                 error_body("invalid_webhook", "Signature, timestamp or body is invalid."), status=400
             )
-        with transaction.atomic():
-            stripe_event_accept(trigger=trigger)
         return JsonResponse({"received": True, "event": trigger.json_body.get("id")})
