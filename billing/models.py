@@ -6,6 +6,7 @@ sub-package that owns them.
 
 from billing.catalog.models import (
     Feature,
+    MeteredPrice,
     Plan,
     PlanFeature,
     Price,
@@ -14,11 +15,21 @@ from billing.catalog.models import (
     ZoneCountry,
     ZonePrice,
 )
+from billing.metering.models import (
+    MeterReconciliation,
+    MeterReconciliationLine,
+    MeterReport,
+    StripeMeter,
+)
 from billing.payments.models import Payment, PaymentStatusChange, Refund
 from billing.stripe.models import StripeEvent
 
 __all__ = [
     "Feature",
+    "MeterReconciliation",
+    "MeterReconciliationLine",
+    "MeterReport",
+    "MeteredPrice",
     "Payment",
     "PaymentStatusChange",
     "Plan",
@@ -27,6 +38,7 @@ __all__ = [
     "PricingZone",
     "Refund",
     "StripeEvent",
+    "StripeMeter",
     "StripePrice",
     "ZoneCountry",
     "ZonePrice",

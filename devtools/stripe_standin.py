@@ -13,7 +13,8 @@ Stripe-shaped 404/402 errors, idempotency keys, and the fields dj-stripe re-fetc
 processes invoice, subscription, charge and payment events;
 PaymentIntents take a description, declines happen at confirm with Stripe's decline codes,
 refunds take a reason, refuse more than is left and send refund.created / charge.refunded,
-subscriptions with a trial start "trialing", updates take proration_behavior. State lives in
+subscriptions with a trial start "trialing", updates take proration_behavior; Billing Meters,
+meter events and their summaries, and metered prices (devtools/standin_meters.py). State lives in
 memory (localstripe's own pickle to /tmp is off), or in --state-file across restarts.
 
 Where it still differs from Stripe (known, accepted for development and tests):
@@ -36,6 +37,7 @@ import logging
 import os
 import pickle
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -1008,6 +1010,9 @@ def _install() -> None:
     router.add_get("/_dev/checkout/{id}", _checkout_page)
     router.add_post("/_dev/checkout/{id}/complete", _complete_checkout)
     router.add_delete("/_config/webhooks/{id}", _unregister_webhook)
+    from devtools import standin_meters  # Billing Meters, in their own module
+
+    standin_meters.install(router, sys.modules[__name__])
 
 
 with warnings.catch_warnings():

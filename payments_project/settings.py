@@ -267,6 +267,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 60.0,
     },
     "billing-refunds-resubmit": {"task": "billing.payments.tasks.refunds_resubmit_task", "schedule": 300.0},
+    "billing-meter-reports-send": {
+        "task": "billing.metering.tasks.meter_reports_send_task",
+        "schedule": 60.0,
+    },
     "subscriptions-stripe-calls-sweep": {
         "task": "subscriptions.tasks.stripe_calls_sweep_task",
         "schedule": 60.0,
@@ -280,6 +284,14 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 600.0,
     },
 }
+# Metered billing (docs/metering.md): usage is reported to Stripe per closed window of this length,
+# aligned on the Unix epoch in UTC (3600: one meter event per customer, meter and hour).
+METERING_WINDOW_SECONDS = env_int("METERING_WINDOW_SECONDS", 3600)
+if not 60 <= METERING_WINDOW_SECONDS <= 86400 or METERING_WINDOW_SECONDS % 60:
+    raise ImproperlyConfigured("METERING_WINDOW_SECONDS must be whole minutes from 60 to 86400")
+# Where `manage.py usage_reconcile` takes our totals from: a function (start=, end=) returning
+# {(stripe_customer_id, event_name): total}. The default is what we reported to Stripe.
+METERING_USAGE_TOTALS = "billing.metering.selectors.meter_reported_totals"
 # A live subscription whose period ended this long ago with no Stripe event since is asked of
 # Stripe by the job above (Stripe sends the renewal's events within minutes of the period end).
 SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS = env_int("SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS", 3600)

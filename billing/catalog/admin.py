@@ -13,10 +13,12 @@ from billing.catalog.services import (
     catalog_plan_changed_record,
     catalog_push_to_stripe,
     catalog_zone_changed_record,
+    metered_prices_push,
 )
 from billing.forms import MoneyField, money_clean
 from billing.models import (
     Feature,
+    MeteredPrice,
     Plan,
     PlanFeature,
     Price,
@@ -31,9 +33,9 @@ from payments_project.errors import DomainError
 
 @admin.register(Feature)
 class FeatureAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "kind", "unit", "plan_count"]
+    list_display = ["code", "name", "kind", "unit", "meter_event_name", "plan_count"]
     list_filter = ["kind"]
-    search_fields = ["code", "name"]
+    search_fields = ["code", "name", "meter_event_name"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Feature]:
         return super().get_queryset(request).annotate(_plans=Count("plans"))
@@ -47,6 +49,73 @@ class PlanFeatureInline(admin.TabularInline):
     model = PlanFeature
     extra = 0
     autocomplete_fields = ["feature"]
+
+
+class MeteredPriceForm(forms.ModelForm):
+    """A plan feature's price per unit used, typed in real units of the zone's currency."""
+
+    unit_amount = MoneyField(label="price per unit", min_minor=1)
+
+    class Meta:
+        model = MeteredPrice
+        fields = ["plan_feature", "zone", "unit_amount"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read-only viewers (support) get a form without fields.
+        if "plan_feature" in self.fields:
+            choices = self.fields["plan_feature"]
+            choices.queryset = PlanFeature.objects.select_related("plan", "feature")  # type: ignore[attr-defined]
+        if "unit_amount" in self.fields:
+            zone = self.instance.zone if self.instance.zone_id else None
+            self.fields["unit_amount"].set_currency(zone.currency if zone else None)  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        zone: PricingZone | None = cleaned.get("zone")
+        money_clean(self, "unit_amount", zone.currency if zone else None)
+        plan_feature: PlanFeature | None = cleaned.get("plan_feature")
+        if plan_feature is not None:
+            if not plan_feature.feature.meter_event_name:
+                self.add_error(
+                    "plan_feature",
+                    forms.ValidationError(
+                        "Give the feature a meter event name first: usage is reported under it.",
+                        code="no_meter",
+                    ),
+                )
+            if plan_feature.plan.interval == Plan.Interval.ONE_TIME:
+                self.add_error(
+                    "plan_feature",
+                    forms.ValidationError(
+                        "A one-time plan has no billing period to bill usage in.", code="one_time"
+                    ),
+                )
+        return cleaned
+
+
+@admin.register(MeteredPrice)
+class MeteredPriceAdmin(admin.ModelAdmin):
+    form = MeteredPriceForm
+    list_display = ["plan_feature", "zone", "per_unit", "stripe_price_id"]
+    list_filter = ["zone", "plan_feature__plan"]
+    search_fields = ["plan_feature__plan__code", "plan_feature__feature__code", "=stripe_price_id"]
+    list_select_related = ["plan_feature__plan", "plan_feature__feature", "zone"]
+    readonly_fields = ["stripe_price_id", "created_at", "updated_at"]
+    actions = ["push_to_stripe"]
+
+    @admin.display(description="per unit", ordering="unit_amount")
+    def per_unit(self, obj: MeteredPrice) -> str:
+        return obj.display_amount
+
+    @admin.action(description="Create missing Stripe meters and metered prices", permissions=["change"])
+    def push_to_stripe(self, request: HttpRequest, queryset: QuerySet[MeteredPrice]) -> None:
+        try:
+            created = metered_prices_push()
+        except DomainError as exc:
+            self.message_user(request, f"Stripe push failed: {exc.message}", messages.ERROR)
+            return
+        self.message_user(request, f"{created} Stripe metered prices created.", messages.SUCCESS)
 
 
 class PriceForm(forms.ModelForm):

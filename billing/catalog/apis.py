@@ -11,8 +11,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing.catalog.selectors import plan_list, plan_quote, zone_for_country
-from billing.models import Plan, PricingZone
+from billing.catalog.selectors import plan_feature_metered_price, plan_list, plan_quote, zone_for_country
+from billing.models import Plan, PlanFeature, PricingZone
 
 
 class PlanQuerySerializer(serializers.Serializer):
@@ -39,6 +39,13 @@ class PriceOutputSerializer(serializers.Serializer):
     source = serializers.ChoiceField(choices=["zone_price", "multiplier", "list"])  # type: ignore[assignment]
 
 
+class MeteredPriceOutputSerializer(serializers.Serializer):
+    unit_amount = serializers.IntegerField(help_text="Minor units of the currency, per unit used.")
+    currency = serializers.CharField()
+    display = serializers.CharField(help_text="Per unit, as people read it, e.g. €0.02.")
+    unit = serializers.CharField(help_text="What one unit is, e.g. 'calls' (may be empty).")
+
+
 class PlanFeatureOutputSerializer(serializers.Serializer):
     code = serializers.CharField(source="feature.code")
     name = serializers.CharField(source="feature.name")
@@ -46,6 +53,20 @@ class PlanFeatureOutputSerializer(serializers.Serializer):
     limit = serializers.IntegerField(allow_null=True)
     unlimited = serializers.BooleanField()
     reset_period = serializers.CharField()
+    metered_price = serializers.SerializerMethodField()
+
+    @extend_schema_field(MeteredPriceOutputSerializer(allow_null=True))
+    def get_metered_price(self, plan_feature: PlanFeature) -> dict[str, Any] | None:
+        """Billed per unit used in the caller's zone, on top of the plan's price; null otherwise."""
+        price = plan_feature_metered_price(plan_feature=plan_feature, zone=self.context.get("zone"))
+        if price is None:
+            return None
+        return {
+            "unit_amount": price.unit_amount,
+            "currency": price.currency,
+            "display": price.display_amount,
+            "unit": plan_feature.feature.unit,
+        }
 
 
 class PlanOutputSerializer(serializers.Serializer):

@@ -12,6 +12,10 @@ from billing.money import Rounding, format_money
 
 code_validator = RegexValidator(r"^[a-z0-9][a-z0-9_.-]{0,63}$", "Lowercase letters, digits, _ . -")
 currency_validator = RegexValidator(r"^[A-Z]{3}$", "An ISO 4217 code in capitals, e.g. USD.")
+# Stripe meter event names: what a usage report names (billing/metering).
+meter_event_name_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.-]{0,99}$", "Lowercase letters, digits, _ . - (at most 100)."
+)
 country_validator = RegexValidator(r"^[A-Z]{2}$", "An ISO 3166-1 alpha-2 code, e.g. FR.")
 
 
@@ -26,11 +30,24 @@ class Feature(models.Model):
     description = models.TextField(blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BOOLEAN)
     unit = models.CharField(max_length=32, blank=True, help_text="What a limit counts, e.g. 'calls'.")
+    meter_event_name = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[meter_event_name_validator],
+        help_text="Features billed by usage: the Stripe meter event name their usage is reported under.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meter_event_name"],
+                condition=~Q(meter_event_name=""),
+                name="feature_meter_event_unique",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.code
@@ -217,3 +234,37 @@ class StripePrice(models.Model):
 
     def __str__(self) -> str:
         return self.stripe_price_id
+
+
+class MeteredPrice(models.Model):
+    """A plan feature billed per unit of usage in one pricing zone's currency: in Stripe, a metered
+    price of the plan's product on the feature's meter. Stripe prices are immutable, so a new unit
+    amount (or plan interval) is pushed as a new Stripe price: `stripe_price_key` says which
+    (currency, amount, interval) the current `stripe_price_id` charges."""
+
+    plan_feature = models.ForeignKey(PlanFeature, on_delete=models.CASCADE, related_name="metered_prices")
+    zone = models.ForeignKey(PricingZone, on_delete=models.CASCADE, related_name="metered_prices")
+    unit_amount = models.PositiveBigIntegerField(
+        help_text="Minor units of the zone's currency, per unit used."
+    )
+    stripe_price_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    stripe_price_key = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["plan_feature", "zone"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan_feature", "zone"], name="meteredprice_one_per_zone"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan_feature} {self.zone.code}: {self.display_amount}/unit"
+
+    @property
+    def currency(self) -> str:
+        return self.zone.currency
+
+    @property
+    def display_amount(self) -> str:
+        return format_money(self.unit_amount, self.zone.currency)

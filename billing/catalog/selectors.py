@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
-from billing.models import Plan, PlanFeature, PricingZone, StripePrice, ZoneCountry, ZonePrice
+from billing.models import MeteredPrice, Plan, PlanFeature, PricingZone, StripePrice, ZoneCountry, ZonePrice
 from billing.money import Rounding, apply_multiplier, format_money
 
 
@@ -33,13 +33,20 @@ def zone_for_country(*, country: str | None) -> PricingZone | None:
 
 
 def plan_list(*, zone: PricingZone | None, active_only: bool = True) -> QuerySet[Plan]:
-    """Plans with everything a price list needs, in four queries whatever the count."""
+    """Plans with everything a price list needs, in five queries whatever the count (a plan
+    feature's metered price in `zone` is its `zone_metered_prices`)."""
     plans = Plan.objects.all()
     if active_only:
         plans = plans.filter(active=True)
     zone_prices = ZonePrice.objects.filter(zone=zone) if zone else ZonePrice.objects.none()
+    metered = (
+        MeteredPrice.objects.filter(zone=zone).select_related("zone") if zone else MeteredPrice.objects.none()
+    )
+    features = PlanFeature.objects.select_related("feature").prefetch_related(
+        Prefetch("metered_prices", queryset=metered, to_attr="zone_metered_prices")
+    )
     return plans.prefetch_related(
-        Prefetch("plan_features", queryset=PlanFeature.objects.select_related("feature")),
+        Prefetch("plan_features", queryset=features),
         "prices",
         Prefetch("zone_prices", queryset=zone_prices, to_attr="zone_price_list"),
     )
@@ -79,3 +86,14 @@ def stripe_price_find(*, plan: Plan, currency: str, amount: int) -> StripePrice 
         interval=plan.interval,
         interval_count=plan.interval_count,
     ).first()
+
+
+def plan_feature_metered_price(*, plan_feature: PlanFeature, zone: PricingZone | None) -> MeteredPrice | None:
+    """The price per unit of `plan_feature` in `zone`, if it is billed by usage there (reads the
+    prefetched `zone_metered_prices` when the plan came from `plan_list`)."""
+    if zone is None:
+        return None
+    prices = getattr(plan_feature, "zone_metered_prices", None)
+    if prices is None:
+        prices = list(plan_feature.metered_prices.filter(zone=zone).select_related("zone"))
+    return prices[0] if prices else None

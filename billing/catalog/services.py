@@ -20,8 +20,10 @@ from billing.events import (
     price_payload,
     zone_payload,
 )
+from billing.metering.services import stripe_meter_ensure
 from billing.models import (
     Feature,
+    MeteredPrice,
     Plan,
     PlanFeature,
     Price,
@@ -96,6 +98,9 @@ def catalog_load(*, data: Mapping[str, Any]) -> CatalogLoadResult:
             _load_plan(item, result)
         for item in data.get("zones") or []:
             _load_zone(item, result)
+        # Metered prices name zones, which are loaded after the plans.
+        for item in data.get("plans") or []:
+            _load_metered_prices(item, result)
     return result
 
 
@@ -139,6 +144,7 @@ def _load_feature(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
             "description": item.get("description", ""),
             "kind": item.get("kind", Feature.Kind.BOOLEAN),
             "unit": item.get("unit", ""),
+            "meter_event_name": item.get("meter_event_name", ""),
         },
         "features",
         result,
@@ -211,6 +217,41 @@ def _load_plan(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
         price.active = False
     if result.changes() > changes_before or features_removed or withdrawn:
         catalog_plan_changed_record(plan=plan, changed_prices=[*changed_prices, *withdrawn])
+
+
+def _load_metered_prices(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
+    """A plan feature's `metered_prices: {zone_code: minor units per unit}`; others are removed."""
+    code = item["code"]
+    zones = {z.code: z for z in PricingZone.objects.all()}
+    for entry in item.get("features") or []:
+        feature_code = entry["feature"]
+        where = f"plan {code} feature {feature_code}"
+        plan_feature = PlanFeature.objects.select_related("feature", "plan").get(
+            plan__code=code, feature__code=feature_code
+        )
+        prices = entry.get("metered_prices") or {}
+        if not isinstance(prices, Mapping):
+            raise CatalogError(f"{where}: metered_prices is a mapping of zone code to amount")
+        if prices and not plan_feature.feature.meter_event_name:
+            raise CatalogError(f"{where}: metered prices need the feature's meter_event_name")
+        if prices and plan_feature.plan.interval == Plan.Interval.ONE_TIME:
+            raise CatalogError(f"{where}: a one-time plan cannot have metered prices")
+        for zone_code, amount in prices.items():
+            zone = zones.get(zone_code)
+            if zone is None:
+                raise CatalogError(f"{where}: unknown zone {zone_code!r}")
+            unit_amount = _amount(amount, f"{where} metered price {zone_code}")
+            if unit_amount < 1:
+                raise CatalogError(f"{where} metered price {zone_code}: at least 1 minor unit per unit")
+            _upsert(
+                MeteredPrice,
+                {"plan_feature": plan_feature, "zone": zone},
+                {"unit_amount": unit_amount},
+                "metered_prices",
+                result,
+                where,
+            )
+        MeteredPrice.objects.filter(plan_feature=plan_feature).exclude(zone__code__in=list(prices)).delete()
 
 
 def _load_zone(item: Mapping[str, Any], result: CatalogLoadResult) -> None:
@@ -380,10 +421,70 @@ def stripe_price_ensure(*, item: PushItem) -> StripePrice:
     return row
 
 
+def _metered_price_key(metered_price: MeteredPrice) -> str:
+    plan, feature = metered_price.plan_feature.plan, metered_price.plan_feature.feature
+    return (
+        f"metered-price:{plan.code}:{feature.code}:{metered_price.zone.code}:{metered_price.zone.currency}"
+        f":{metered_price.unit_amount}:{plan.interval}:{plan.interval_count}"
+    )
+
+
+def metered_price_ensure(*, metered_price: MeteredPrice) -> bool:
+    """Stripe's metered price for this plan feature and zone, on the feature's meter (created with
+    the meter when missing). Prices are immutable at Stripe: a new unit amount, currency or plan
+    interval is a new Stripe price. Returns whether one was created."""
+    plan, feature = metered_price.plan_feature.plan, metered_price.plan_feature.feature
+    where = f"metered price {plan.code}:{feature.code} in {metered_price.zone.code}"
+    if not feature.meter_event_name:
+        raise CatalogError(f"{where}: the feature has no meter event name")
+    if plan.interval == Plan.Interval.ONE_TIME:
+        raise CatalogError(f"{where}: a one-time plan has no billing period to meter")
+    key = _metered_price_key(metered_price)
+    if metered_price.stripe_price_id and metered_price.stripe_price_key == key:
+        return False
+    meter = stripe_meter_ensure(event_name=feature.meter_event_name, display_name=feature.name)
+    params: dict[str, Any] = {
+        "product": plan_product_ensure(plan=plan),
+        "currency": metered_price.zone.currency.lower(),
+        "unit_amount": metered_price.unit_amount,
+        "nickname": f"{feature.name} ({plan.name}, per unit)"[:250],
+        "recurring": {
+            "interval": plan.interval,
+            "interval_count": plan.interval_count,
+            "usage_type": "metered",
+            "meter": meter.stripe_meter_id,
+        },
+        "metadata": {
+            "plan_code": plan.code,
+            "feature_code": feature.code,
+            "zone_code": metered_price.zone.code,
+        },
+    }
+    price = stripe_gateway.call(stripe_gateway.client().v1.prices.create, params, {"idempotency_key": key})
+    MeteredPrice.objects.filter(pk=metered_price.pk).update(stripe_price_id=price.id, stripe_price_key=key)
+    metered_price.stripe_price_id, metered_price.stripe_price_key = price.id, key
+    return True
+
+
+def metered_prices_push() -> int:
+    """Push every metered price Stripe lacks (or whose amount changed); returns how many were created.
+
+    Rows that cannot be billed (the feature lost its meter event name, the plan became one-time)
+    are left for staff (the admin form refuses them) rather than stopping the whole push."""
+    rows = (
+        MeteredPrice.objects.select_related("plan_feature__plan", "plan_feature__feature", "zone")
+        .filter(plan_feature__plan__active=True)
+        .exclude(plan_feature__feature__meter_event_name="")
+        .exclude(plan_feature__plan__interval=Plan.Interval.ONE_TIME)
+    )
+    return sum(metered_price_ensure(metered_price=row) for row in rows)
+
+
 def catalog_push_to_stripe(
     *, items: Iterable[PushItem] | None = None, progress: Callable[[PushItem], None] | None = None
 ) -> int:
-    """Create the products and prices Stripe lacks; returns how many prices were created."""
+    """Create the products and prices Stripe lacks, metered ones included (with their meters);
+    returns how many prices were created."""
     created = 0
     for item in catalog_push_items() if items is None else items:
         before = stripe_price_find(plan=item.plan, currency=item.currency, amount=item.amount) is not None
@@ -391,7 +492,7 @@ def catalog_push_to_stripe(
         created += 0 if before else 1
         if progress is not None:
             progress(item)
-    return created
+    return created + metered_prices_push()
 
 
 # --- Webhook endpoint -----------------------------------------------------------------------------

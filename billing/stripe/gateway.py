@@ -22,6 +22,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import stripe
@@ -290,3 +292,93 @@ def _translated(exc: stripe.StripeError) -> DomainError:
         return _unavailable("Stripe is busy; try again shortly.", 5)
     logger.error("unexpected Stripe error: %s", exc)
     return DomainError("Stripe refused the request.", code="stripe_error", status_code=502)
+
+
+# --- Billing Meters (usage-based prices) ----------------------------------------------------------
+
+# Stripe's answer to a meter event whose identifier it already holds: a plain 400, no error code
+# ("An event already exists with identifier ..."). For us it means "delivered".
+_METER_EVENT_DUPLICATE = "already exists with identifier"
+
+
+@dataclass(frozen=True)
+class MeterEventResult:
+    identifier: str
+    already_existed: bool  # Stripe had it from an earlier send (same identifier)
+
+
+def _is_duplicate_meter_event(exc: stripe.StripeError) -> bool:
+    message = str(getattr(exc, "user_message", "") or "")
+    return isinstance(exc, stripe.InvalidRequestError) and (
+        _METER_EVENT_DUPLICATE in message or exc.code == "resource_already_exists"
+    )
+
+
+def meter_event_create(
+    *, event_name: str, stripe_customer_id: str, value: int, timestamp: int, identifier: str
+) -> MeterEventResult:
+    """Send one meter event; a repeated identifier counts as delivered (Stripe kept the first)."""
+
+    def send() -> MeterEventResult:
+        try:
+            event = client().v1.billing.meter_events.create(
+                {
+                    "event_name": event_name,
+                    "identifier": identifier,
+                    "timestamp": timestamp,
+                    "payload": {"stripe_customer_id": stripe_customer_id, "value": str(value)},
+                },
+                # The identifier is Stripe's dedupe; the same key also replays a lost answer.
+                {"idempotency_key": f"meter-event:{identifier}"},
+            )
+        except stripe.InvalidRequestError as exc:
+            if _is_duplicate_meter_event(exc):
+                return MeterEventResult(identifier=identifier, already_existed=True)
+            raise
+        return MeterEventResult(identifier=str(event.identifier), already_existed=False)
+
+    return call(send)
+
+
+def meter_find(*, event_name: str) -> str | None:
+    """The id of Stripe's active meter for `event_name`, if any (one active meter per event name).
+    Each page is its own call, so every request goes through the breaker and the budget."""
+    params: dict[str, Any] = {"status": "active", "limit": 100}
+    while True:
+        page = call(client().v1.billing.meters.list, params)
+        for meter in page.data:
+            if meter.event_name == event_name:
+                return str(meter.id)
+        if not page.has_more or not page.data:
+            return None
+        params = {**params, "starting_after": page.data[-1].id}
+
+
+def meter_create(*, event_name: str, display_name: str) -> str:
+    """Create a summing meter for `event_name` keyed on the Stripe customer id; returns its id."""
+    meter = call(
+        client().v1.billing.meters.create,
+        {
+            "display_name": display_name[:250],
+            "event_name": event_name,
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "value_settings": {"event_payload_key": "value"},
+        },
+        {"idempotency_key": f"meter:{event_name}"},
+    )
+    return str(meter.id)
+
+
+def meter_event_summary_total(
+    *, meter_id: str, stripe_customer_id: str, start_time: int, end_time: int
+) -> int:
+    """Stripe's aggregated value of one customer's events on one meter in [start_time, end_time):
+    without a grouping window Stripe answers one summary for the whole range."""
+    summaries = call(
+        client().v1.billing.meters.event_summaries.list,
+        meter_id,
+        {"customer": stripe_customer_id, "start_time": start_time, "end_time": end_time, "limit": 100},
+    )
+    total = sum((Decimal(str(s.aggregated_value)) for s in summaries.data), Decimal(0))
+    return int(total)

@@ -52,6 +52,11 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "billing.change_zoneprice",
             "billing.delete_zoneprice",
             "billing.change_stripeevent",
+            "billing.send_meterreport",
+            # Metered prices of plan features (per unit, in a zone's currency).
+            "billing.add_meteredprice",
+            "billing.change_meteredprice",
+            "billing.delete_meteredprice",
             "subscriptions.change_subscription",
             "entitlements.change_entitlement",
             "events.publish_again",

@@ -4,7 +4,16 @@ from decimal import Decimal
 
 import factory
 
-from billing.catalog.models import Feature, Plan, PlanFeature, Price, PricingZone, ZoneCountry, ZonePrice
+from billing.catalog.models import (
+    Feature,
+    MeteredPrice,
+    Plan,
+    PlanFeature,
+    Price,
+    PricingZone,
+    ZoneCountry,
+    ZonePrice,
+)
 
 
 class FeatureFactory(factory.django.DjangoModelFactory):
@@ -68,3 +77,19 @@ class ZonePriceFactory(factory.django.DjangoModelFactory):
     zone = factory.SubFactory(PricingZoneFactory)
     plan = factory.SubFactory(PlanFactory)
     amount = 500
+
+
+class MeteredPriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MeteredPrice
+
+    plan_feature = factory.SubFactory(
+        PlanFeatureFactory,
+        feature=factory.SubFactory(
+            FeatureFactory,
+            kind=Feature.Kind.METERED,
+            meter_event_name=factory.Sequence(lambda n: f"metered_{n}"),
+        ),
+    )
+    zone = factory.SubFactory(PricingZoneFactory)
+    unit_amount = 2

@@ -8,7 +8,7 @@ import yaml
 from django.test import Client
 
 from billing.catalog.services import catalog_load, catalog_push_items, catalog_push_to_stripe
-from billing.models import Plan, StripePrice
+from billing.models import MeteredPrice, Plan, StripePrice
 from billing.stripe import gateway as stripe_gateway
 from devtools.testing import StandinServer
 
@@ -27,8 +27,11 @@ def test_push_creates_every_price_once_and_a_second_push_creates_none(
     first = catalog_push_to_stripe()
     second = catalog_push_to_stripe()
 
-    # then each distinct (plan, currency, amount) became one Stripe price, once
-    assert first == len(items) == StripePrice.objects.count()
+    # then each distinct (plan, currency, amount) became one Stripe price, once, and so did each
+    # metered price (Pro's API calls in five zones)
+    assert len(items) == StripePrice.objects.count() == 22
+    assert first == 22 + 5
+    assert MeteredPrice.objects.filter(stripe_price_id__isnull=False).count() == 5
     assert second == 0
     pro = Plan.objects.get(code="pro")
     assert pro.stripe_product_id == "prod_plan_pro"

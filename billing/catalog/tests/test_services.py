@@ -5,7 +5,16 @@ import yaml
 from django.core.management import CommandError, call_command
 
 from billing.catalog.services import CatalogError, catalog_load
-from billing.models import Feature, Plan, PlanFeature, Price, PricingZone, ZoneCountry, ZonePrice
+from billing.models import (
+    Feature,
+    MeteredPrice,
+    Plan,
+    PlanFeature,
+    Price,
+    PricingZone,
+    ZoneCountry,
+    ZonePrice,
+)
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo_catalog.yaml"
 
@@ -19,6 +28,7 @@ def _counts() -> dict[str, int]:
         "zones": PricingZone.objects.count(),
         "zone_countries": ZoneCountry.objects.count(),
         "zone_prices": ZonePrice.objects.count(),
+        "metered_prices": MeteredPrice.objects.count(),
     }
 
 
@@ -41,6 +51,7 @@ def test_catalog_load_twice_leaves_the_same_rows() -> None:
         "zones": 5,
         "zone_countries": 19,
         "zone_prices": 1,
+        "metered_prices": 5,
     }
     assert second.created == {}
     assert second.updated == {}
@@ -55,6 +66,7 @@ def test_catalog_load_twice_leaves_the_same_rows() -> None:
             "zones": 5,
             "zone_countries": 19,
             "zone_prices": 1,
+            "metered_prices": 5,
         }
     )
 

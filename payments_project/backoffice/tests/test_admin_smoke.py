@@ -26,7 +26,13 @@ from django_celery_beat.models import (
 )
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from billing.models import StripeEvent
+from billing.catalog.tests.factories import MeteredPriceFactory
+from billing.metering.tests.factories import (
+    MeterReconciliationLineFactory,
+    MeterReportFactory,
+    StripeMeterFactory,
+)
+from billing.models import PlanFeature, PricingZone, StripeEvent
 
 ROLES = ["root", "finance", "support"]
 STANDARD_VIEWS = {"changelist", "add", "change", "history", "delete"}
@@ -94,6 +100,16 @@ def data(data: dict[str, Any]) -> Any:
     CrontabSchedule.objects.create(minute="0", hour="3")
     SolarSchedule.objects.create(event="sunrise", latitude=48.85, longitude=2.35)
     ClockedSchedule.objects.create(clocked_time=timezone.now())
+    # Metered billing: a metered price, a meter, a report sent and one pending, a reconciliation.
+    MeteredPriceFactory(
+        plan_feature=PlanFeature.objects.filter(feature__code="projects").first(),
+        zone=PricingZone.objects.get(code="eurozone"),
+        unit_amount=5,
+    )
+    StripeMeterFactory(event_name="api_calls")
+    MeterReportFactory(stripe_customer_id="cus_123", status="sent", attempts=1)
+    MeterReportFactory(stripe_customer_id="cus_456")
+    MeterReconciliationLineFactory(stripe_customer_id="cus_123", ours=42, stripe=40, difference=-2)
     return w
 
 
@@ -164,6 +180,11 @@ KEY_PAGES = {
     "/admin/billing/pricingzone/add/": {"root": 200, "finance": 200, "support": 403},
     "/admin/billing/feature/add/": {"root": 200, "finance": 200, "support": 403},
     "/admin/billing/payment/": {"root": 200, "finance": 200, "support": 200},
+    "/admin/billing/meteredprice/add/": {"root": 200, "finance": 200, "support": 403},
+    # metered billing: read by all staff, written by the services only
+    "/admin/billing/meterreport/?status__exact=pending": {"root": 200, "finance": 200, "support": 200},
+    "/admin/billing/meterreconciliation/": {"root": 200, "finance": 200, "support": 200},
+    "/admin/billing/meterreport/add/": {"root": 403, "finance": 403, "support": 403},
     # nobody types audit entries, payments or Stripe's objects by hand
     "/admin/accounts/auditlogentry/add/": {"root": 403, "finance": 403, "support": 403},
     "/admin/billing/payment/add/": {"root": 403, "finance": 403, "support": 403},
