@@ -59,6 +59,9 @@ class CheckOutputSerializer(serializers.Serializer):
     limit = serializers.IntegerField(allow_null=True)
     used = serializers.IntegerField(allow_null=True)
     remaining = serializers.IntegerField(allow_null=True)
+    resets_at = serializers.DateTimeField(
+        allow_null=True, help_text="Metered and limit features: when the period's counter starts again."
+    )
 
 
 class BulkCheckOutputSerializer(serializers.Serializer):

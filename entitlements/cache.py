@@ -22,7 +22,8 @@ database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,6 +42,9 @@ from payments_project.authentication import REDIS_ERRORS
 logger = logging.getLogger(__name__)
 
 META_FIELD = "__meta"
+# The usage app's counters, mirrored into the same hash (one field per feature, see UsageMirror),
+# so a warm check reads limit and used in its one HMGET / one script.
+USAGE_FIELD_PREFIX = "__u:"
 
 # KEYS[1] snapshot hash, KEYS[2] version counter; ARGV[1] version read before the DB read,
 # ARGV[2] ttl seconds, ARGV[3..] field, value pairs.
@@ -52,6 +56,98 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
+
+
+# KEYS: snapshot hashes; ARGV: per key, field then "period_start:used:reserved:seq". Written only into
+# a snapshot that exists (a missing one is rebuilt from PostgreSQL) and only when newer: a later
+# period, or the same period with a higher seq (mirror writes may arrive out of order).
+_USAGE_WRITE = """
+local written = 0
+for i = 1, #KEYS do
+    local field, value = ARGV[2 * i - 1], ARGV[2 * i]
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+        local old = redis.call('HGET', KEYS[i], field)
+        local newer = true
+        if old then
+            local op, os = string.match(old, '^([^:]+):[^:]+:[^:]+:([^:]+)$')
+            local np, ns = string.match(value, '^([^:]+):[^:]+:[^:]+:([^:]+)$')
+            if op and np then
+                local opn, npn = tonumber(op), tonumber(np)
+                newer = npn > opn or (npn == opn and tonumber(ns) > tonumber(os))
+            end
+        end
+        if newer then
+            redis.call('HSET', KEYS[i], field, value)
+            written = written + 1
+        end
+    end
+end
+return written
+"""
+
+
+@dataclass(frozen=True)
+class UsageMirror:
+    """One counter's values for one user's snapshot (a family pool: one per member)."""
+
+    user_id: int
+    feature: str
+    period_start: float  # epoch seconds
+    used: int
+    reserved: int
+    seq: int
+
+    def value(self) -> str:
+        return usage_value(self.period_start, self.used, self.reserved, self.seq)
+
+
+def usage_field(code: str) -> str:
+    return USAGE_FIELD_PREFIX + code
+
+
+def usage_value(period_start: float, used: int, reserved: int, seq: int) -> str:
+    return f"{period_start:.6f}:{used}:{reserved}:{seq}"
+
+
+def usage_parse(raw: bytes | str | None) -> tuple[float, int, int] | None:
+    """(period start, used, reserved) of a mirrored counter, or None."""
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        start, used, reserved, _seq = text.split(":")
+        return float(start), int(used), int(reserved)
+    except ValueError:
+        return None
+
+
+# The usage app's reader of its counters in PostgreSQL (set by usage.apps.UsageConfig.ready: this
+# app must not import usage). Called when a snapshot is built: (user_id, [(feature, subject, period
+# start epoch)]) -> {feature: (period start, used, reserved, seq)}.
+UsageProvider = Callable[..., dict[str, tuple[float, int, int, int]]]
+usage_provider: dict[str, UsageProvider] = {}
+
+
+def snapshot_fields(codes: Sequence[str]) -> list[str]:
+    """The fields a check of `codes` reads: the meta field, each code, then each code's usage."""
+    return [META_FIELD, *codes, *(usage_field(code) for code in codes)]
+
+
+def usage_mirror_write(*, updates: Sequence[UsageMirror]) -> bool:
+    """Write the counters into the snapshots that exist, in one script. False: Redis unreachable."""
+    if not updates or not redis_configured():
+        return True
+    keys = [snapshot_key(update.user_id) for update in updates]
+    args: list[Any] = []
+    for update in updates:
+        args += [usage_field(update.feature), update.value()]
+    try:
+        conn = _conn()
+        conn.register_script(_USAGE_WRITE)(keys=keys, args=args, client=conn)
+    except REDIS_ERRORS:
+        entitlement_cache_fallbacks_total.inc()
+        return False
+    return True
 
 
 class CacheUnavailable(Exception):
@@ -78,9 +174,9 @@ def snapshot_ttl() -> int:
 
 
 def snapshot_read_fields(*, user_id: int, codes: Sequence[str]) -> list[bytes | None]:
-    """ONE command: HMGET of the meta field then each code. result[0] is None on a miss."""
+    """ONE command: HMGET of snapshot_fields(codes). result[0] is None on a miss."""
     try:
-        return list(_conn().hmget(snapshot_key(user_id), [META_FIELD, *codes]))
+        return list(_conn().hmget(snapshot_key(user_id), snapshot_fields(codes)))
     except REDIS_ERRORS as exc:
         raise CacheUnavailable(str(exc)) from exc
 
@@ -101,11 +197,20 @@ def snapshot_version(*, user_id: int) -> str:
     return "0" if raw is None else raw.decode()
 
 
-def snapshot_write(*, user_id: int, version: str, meta: dict[str, Any], entries: dict[str, Any]) -> bool:
+def snapshot_write(
+    *,
+    user_id: int,
+    version: str,
+    meta: dict[str, Any],
+    entries: dict[str, Any],
+    usage: dict[str, str] | None = None,
+) -> bool:
     """Store the snapshot if no invalidation happened since `version` was read; True if stored."""
     args: list[Any] = [version, snapshot_ttl(), META_FIELD, orjson.dumps(meta)]
     for code, entry in entries.items():
         args += [code, orjson.dumps(entry)]
+    for code, value in (usage or {}).items():
+        args += [usage_field(code), value]
     try:
         conn = _conn()
         script = conn.register_script(_WRITE_IF_VERSION)

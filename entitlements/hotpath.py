@@ -204,7 +204,7 @@ def _warm_read(
     try:
         conn = get_redis_connection("default")
         script = _script.get(id(conn)) or _script_prepare(conn)
-        args = [token_snapshot_prefix(user_id), ttl, cache.META_FIELD, *codes]
+        args = [token_snapshot_prefix(user_id), ttl, *cache.snapshot_fields(codes)]
         out = script(keys=keys, args=args, client=conn)
     except REDIS_ERRORS:
         return None  # Redis down or not Redis: the DRF path falls back to the database

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,10 +24,12 @@ from entitlements.metrics import (
     entitlement_checks_denied,
 )
 from entitlements.models import Entitlement
+from entitlements.periods import period_bounds
 from payments_project.errors import ServiceUnavailable
 from subscriptions.models import FamilyMember
 
 _INF = float("inf")
+_METERED = ("limit", "metered")
 
 # --- known feature codes: a per-process copy, dropped when a Feature is saved or deleted here
 # (receivers.py) and at most ENTITLEMENTS_FEATURE_CODES_TTL_SECONDS old elsewhere. Only used to
@@ -68,6 +70,12 @@ _SNAPSHOT_FIELDS = (
     "expires_at",
     "limit",
     "family_id",
+    "user_id",
+    "reset_period",
+    "granted_at",
+    "subscription__current_period_start",
+    "plan__interval",
+    "plan__interval_count",
 )
 
 
@@ -90,13 +98,17 @@ def entitlement_snapshot_build(*, user_id: int) -> tuple[dict[str, Any], dict[st
 
     An entry is compact JSON for Redis: st = granted/suspended/expired at build time, s = source
     (own/family/one_time), p = plan code, e = expires_at (epoch seconds, compared with now on every
-    read), x = expires_at ISO, l = limit, k = feature kind.
+    read), x = expires_at ISO, l = limit, k = feature kind; for metered and limit features also
+    h = the quota's holder (u<id> or f<id>), rp = reset period, a = its anchor (epoch), iv/ic = the
+    plan's interval and count (entitlements.periods turns them into the current period).
     """
     now = time.time()
     rows = _snapshot_rows(user_id=user_id)
     best: dict[str, tuple[tuple[int, float, float], dict[str, Any]]] = {}
     has_subscription = False
-    for code, kind, plan, source, status, expires_at, limit, family_id in rows:
+    for row in rows:
+        code, kind, plan, source, status, expires_at, limit, family_id = row[:8]
+        holder_user, reset_period, granted_at, sub_start, interval, interval_count = row[8:]
         expires = _epoch(expires_at)
         if source == Entitlement.Source.SUBSCRIPTION:
             has_subscription = True
@@ -112,18 +124,24 @@ def entitlement_snapshot_build(*, user_id: int) -> tuple[dict[str, Any], dict[st
         if code in best and best[code][0] >= key:
             continue
         source_name = "family" if family_id else ("one_time" if source == "one_time" else "own")
-        best[code] = (
-            key,
-            {
-                "st": state,
-                "s": source_name,
-                "p": plan,
-                "e": expires,
-                "x": None if expires_at is None else expires_at.isoformat(),
-                "l": limit,
-                "k": kind,
-            },
-        )
+        entry: dict[str, Any] = {
+            "st": state,
+            "s": source_name,
+            "p": plan,
+            "e": expires,
+            "x": None if expires_at is None else expires_at.isoformat(),
+            "l": limit,
+            "k": kind,
+        }
+        if kind in _METERED:
+            entry.update(
+                h=f"f{family_id}" if family_id else f"u{holder_user}",
+                rp=reset_period or "never",
+                a=_epoch(sub_start or granted_at),
+                iv=interval or "month",
+                ic=interval_count or 1,
+            )
+        best[code] = (key, entry)
     return {"has_subscription": has_subscription}, {code: entry for code, (_, entry) in best.items()}
 
 
@@ -131,14 +149,20 @@ def entitlement_snapshot_build(*, user_id: int) -> tuple[dict[str, Any], dict[st
 
 
 def check_results(
-    codes: Sequence[str], entries: Sequence[dict[str, Any] | None], meta: dict[str, Any], now: float
+    codes: Sequence[str],
+    entries: Sequence[dict[str, Any] | None],
+    meta: dict[str, Any],
+    now: float,
+    usage: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One result per code from its snapshot entry (None: not held); the known codes are read once."""
+    """One result per code from its snapshot entry (None: not held) and its mirrored usage counter
+    (cache.usage_value text, or None); the known codes are read once."""
     known: frozenset[str] | None = None
     results = []
-    for code, entry in zip(codes, entries, strict=True):
+    usage = usage if usage is not None else [None] * len(codes)
+    for code, entry, counter in zip(codes, entries, usage, strict=True):
         if entry is not None:
-            results.append(check_result(code, entry, now))
+            results.append(check_result(code, entry, now, counter))
             continue
         if known is None:
             known = feature_codes_known()
@@ -157,19 +181,44 @@ def check_results(
                 "limit": None,
                 "used": None,
                 "remaining": None,
+                "resets_at": None,
             }
         )
     return results
 
 
-def check_result(code: str, entry: dict[str, Any], now: float) -> dict[str, Any]:
-    """The answer for a feature the user holds (granted, expired, suspended or out of quota)."""
+def _period(entry: dict[str, Any], now: float) -> tuple[datetime, datetime | None]:
+    anchor = entry.get("a")
+    return period_bounds(
+        reset_period=entry.get("rp") or "never",
+        anchor=None if anchor is None else datetime.fromtimestamp(anchor, UTC),
+        interval=entry.get("iv") or "month",
+        interval_count=entry.get("ic") or 1,
+        at=datetime.fromtimestamp(now, UTC),
+    )
+
+
+def check_result(code: str, entry: dict[str, Any], now: float, counter: Any = None) -> dict[str, Any]:
+    """The answer for a feature the user holds (granted, expired, suspended or out of quota).
+
+    Metered and limit features: `used` comes from the usage counter mirrored beside the entry
+    (cache.usage_value) when it is of the current period; one of an earlier period means nothing
+    was counted in this one yet (counters reset by being keyed by their period start).
+    """
     limit = entry["l"]
-    metered = entry["k"] in ("limit", "metered")
-    # Usage tracking does not exist yet: nothing is counted, so used is 0 and remaining is the
-    # whole limit. When the usage app lands, `used` comes from its counters.
-    used = 0 if metered else None
-    remaining = (None if limit is None else max(limit - 0, 0)) if metered else None
+    metered = entry["k"] in _METERED
+    used: int | None = None
+    remaining: int | None = None
+    resets_at: str | None = None
+    if metered:
+        start, end = _period(entry, now)
+        parsed = cache.usage_parse(counter)
+        used = 0
+        reserved = 0
+        if parsed is not None and abs(parsed[0] - start.timestamp()) < 1e-3:
+            used, reserved = parsed[1], parsed[2]
+        remaining = None if limit is None else max(limit - used - reserved, 0)
+        resets_at = None if end is None else end.isoformat()
     reason = entry["st"]
     expires = entry["e"]
     if reason == "granted" and expires is not None and expires <= now:
@@ -186,11 +235,30 @@ def check_result(code: str, entry: dict[str, Any], now: float) -> dict[str, Any]
         "limit": limit,
         "used": used,
         "remaining": remaining,
+        "resets_at": resets_at,
     }
 
 
-def _build_and_store(*, user_id: int, use_cache: bool) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Rebuild from the database; store in Redis unless an invalidation raced us."""
+def snapshot_usage(*, user_id: int, entries: dict[str, dict[str, Any]], now: float) -> dict[str, str]:
+    """The usage fields of a snapshot (cache.usage_value text by feature), read from PostgreSQL by
+    the usage app's provider; none when the usage app is not installed."""
+    provider = cache.usage_provider.get("counters")
+    if provider is None:
+        return {}
+    wanted = []
+    for code, entry in entries.items():
+        if "h" in entry:
+            start, _ = _period(entry, now)
+            wanted.append((code, entry["h"], start.timestamp()))
+    counters = provider(user_id=user_id, wanted=wanted)
+    return {code: cache.usage_value(*values) for code, values in counters.items()}
+
+
+def _build_and_store(
+    *, user_id: int, use_cache: bool
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, str]]:
+    """Rebuild from the database (entries, then the usage counters); store in Redis unless an
+    invalidation raced us."""
     version = None
     if use_cache:
         try:
@@ -199,14 +267,15 @@ def _build_and_store(*, user_id: int, use_cache: bool) -> tuple[dict[str, Any], 
             entitlement_cache_fallbacks_total.inc()
     try:
         meta, entries = entitlement_snapshot_build(user_id=user_id)
+        usage = snapshot_usage(user_id=user_id, entries=entries, now=time.time())
     except DatabaseError as exc:
         raise ServiceUnavailable("Entitlements cannot be checked right now.") from exc
     if version is not None:
         try:
-            cache.snapshot_write(user_id=user_id, version=version, meta=meta, entries=entries)
+            cache.snapshot_write(user_id=user_id, version=version, meta=meta, entries=entries, usage=usage)
         except cache.CacheUnavailable:
             entitlement_cache_fallbacks_total.inc()
-    return meta, entries
+    return meta, entries, usage
 
 
 def entitlement_check(*, user_id: int, features: Sequence[str]) -> list[dict[str, Any]]:
@@ -226,22 +295,26 @@ def entitlement_check_answer(
 ) -> list[dict[str, Any]]:
     """entitlement_check on the snapshot fields already read, counted in the check metrics.
 
-    `raw`: the HMGET of the meta field then each code (raw[0] None: no snapshot, rebuilt from the
-    database and stored), or None when Redis could not be read (answered from the database, nothing
-    stored). `start`: perf_counter() when answering began. The entitlement hot path reads `raw` in
-    its own script (with the token and the rate limit) and answers with this too.
+    `raw`: the HMGET of cache.snapshot_fields(codes): the meta field, each code, each code's usage
+    (raw[0] None: no snapshot, rebuilt from the database and stored), or None when Redis could not
+    be read (answered from the database, nothing stored). `start`: perf_counter() when answering
+    began. The entitlement hot path reads `raw` in its own script (with the token and the rate
+    limit) and answers with this too.
     """
     now = time.time()
     if raw is not None and raw[0] is not None:
         entitlement_cache_hits_total.inc()
         meta = orjson.loads(raw[0])
-        found = [None if value is None else orjson.loads(value) for value in raw[1:]]
+        count = len(codes)
+        found = [None if value is None else orjson.loads(value) for value in raw[1 : count + 1]]
+        counters: list[Any] = list(raw[count + 1 : 2 * count + 1])
     else:
         if raw is not None:
             entitlement_cache_misses_total.inc()
-        meta, entries = _build_and_store(user_id=user_id, use_cache=raw is not None)
+        meta, entries, usage = _build_and_store(user_id=user_id, use_cache=raw is not None)
         found = [entries.get(code) for code in codes]
-    results = check_results(codes, found, meta, now)
+        counters = [usage.get(code) for code in codes]
+    results = check_results(codes, found, meta, now, counters)
     allowed = sum(1 for result in results if result["allowed"])
     if allowed:
         entitlement_checks_allowed.inc(allowed)
@@ -264,11 +337,19 @@ def entitlement_list(*, user_id: int) -> list[dict[str, Any]]:
     if raw:
         entitlement_cache_hits_total.inc()
         raw.pop(cache.META_FIELD.encode())  # only needed to explain features not held
-        entries = {key.decode(): orjson.loads(value) for key, value in raw.items()}
+        prefix = cache.USAGE_FIELD_PREFIX.encode()
+        usage = {
+            key[len(prefix) :].decode(): value.decode()
+            for key, value in raw.items()
+            if key.startswith(prefix)
+        }
+        entries = {
+            key.decode(): orjson.loads(value) for key, value in raw.items() if not key.startswith(prefix)
+        }
     else:
         if use_cache:
             entitlement_cache_misses_total.inc()
-        _, entries = _build_and_store(user_id=user_id, use_cache=use_cache)
+        _, entries, usage = _build_and_store(user_id=user_id, use_cache=use_cache)
     now = time.time()
-    results = [check_result(code, entries[code], now) for code in sorted(entries)]
+    results = [check_result(code, entries[code], now, usage.get(code)) for code in sorted(entries)]
     return [result for result in results if result["allowed"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     """A refusal the caller can act on: a stable machine code, an HTTP status, a human message."""
@@ -17,7 +19,7 @@ class DomainError(Exception):
         status_code: int | None = None,
         fields: dict[str, list[dict[str, str]]] | None = None,
         headers: dict[str, str] | None = None,
-        extra: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message

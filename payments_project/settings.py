@@ -203,13 +203,26 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two serializers have a `status` choice field: the payment's keeps its name, the usage
+    # event's gets its own.
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "billing.payments.models.Payment.Status",
+        "UsageEventStatusEnum": ["recorded", "duplicate", "refused"],
+    },
 }
 
 # Rate limits per API scope (a view's `ratelimit_scope`), django-ratelimit syntax, e.g.
 # RATELIMIT_RATES="default=600/m,plans=120/m". Counted per user, or per IP when anonymous.
 RATELIMIT_RATES = env_map(
     "RATELIMIT_RATES",
-    {"default": "600/m", "plans": "300/m", "payments": "60/m", "entitlements": "6000/m"},
+    {
+        "default": "600/m",
+        "plans": "300/m",
+        "payments": "60/m",
+        "entitlements": "6000/m",
+        # Ingest: a service account records for many users under one budget.
+        "usage": "60000/m",
+    },
 )
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", default=True)
 RATELIMIT_USE_CACHE = "default"
@@ -290,8 +303,23 @@ METERING_WINDOW_SECONDS = env_int("METERING_WINDOW_SECONDS", 3600)
 if not 60 <= METERING_WINDOW_SECONDS <= 86400 or METERING_WINDOW_SECONDS % 60:
     raise ImproperlyConfigured("METERING_WINDOW_SECONDS must be whole minutes from 60 to 86400")
 # Where `manage.py usage_reconcile` takes our totals from: a function (start=, end=) returning
-# {(stripe_customer_id, event_name): total}. The default is what we reported to Stripe.
-METERING_USAGE_TOTALS = "billing.metering.selectors.meter_reported_totals"
+# {(stripe_customer_id, event_name): total}. The usage ledger (windows closed by now); set it to
+# "billing.metering.selectors.meter_reported_totals" to compare what was reported instead.
+METERING_USAGE_TOTALS = "usage.selectors.usage_meter_totals_closed"
+CELERY_BEAT_SCHEDULE["usage-meter-windows-report"] = {
+    "task": "usage.tasks.usage_meter_windows_report_task",
+    "schedule": 300.0,
+}
+CELERY_BEAT_SCHEDULE["usage-reservations-expire"] = {
+    "task": "usage.tasks.usage_reservations_expire_task",
+    "schedule": 60.0,
+}
+# Usage events (usage app): occurred_at may be this far in the future (clients' clocks drift) and
+# this far before the open period's start (late deliveries of the previous period); older ones
+# are refused with a reason. Unsettled reservations are released after their TTL by the job above.
+USAGE_CLOCK_SKEW_SECONDS = env_int("USAGE_CLOCK_SKEW_SECONDS", 300)
+USAGE_LATE_GRACE_SECONDS = env_int("USAGE_LATE_GRACE_SECONDS", 3600)
+USAGE_RESERVATION_TTL_SECONDS = env_int("USAGE_RESERVATION_TTL_SECONDS", 900)
 # A live subscription whose period ended this long ago with no Stripe event since is asked of
 # Stripe by the job above (Stripe sends the renewal's events within minutes of the period end).
 SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS = env_int("SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS", 3600)

@@ -10,10 +10,12 @@ from payments_project import health
 from payments_project.accounts.apis import MeView
 from payments_project.api import json_error_view
 from payments_project.events.apis import EventFeedView
+from usage.apis import UsageViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("plans", PlanViewSet, basename="plan")
 router.register("payments", PaymentViewSet, basename="payment")
+router.register("usage", UsageViewSet, basename="usage")
 
 api_v1: list[URLPattern | URLResolver] = [
     # First: entitlement checks are the most frequent requests, resolved before anything else.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -92,7 +92,15 @@ class Plan(models.Model):
         return self.code
 
 
+class QuotaPolicy(models.TextChoices):
+    HARD = "hard", "Hard: refuse at the limit"
+    SOFT = "soft", "Soft: record and flag past the limit"
+    OVERAGE = "overage", "Hard with an overage allowance"
+
+
 class PlanFeature(models.Model):
+    QuotaPolicy = QuotaPolicy
+
     class Reset(models.TextChoices):
         NEVER = "never", "Never"
         DAY = "day", "Daily"
@@ -105,12 +113,27 @@ class PlanFeature(models.Model):
         null=True, blank=True, validators=[MinValueValidator(0)], help_text="Empty = unlimited."
     )
     reset_period = models.CharField(max_length=16, choices=Reset.choices, default=Reset.NEVER)
+    # What the usage app does at the limit (metered and limit features).
+    quota_policy = models.CharField(
+        max_length=16,
+        choices=QuotaPolicy.choices,
+        default=QuotaPolicy.HARD,
+        help_text="At the limit: refuse (hard), record and flag (soft), or refuse past the overage.",
+    )
+    overage_percent = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text="Hard with overage only: how far past the limit usage may go, in percent of it.",
+    )
 
     class Meta:
         ordering = ["plan", "feature"]
         constraints = [
             models.UniqueConstraint(fields=["plan", "feature"], name="planfeature_unique"),
             models.CheckConstraint(name="planfeature_limit_not_negative", condition=Q(limit__gte=0)),
+            models.CheckConstraint(
+                name="planfeature_overage_percent_range", condition=Q(overage_percent__lte=1000)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0006_payment_kinds_event_customer'),
+        ('billing', '0007_planfeature_quota_policy'),
     ]
 
     operations = [

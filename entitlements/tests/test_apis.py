@@ -36,6 +36,7 @@ def test_check_answers_for_the_caller(make_plan: Callable[..., Plan]) -> None:
         "limit": None,
         "used": None,
         "remaining": None,
+        "resets_at": None,
     }
 
 

@@ -84,6 +84,7 @@ def test_warm_single_check_is_one_redis_command_and_no_sql(
         "limit": None,
         "used": None,
         "remaining": None,
+        "resets_at": None,
     }
 
 

@@ -61,6 +61,7 @@ def test_grant_is_allowed_on_the_very_next_check_with_the_cache_warm(
         "limit": None,
         "used": None,
         "remaining": None,
+        "resets_at": None,
     }
 
 

@@ -60,6 +60,8 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "subscriptions.change_subscription",
             "entitlements.change_entitlement",
             "events.publish_again",
+            # Usage corrections: a signed adjustment with a reason, audited (never an edit).
+            "usage.add_usageadjustment",
         ],
     },
     "service": {"view_apps": [], "perms": ["accounts.act_for_any_user"]},

@@ -56,7 +56,13 @@ def test_no_environment_gives_the_embedded_development_defaults() -> None:
         "live": False,
         "api_base": "http://127.0.0.1:8420",
         "ssl_redirect": False,
-        "rates": {"default": "600/m", "plans": "300/m", "payments": "60/m", "entitlements": "6000/m"},
+        "rates": {
+            "default": "600/m",
+            "plans": "300/m",
+            "payments": "60/m",
+            "entitlements": "6000/m",
+            "usage": "60000/m",
+        },
         "hsts": 0,
     }
 
@@ -74,7 +80,13 @@ def test_production_environment_switches_every_part() -> None:
         "live": True,
         "api_base": "https://api.stripe.com",
         "ssl_redirect": True,
-        "rates": {"default": "600/m", "plans": "10/s", "payments": "60/m", "entitlements": "6000/m"},
+        "rates": {
+            "default": "600/m",
+            "plans": "10/s",
+            "payments": "60/m",
+            "entitlements": "6000/m",
+            "usage": "60000/m",
+        },
         "hsts": 31536000,
     }
 

@@ -44,7 +44,9 @@ def _report(customer: str, start: datetime, value: int) -> int:
 
 
 @pytest.fixture
-def customers(stripe_standin: Any) -> tuple[str, str]:
+def customers(stripe_standin: Any, settings: Any) -> tuple[str, str]:
+    # These compare what was reported with Stripe (the usage ledger's side: usage/tests/test_metering.py).
+    settings.METERING_USAGE_TOTALS = "billing.metering.selectors.meter_reported_totals"
     stripe_meter_ensure(event_name="api_calls")
     client = stripe_gateway.client()
     return str(client.v1.customers.create({}).id), str(client.v1.customers.create({}).id)

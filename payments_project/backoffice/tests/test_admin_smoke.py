@@ -33,6 +33,13 @@ from billing.metering.tests.factories import (
     StripeMeterFactory,
 )
 from billing.models import PlanFeature, PricingZone, StripeEvent
+from usage.tests.factories import (
+    UsageAdjustmentFactory,
+    UsageCounterFactory,
+    UsageRecordFactory,
+    UsageReservationFactory,
+    UsageThresholdFactory,
+)
 
 ROLES = ["root", "finance", "support"]
 STANDARD_VIEWS = {"changelist", "add", "change", "history", "delete"}
@@ -110,6 +117,12 @@ def data(data: dict[str, Any]) -> Any:
     MeterReportFactory(stripe_customer_id="cus_123", status="sent", attempts=1)
     MeterReportFactory(stripe_customer_id="cus_456")
     MeterReconciliationLineFactory(stripe_customer_id="cus_123", ours=42, stripe=40, difference=-2)
+    # The usage app's ledger, counters, corrections, holds and thresholds.
+    UsageRecordFactory(user=w["alice"])
+    counter = UsageCounterFactory(user=w["alice"])
+    UsageAdjustmentFactory(user=w["alice"], staff_user=w["root"])
+    UsageReservationFactory(user=w["alice"])
+    UsageThresholdFactory(subject=counter.subject)
     return w
 
 

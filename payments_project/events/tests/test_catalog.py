@@ -34,6 +34,7 @@ EXPECTED_TYPES = {
     "catalog.plan_changed",
     "catalog.price_changed",
     "catalog.zone_changed",
+    "usage.threshold_reached",
 }
 
 

@@ -16,12 +16,14 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from billing.catalog.services import catalog_load, catalog_push_to_stripe
+from billing.catalog.tests.factories import FeatureFactory
 from billing.models import Payment
 from billing.payments.services import refund_create
 from billing.stripe import gateway as stripe_gateway
 from billing.stripe.tests.events import deliver, event
 from devtools.testing import StandinServer
 from entitlements.models import Entitlement
+from entitlements.tests.factories import EntitlementFactory
 from payments_project.accounts.tests.factories import UserFactory
 from payments_project.events.models import DomainEvent
 from payments_project.events.registry import event_type_get
@@ -68,6 +70,7 @@ EXPECTED = {
     "payment.succeeded": 1,
     "payment.failed": 1,
     "payment.refunded": 1,
+    "usage.threshold_reached": 2,  # 80% then 100% of a limit, each once (a replayed event adds none)
 }
 
 
@@ -183,6 +186,19 @@ def test_the_real_flows_publish_every_event_type_once_per_fact_with_valid_payloa
         note="goodwill",
     )
     assert Payment.objects.get(pk=paid.json()["id"]).amount_refunded == 500
+
+    # a customer's metered usage reaches 80% then 100% of its limit; a replay announces nothing more
+    meter = FeatureFactory(code="api_calls", kind="metered")
+    metered = UserFactory(username="metered")
+    EntitlementFactory(user=metered, feature=meter, limit=10)
+    usage_api = token_client(metered)
+    for key, quantity, status in (("a", 8, 201), ("b", 2, 201), ("b", 2, 200), ("c", 1, 429)):
+        answer = usage_api.post(
+            "/api/v1/usage/events/",
+            {"feature": "api_calls", "idempotency_key": key, "quantity": quantity},
+            format="json",
+        )
+        assert answer.status_code == status
 
     # when the relay publishes the outbox
     relay = make_relay("flows")

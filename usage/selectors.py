@@ -1,0 +1,318 @@
+"""Reads of the usage app: whose quota an event draws on, counters, totals for billing, history."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
+from django.utils import timezone
+from djstripe.models import Customer
+
+from billing.metering.services import meter_window
+from billing.models import Feature, PlanFeature
+from entitlements.models import Entitlement
+from entitlements.periods import period_bounds
+from subscriptions.models import Family
+from usage.models import UsageAdjustment, UsageCounter, UsageRecord
+
+METERED_KINDS = (Feature.Kind.METERED, Feature.Kind.LIMIT)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """The quota an event of one user on one feature draws on (from the user's best entitlement)."""
+
+    subject: str
+    user_id: int | None
+    family_id: int | None
+    limit: int | None
+    policy: str
+    overage_percent: int
+    reset_period: str
+    anchor: datetime | None
+    interval: str
+    interval_count: int
+
+    @property
+    def allowance(self) -> int | None:
+        """The most `used + reserved` may reach; None: nothing is ever refused (unlimited, soft)."""
+        if self.limit is None or self.policy == PlanFeature.QuotaPolicy.SOFT:
+            return None
+        if self.policy == PlanFeature.QuotaPolicy.OVERAGE:
+            return self.limit + self.limit * self.overage_percent // 100
+        return self.limit
+
+    def period(self, at: datetime) -> tuple[datetime, datetime | None]:
+        return period_bounds(
+            reset_period=self.reset_period,
+            anchor=self.anchor,
+            interval=self.interval,
+            interval_count=self.interval_count,
+            at=at,
+        )
+
+
+def subject_of(*, user_id: int | None = None, family_id: int | None = None) -> str:
+    return f"f{family_id}" if family_id is not None else f"u{user_id}"
+
+
+_INF = float("inf")
+
+
+def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tuple[int, str], Quota | str]:
+    """For each (user id, feature code): its Quota, or why nothing can be recorded
+    (`unknown_feature`, `not_metered`, `not_entitled`).
+
+    ONE query in the common case (own rows UNION ALL the rows of each user's family, with the
+    feature's kind and the plan feature's policy); a second one only for pairs with no live row, to
+    tell an unknown or on/off feature from one the user does not hold. The entitlement chosen is
+    the one the entitlement check grants: live (active, not expired), own or the user's family's,
+    the longest-lasting then the largest limit.
+    """
+    wanted = set(pairs)
+    user_ids = {user_id for user_id, _ in wanted}
+    codes = {code for _, code in wanted}
+    policy = PlanFeature.objects.filter(plan_id=OuterRef("plan_id"), feature_id=OuterRef("feature_id"))
+    fields = (
+        "for_user",
+        "user_id",
+        "family_id",
+        "feature__code",
+        "feature__kind",
+        "limit",
+        "reset_period",
+        "expires_at",
+        "granted_at",
+        "subscription__current_period_start",
+        "plan__interval",
+        "plan__interval_count",
+        "policy",
+        "overage",
+    )
+    live = Entitlement.objects.filter(
+        status=Entitlement.Status.ACTIVE, feature__code__in=codes, feature__kind__in=METERED_KINDS
+    ).annotate(
+        policy=Subquery(policy.values("quota_policy")[:1]),
+        overage=Subquery(policy.values("overage_percent")[:1]),
+    )
+    own = live.filter(user_id__in=user_ids).annotate(for_user=F("user_id")).values_list(*fields)
+    family = (
+        live.filter(family__members__user_id__in=user_ids)
+        .annotate(for_user=F("family__members__user_id"))
+        .values_list(*fields)
+    )
+    by_user: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+    for row in own.union(family, all=True):
+        by_user.setdefault((row[0], row[3]), []).append(row[1:])
+    out: dict[tuple[int, str], Quota | str] = {}
+    missing = [pair for pair in wanted if pair not in by_user]
+    kinds = dict(Feature.objects.filter(code__in={code for _, code in missing}).values_list("code", "kind"))
+    for user_id, code in wanted:
+        candidates = by_user.get((user_id, code))
+        if not candidates:
+            kind = kinds.get(code)
+            out[(user_id, code)] = (
+                "unknown_feature"
+                if kind is None
+                else "not_entitled"
+                if kind in METERED_KINDS
+                else "not_metered"
+            )
+            continue
+        best: tuple[tuple[float, float], tuple[Any, ...]] | None = None
+        # row: user_id, family_id, code, kind, limit, reset_period, expires_at, granted_at,
+        # subscription period start, plan interval, interval count, policy, overage percent
+        for row in candidates:
+            expires = row[6]
+            if expires is not None and expires <= at:
+                continue
+            key = (
+                _INF if expires is None else expires.timestamp(),
+                _INF if row[4] is None else float(row[4]),
+            )
+            if best is None or key > best[0]:
+                best = (key, row)
+        if best is None:
+            out[(user_id, code)] = "not_entitled"
+            continue
+        row = best[1]
+        out[(user_id, code)] = Quota(
+            subject=subject_of(user_id=row[0], family_id=row[1]),
+            user_id=row[0],
+            family_id=row[1],
+            limit=row[4],
+            policy=row[11] or PlanFeature.QuotaPolicy.HARD,
+            overage_percent=row[12] or 0,
+            reset_period=row[5] or "never",
+            anchor=row[8] or row[7],
+            interval=row[9] or "month",
+            interval_count=row[10] or 1,
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class UsageTotal:
+    user_id: int | None
+    family_id: int | None
+    feature_code: str
+    quantity: int
+
+
+def usage_totals(
+    *, start: datetime, end: datetime, feature_codes: Collection[str] | None = None
+) -> list[UsageTotal]:
+    """Recorded units per (user, family pool, feature) for events that occurred in [start, end).
+
+    Refused events are never recorded, so every row counts. Staff adjustments are not events and
+    have no occurrence time: they correct quotas, not what happened (billing reads records only).
+    """
+    records = UsageRecord.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    if feature_codes is not None:
+        records = records.filter(feature_code__in=list(feature_codes))
+    rows = (
+        records.values("user_id", "family_id", "feature_code")
+        .annotate(total=Sum("quantity"))
+        .order_by("user_id", "family_id", "feature_code")
+    )
+    return [
+        UsageTotal(
+            user_id=row["user_id"],
+            family_id=row["family_id"],
+            feature_code=row["feature_code"],
+            quantity=int(row["total"]),
+        )
+        for row in rows
+    ]
+
+
+def counter_get(*, subject: str, feature_code: str, period_start: datetime) -> UsageCounter | None:
+    return UsageCounter.objects.filter(
+        subject=subject, feature_code=feature_code, period_start=period_start
+    ).first()
+
+
+def ledger_sums(*, subject: str, feature_code: str, period_start: datetime) -> int:
+    """What the ledger says a counter's `used` must be: records plus adjustments."""
+    records = UsageRecord.objects.filter(
+        subject=subject, feature_code=feature_code, period_start=period_start
+    ).aggregate(total=Sum("quantity"))["total"]
+    adjustments = UsageAdjustment.objects.filter(
+        subject=subject, feature_code=feature_code, period_start=period_start
+    ).aggregate(total=Sum("quantity"))["total"]
+    return int(records or 0) + int(adjustments or 0)
+
+
+def usage_history(
+    *,
+    user_id: int,
+    feature_code: str | None = None,
+    occurred_after: datetime | None = None,
+    occurred_before: datetime | None = None,
+    operation: str | None = None,
+    resource_type: str | None = None,
+) -> QuerySet[UsageRecord]:
+    """A user's own recorded events, newest first."""
+    records = UsageRecord.objects.filter(user_id=user_id)
+    if feature_code:
+        records = records.filter(feature_code=feature_code)
+    if occurred_after is not None:
+        records = records.filter(occurred_at__gte=occurred_after)
+    if occurred_before is not None:
+        records = records.filter(occurred_at__lt=occurred_before)
+    if operation:
+        records = records.filter(operation=operation)
+    if resource_type:
+        records = records.filter(resource_type=resource_type)
+    return records.order_by("-occurred_at", "-id")
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    feature: str
+    subject: str
+    period_start: datetime | None
+    period_end: datetime | None
+    limit: int | None
+    used: int
+    reserved: int
+    remaining: int | None
+    policy: str
+
+
+def usage_summary(*, user_id: int, feature_code: str, at: datetime) -> UsageSummary | str:
+    """The current period's consumption of one feature, or why there is none (a refusal code)."""
+    quota = quotas_resolve(pairs=[(user_id, feature_code)], at=at)[(user_id, feature_code)]
+    if isinstance(quota, str):
+        return quota
+    start, end = quota.period(at)
+    counter = counter_get(subject=quota.subject, feature_code=feature_code, period_start=start)
+    used = counter.used if counter else 0
+    reserved = counter.reserved if counter else 0
+    return UsageSummary(
+        feature=feature_code,
+        subject=quota.subject,
+        period_start=start if end is not None else None,
+        period_end=end,
+        limit=quota.limit,
+        used=used,
+        reserved=reserved,
+        remaining=None if quota.limit is None else max(quota.limit - used - reserved, 0),
+        policy=quota.policy,
+    )
+
+
+# A window is reported this long after it ends: every transaction that recorded a unit in it (a
+# batch is well under a second) has committed by then.
+METER_SETTLE = timedelta(minutes=2)
+
+
+def usage_metered_totals(*, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+    """{(Stripe customer id, meter event name): units recorded in [start, end)} of the features
+    billed per unit (a meter event name set in the catalog).
+
+    Windows go by `recorded_at`, when the unit reached the ledger, not by `occurred_at`: an event
+    may arrive late (anywhere in its open period), and a closed window's total never changes, so
+    only the time of recording puts every unit in exactly one window. A family pool's units are
+    billed to the family's owner, who pays for the plan; users without a Stripe customer have
+    nothing to bill and are left out.
+    """
+    meters = dict(Feature.objects.exclude(meter_event_name="").values_list("code", "meter_event_name"))
+    if not meters:
+        return {}
+    rows = list(
+        UsageRecord.objects.filter(recorded_at__gte=start, recorded_at__lt=end, feature_code__in=list(meters))
+        .values_list("user_id", "family_id", "feature_code")
+        .annotate(total=Sum("quantity"))
+        .order_by()
+    )
+    owners = dict(
+        Family.objects.filter(pk__in={family for _, family, _, _ in rows if family}).values_list(
+            "pk", "owner_id"
+        )
+    )
+    payers = {owners.get(family) if family else user for user, family, _, _ in rows}
+    customers = dict(
+        Customer.objects.filter(subscriber_id__in=payers, livemode=settings.STRIPE_LIVE_MODE)
+        .order_by("subscriber_id", "-created")
+        .values_list("subscriber_id", "id")
+    )
+    totals: dict[tuple[str, str], int] = {}
+    for user, family, code, total in rows:
+        customer = customers.get(owners.get(family) if family else user)
+        if customer:
+            key = (str(customer), meters[code])
+            totals[key] = totals.get(key, 0) + int(total)
+    return totals
+
+
+def usage_meter_totals_closed(*, start: datetime, end: datetime) -> dict[tuple[str, str], int]:
+    """The ledger's side of `manage.py usage_reconcile` (METERING_USAGE_TOTALS): as
+    usage_metered_totals, up to the last window closed by now. A closed window the reporting job
+    has not handed to Stripe yet shows as a difference, as it should."""
+    closed_until, _ = meter_window(at=timezone.now() - METER_SETTLE)
+    return usage_metered_totals(start=start, end=min(end, closed_until))

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from payments_project.accounts.tests.factories import UserFactory
+from usage.models import UsageRecord
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def _service() -> Any:
+    user = UserFactory()
+    user.groups.add(Group.objects.get(name="service"))
+    return user
+
+
+def test_a_customer_records_an_event_and_a_replay_answers_the_same(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10)
+    body = {"feature": "api_calls", "quantity": 4, "idempotency_key": "abc", "operation": "upload"}
+
+    first = _client(user).post("/api/v1/usage/events/", body, format="json")
+    again = _client(user).post("/api/v1/usage/events/", body, format="json")
+    reused = _client(user).post("/api/v1/usage/events/", {**body, "quantity": 5}, format="json")
+
+    assert (first.status_code, first.json()["status"], first.json()["used"], first.json()["remaining"]) == (
+        201,
+        "recorded",
+        4,
+        6,
+    )
+    assert (again.status_code, again.json()["status"], again.json()["record_id"]) == (
+        200,
+        "duplicate",
+        first.json()["record_id"],
+    )
+    assert (reused.status_code, reused.json()["error"]["code"]) == (409, "idempotency_key_reused")
+
+
+def test_a_refused_event_is_429_with_the_quota(quota: Callable[..., Any]) -> None:
+    user = quota(limit=3)
+
+    response = _client(user).post(
+        "/api/v1/usage/events/",
+        {"feature": "api_calls", "quantity": 4, "idempotency_key": "x"},
+        format="json",
+    )
+
+    error = response.json()["error"]
+    assert (response.status_code, error["code"], error["limit"], error["used"], error["remaining"]) == (
+        429,
+        "quota_exceeded",
+        3,
+        0,
+        3,
+    )
+    assert error["resets_at"] is not None
+    assert UsageRecord.objects.count() == 0
+
+
+def test_the_batch_answers_each_event(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10)
+    events = [
+        {"feature": "api_calls", "quantity": 6, "idempotency_key": "a"},
+        {"feature": "api_calls", "quantity": 6, "idempotency_key": "b"},
+        {"feature": "nope", "quantity": 1, "idempotency_key": "c"},
+    ]
+
+    response = _client(user).post("/api/v1/usage/batch/", {"events": events}, format="json")
+
+    assert response.status_code == 200
+    assert [(r["status"], r["code"]) for r in response.json()["results"]] == [
+        ("recorded", None),
+        ("refused", "quota_exceeded"),
+        ("refused", "unknown_feature"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"feature": "api_calls", "idempotency_key": "k", "quantity": 0},
+        {"feature": "api_calls", "idempotency_key": "k", "quantity": 10**13},
+        {"feature": "a" * 65, "idempotency_key": "k"},
+        {"feature": "api_calls", "idempotency_key": "k" * 201},
+        {"feature": "api_calls", "idempotency_key": "k\x00"},
+        {"feature": "api_calls", "idempotency_key": "k", "metadata": {"x": "y" * 5000}},
+        {"feature": "api_calls", "idempotency_key": "k", "metadata": "not an object"},
+        {"feature": "api_calls", "idempotency_key": "k", "occurred_at": "yesterday"},
+        {"feature": "api_calls", "idempotency_key": "k", "user_id": "x"},
+        {"feature": "api_calls"},
+    ],
+)
+def test_bounded_input_is_refused_with_400(quota: Callable[..., Any], body: dict[str, Any]) -> None:
+    user = quota(limit=10)
+
+    response = _client(user).post("/api/v1/usage/events/", body, format="json")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "validation_error")
+
+
+def test_a_batch_over_1000_events_is_refused(quota: Callable[..., Any]) -> None:
+    user = quota(limit=None)
+    events = [{"feature": "api_calls", "idempotency_key": f"k{i}"} for i in range(1001)]
+
+    response = _client(user).post("/api/v1/usage/batch/", {"events": events}, format="json")
+
+    assert response.status_code == 400
+
+
+def test_a_service_account_records_for_a_user_and_a_customer_may_not(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10)
+    body = {"feature": "api_calls", "idempotency_key": "s", "user_id": user.pk}
+
+    by_service = _client(_service()).post("/api/v1/usage/events/", body, format="json")
+    by_other = _client(UserFactory()).post("/api/v1/usage/events/", body, format="json")
+
+    assert by_service.status_code == 201
+    assert by_other.status_code == 403
+    assert UsageRecord.objects.get().user_id == user.pk
+
+
+def test_anonymous_is_refused() -> None:
+    assert APIClient().post("/api/v1/usage/events/", {}, format="json").status_code == 401
+    assert APIClient().get("/api/v1/usage/").status_code == 401
+
+
+def test_summary_and_history(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10, period_start=datetime(2026, 11, 1, tzinfo=UTC))
+    client = _client(user)
+    client.post(
+        "/api/v1/usage/events/",
+        {"feature": "api_calls", "quantity": 3, "idempotency_key": "a"},
+        format="json",
+    )
+    client.post(
+        "/api/v1/usage/events/",
+        {"feature": "api_calls", "quantity": 2, "idempotency_key": "b", "operation": "x"},
+        format="json",
+    )
+    support = UserFactory(is_staff=True)
+    support.groups.add(Group.objects.get(name="support"))
+
+    summary = client.get("/api/v1/usage/summary/?feature=api_calls").json()
+    history = client.get("/api/v1/usage/?operation=x").json()
+    by_support = _client(support).get(f"/api/v1/usage/?user_id={user.pk}").json()
+    unknown = client.get("/api/v1/usage/summary/?feature=nope")
+
+    assert (summary["limit"], summary["used"], summary["remaining"], summary["subject"]) == (
+        10,
+        5,
+        5,
+        f"u{user.pk}",
+    )
+    assert [r["quantity"] for r in history["results"]] == [2]
+    assert by_support["count"] == 2
+    assert unknown.status_code == 404
+
+
+def test_reservations_hold_settle_and_release(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10)
+    client = _client(user)
+
+    held = client.post(
+        "/api/v1/usage/reservations/",
+        {"feature": "api_calls", "quantity": 8, "idempotency_key": "r"},
+        format="json",
+    )
+    refused = client.post(
+        "/api/v1/usage/events/",
+        {"feature": "api_calls", "quantity": 3, "idempotency_key": "e"},
+        format="json",
+    )
+    settled = client.post(
+        f"/api/v1/usage/reservations/{held.json()['id']}/settle/", {"quantity": 5}, format="json"
+    )
+    after = client.get("/api/v1/usage/summary/?feature=api_calls").json()
+    second = client.post(
+        "/api/v1/usage/reservations/",
+        {"feature": "api_calls", "quantity": 5, "idempotency_key": "r2"},
+        format="json",
+    )
+    released = client.post(f"/api/v1/usage/reservations/{second.json()['id']}/release/")
+    final = client.get("/api/v1/usage/summary/?feature=api_calls").json()
+
+    assert (held.status_code, refused.status_code) == (201, 429)
+    assert (settled.status_code, settled.json()["status"]) == (200, "settled")
+    assert (after["used"], after["reserved"]) == (5, 0)
+    assert (released.status_code, released.json()["status"]) == (200, "released")
+    assert (final["used"], final["reserved"], final["remaining"]) == (5, 0, 5)
+
+
+def test_the_endpoints_are_in_the_openapi_schema() -> None:
+    schema = APIClient().get("/api/v1/schema/?format=json").json()
+
+    for path in ("/api/v1/usage/", "/api/v1/usage/events/", "/api/v1/usage/batch/", "/api/v1/usage/summary/"):
+        assert path in schema["paths"]
+
+
+def test_only_the_owner_or_a_service_account_closes_a_reservation(quota: Callable[..., Any]) -> None:
+    owner = quota(limit=10)
+    held = _client(owner).post(
+        "/api/v1/usage/reservations/",
+        {"feature": "api_calls", "quantity": 2, "idempotency_key": "r"},
+        format="json",
+    )
+    url = f"/api/v1/usage/reservations/{held.json()['id']}/release/"
+
+    by_other = _client(UserFactory()).post(url)
+    by_service = _client(_service()).post(url)
+
+    assert by_other.status_code == 404
+    assert (by_service.status_code, by_service.json()["status"]) == (200, "released")

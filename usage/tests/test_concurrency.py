@@ -1,0 +1,91 @@
+"""Quotas under concurrency: threads on their own PostgreSQL connections never overrun a limit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from payments_project.accounts.tests.factories import UserFactory
+from subscriptions.models import FamilyMember
+from usage.models import UsageCounter
+from usage.selectors import ledger_sums
+from usage.services import UsageEvent, usage_events_record
+
+START = datetime(2027, 1, 1, tzinfo=UTC)
+NOW = datetime(2027, 1, 10, tzinfo=UTC)
+UNITS = (1, 7, 13)
+
+
+def _spend(users: list[Any], threads: int, per_thread: int) -> list[tuple[int, str, int, int | None]]:
+    """Each thread records per_thread events of 1, 7 or 13 units; (quantity, status, used seen, remaining)."""
+    outcomes: list[tuple[int, str, int, int | None]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def worker(number: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                quantity = UNITS[(number + i) % 3]
+                user = users[(number + i) % len(users)]
+                event = UsageEvent(
+                    user_id=user.pk, feature="api_calls", idempotency_key=f"t{number}-{i}", quantity=quantity
+                )
+                result = usage_events_record(events=[event], now=NOW)[0]
+                with lock:
+                    outcomes.append(
+                        (quantity, result.status + (result.code or ""), result.used or 0, result.remaining)
+                    )
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return outcomes
+
+
+def _check(outcomes: list[tuple[int, str, int, int | None]], subject: str) -> None:
+    counter = UsageCounter.objects.get(subject=subject)
+    accepted = sum(q for q, status, _, _ in outcomes if status == "recorded")
+    assert (
+        counter.used == accepted == ledger_sums(subject=subject, feature_code="api_calls", period_start=START)
+    )
+    assert counter.used <= 100
+    refused = [(q, used, remaining) for q, status, used, remaining in outcomes if status != "recorded"]
+    assert {status for _, status, _, _ in outcomes} <= {"recorded", "refusedquota_exceeded"}
+    # Every refusal was right when it was made: the event did not fit what was left then.
+    assert all(used + q > 100 and remaining == 100 - used for q, used, remaining in refused)
+    assert refused  # the quota was really fought over: 16 x 12 events of 1/7/13 units exceed 100
+    # Once refused, a unit of 1 only fails when the counter is full: the end state is tight.
+    assert counter.used > 100 - 13
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_threads_never_overrun_a_quota_of_100(quota: Callable[..., Any]) -> None:
+    user = quota(limit=100, period_start=START)
+
+    outcomes = _spend([user], threads=16, per_thread=12)
+
+    _check(outcomes, f"u{user.pk}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_four_family_members_at_once_never_overrun_the_pool(quota: Callable[..., Any]) -> None:
+    owner = quota(limit=100, family=True, period_start=START)
+    members = [owner]
+    for _ in range(3):
+        member = UserFactory()
+        FamilyMember.objects.create(family=owner.family, user=member)
+        members.append(member)
+
+    outcomes = _spend(members, threads=16, per_thread=12)
+
+    _check(outcomes, f"f{owner.family.pk}")

@@ -1,0 +1,120 @@
+"""Property: whatever the sequence of events, duplicates, reservations, releases, settlements and
+period boundaries, every counter equals its ledger (records + adjustments), its holds equal the open
+reservations, and a hard limit is never passed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.db.models import Sum
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from payments_project.errors import DomainError
+from usage.models import UsageCounter, UsageReservation
+from usage.selectors import ledger_sums
+from usage.services import (
+    UsageEvent,
+    usage_events_record,
+    usage_reservation_create,
+    usage_reservation_release,
+    usage_reservation_settle,
+    usage_reservations_expire,
+)
+
+START = datetime(2027, 1, 31, tzinfo=UTC)  # month ends: Feb 28, Mar 31, Apr 30...
+LIMIT = 30
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.integers(0, 12), st.sampled_from([1, 7, 13])),
+        st.tuples(
+            st.just("batch"), st.lists(st.tuples(st.integers(0, 12), st.sampled_from([1, 7, 13])), max_size=6)
+        ),
+        st.tuples(st.just("reserve"), st.integers(0, 5), st.integers(1, 15)),
+        st.tuples(st.just("settle"), st.integers(0, 5), st.integers(0, 15)),
+        st.tuples(st.just("release"), st.integers(0, 5)),
+        st.tuples(st.just("time"), st.integers(1, 24 * 20)),
+        st.tuples(st.just("expire")),
+    ),
+    max_size=25,
+)
+
+
+def _check_invariants(user: Any) -> None:
+    for counter in UsageCounter.objects.filter(subject=f"u{user.pk}"):
+        assert counter.used == ledger_sums(
+            subject=counter.subject, feature_code=counter.feature_code, period_start=counter.period_start
+        )
+        held = UsageReservation.objects.filter(
+            subject=counter.subject,
+            feature_code=counter.feature_code,
+            period_start=counter.period_start,
+            status=UsageReservation.Status.HELD,
+        ).aggregate(total=Sum("quantity"))["total"]
+        assert counter.reserved == (held or 0)
+        assert counter.used + counter.reserved <= LIMIT
+
+
+@pytest.mark.django_db
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=steps)
+def test_counters_always_equal_the_ledger(quota: Callable[..., Any], program: list[tuple[Any, ...]]) -> None:
+    with transaction.atomic():
+        user = quota(limit=LIMIT, period_start=START)
+        now = START + timedelta(days=20)
+        holds: dict[int, int] = {}
+        for step in program:
+            kind = step[0]
+            try:
+                if kind == "event":
+                    usage_events_record(
+                        events=[
+                            UsageEvent(
+                                user_id=user.pk,
+                                feature="api_calls",
+                                idempotency_key=f"k{step[1]}-{step[2]}",
+                                quantity=step[2],
+                            )
+                        ],
+                        now=now,
+                    )
+                elif kind == "batch":
+                    usage_events_record(
+                        events=[
+                            UsageEvent(
+                                user_id=user.pk,
+                                feature="api_calls",
+                                idempotency_key=f"k{key}-{q}",
+                                quantity=q,
+                            )
+                            for key, q in step[1]
+                        ],
+                        now=now,
+                    )
+                elif kind == "reserve":
+                    made = usage_reservation_create(
+                        user_id=user.pk,
+                        feature="api_calls",
+                        quantity=step[2],
+                        idempotency_key=f"r{step[1]}-{step[2]}",
+                        ttl_seconds=3600 * 30,
+                        now=now,
+                    )
+                    holds[step[1]] = made.pk
+                elif kind == "settle" and step[1] in holds:
+                    usage_reservation_settle(reservation_id=holds[step[1]], quantity=step[2], now=now)
+                elif kind == "release" and step[1] in holds:
+                    usage_reservation_release(reservation_id=holds[step[1]], now=now)
+                elif kind == "time":
+                    now += timedelta(hours=step[1])
+                elif kind == "expire":
+                    usage_reservations_expire(now=now)
+            except DomainError:
+                pass  # refusals (quota, closed reservation, settle above the hold) change nothing
+            _check_invariants(user)
+        transaction.set_rollback(True)

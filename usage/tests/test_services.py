@@ -1,0 +1,270 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+
+from billing.models import PlanFeature
+from payments_project.errors import Conflict
+from payments_project.events import ids
+from payments_project.events.models import DomainEvent
+from usage.models import UsageCounter, UsageRecord, UsageThreshold
+from usage.selectors import ledger_sums, usage_totals
+from usage.services import (
+    QuotaExceeded,
+    UsageEvent,
+    usage_event_record,
+    usage_events_record,
+)
+
+pytestmark = pytest.mark.django_db
+NOW = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
+START = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def _event(user: Any, key: str, quantity: int = 1, feature: str = "api_calls", **fields: Any) -> UsageEvent:
+    return UsageEvent(user_id=user.pk, feature=feature, idempotency_key=key, quantity=quantity, **fields)
+
+
+def _counter(user: Any, start: datetime = START, feature: str = "api_calls") -> UsageCounter:
+    return UsageCounter.objects.get(subject=f"u{user.pk}", feature_code=feature, period_start=start)
+
+
+def test_an_event_is_recorded_and_counted_in_the_subscription_period(quota: Callable[..., Any]) -> None:
+    user = quota(limit=100, period_start=START)
+
+    result = usage_event_record(
+        event=_event(user, "k1", 5, resource_type="file", resource_size=2048), now=NOW
+    )
+
+    assert (result.status, result.used, result.remaining, result.limit) == ("recorded", 5, 95, 100)
+    assert result.resets_at == datetime(2027, 2, 1, tzinfo=UTC)
+    record = UsageRecord.objects.get()
+    assert (record.quantity, record.resource_type, record.resource_size, record.period_start) == (
+        5,
+        "file",
+        2048,
+        START,
+    )
+    assert _counter(user).used == 5
+
+
+def test_the_same_key_and_body_replays_and_another_body_is_refused(quota: Callable[..., Any]) -> None:
+    user = quota(limit=100, period_start=START)
+    first = usage_event_record(event=_event(user, "k1", 5), now=NOW)
+
+    again = usage_event_record(event=_event(user, "k1", 5), now=NOW)
+    with pytest.raises(Conflict) as reused:
+        usage_event_record(event=_event(user, "k1", 6), now=NOW)
+
+    assert (again.status, again.record_id, again.quantity) == ("duplicate", first.record_id, 5)
+    assert reused.value.code == "idempotency_key_reused"
+    assert _counter(user).used == 5
+    assert UsageRecord.objects.count() == 1
+
+
+def test_a_hard_limit_refuses_with_the_numbers_and_records_nothing(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10, period_start=START)
+    usage_event_record(event=_event(user, "k1", 8), now=NOW)
+
+    with pytest.raises(QuotaExceeded) as refused:
+        usage_event_record(event=_event(user, "k2", 3), now=NOW)
+
+    assert refused.value.status_code == 429
+    assert refused.value.extra == {
+        "limit": 10,
+        "used": 8,
+        "remaining": 2,
+        "resets_at": "2027-02-01T00:00:00+00:00",
+    }
+    assert UsageRecord.objects.count() == 1
+    assert _counter(user).used == 8
+
+
+def test_soft_policy_records_past_the_limit_and_flags(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10, policy=PlanFeature.QuotaPolicy.SOFT, period_start=START)
+
+    results = usage_events_record(events=[_event(user, "a", 8), _event(user, "b", 5)], now=NOW)
+
+    assert [(r.status, r.over_limit) for r in results] == [("recorded", False), ("recorded", True)]
+    assert list(UsageRecord.objects.order_by("id").values_list("over_limit", flat=True)) == [False, True]
+    assert _counter(user).used == 13
+
+
+def test_overage_policy_refuses_past_the_allowance(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10, policy=PlanFeature.QuotaPolicy.OVERAGE, overage_percent=20, period_start=START)
+
+    results = usage_events_record(
+        events=[_event(user, "a", 11), _event(user, "b", 1), _event(user, "c", 1)], now=NOW
+    )
+
+    assert [(r.status, r.code) for r in results] == [
+        ("recorded", None),
+        ("recorded", None),
+        ("refused", "quota_exceeded"),
+    ]
+    assert _counter(user).used == 12
+
+
+def test_a_batch_answers_each_event_and_a_bad_one_loses_none(quota: Callable[..., Any]) -> None:
+    user = quota(limit=100, period_start=START)
+    other = quota("other_feature", limit=None, period_start=START)
+
+    results = usage_events_record(
+        events=[
+            _event(user, "a", 3),
+            _event(user, "b", 1, feature="no_such_feature"),
+            _event(user, "c", 2, occurred_at=NOW + timedelta(hours=1)),
+            _event(user, "d", 2, occurred_at=START - timedelta(days=2)),
+            _event(user, "a", 3),
+            _event(user, "a", 4),
+            _event(user, "e", 500),
+            _event(other, "a", 1000, feature="other_feature"),
+        ],
+        now=NOW,
+    )
+
+    assert [(r.status, r.code) for r in results] == [
+        ("recorded", None),
+        ("refused", "unknown_feature"),
+        ("refused", "occurred_at_in_future"),
+        ("refused", "occurred_at_too_old"),
+        ("duplicate", None),
+        ("refused", "idempotency_key_reused"),
+        ("refused", "quota_exceeded"),
+        ("recorded", None),
+    ]
+    assert _counter(user).used == 3
+    assert _counter(other, feature="other_feature").used == 1000
+
+
+def test_the_same_batch_replayed_three_times_shuffled_records_each_event_once(
+    quota: Callable[..., Any],
+) -> None:
+    users = [quota(limit=1000, period_start=START) for _ in range(3)]
+    events = [_event(users[i % 3], f"k{i}", 1 + i % 5) for i in range(60)]
+    expected = {u.pk: sum(e.quantity for e in events if e.user_id == u.pk) for u in users}
+    rng = random.Random(7)
+
+    first = usage_events_record(events=events, now=NOW)
+    replays = []
+    for _ in range(3):
+        shuffled = list(events)
+        rng.shuffle(shuffled)
+        replays.append(usage_events_record(events=shuffled, now=NOW))
+
+    assert {r.status for r in first} == {"recorded"}
+    assert all({r.status for r in replay} == {"duplicate"} for replay in replays)
+    assert UsageRecord.objects.count() == 60
+    for user in users:
+        assert (
+            _counter(user).used
+            == expected[user.pk]
+            == ledger_sums(subject=f"u{user.pk}", feature_code="api_calls", period_start=START)
+        )
+
+
+def test_family_members_draw_on_one_pool(quota: Callable[..., Any]) -> None:
+    owner = quota(limit=10, family=True, period_start=START)
+    from payments_project.accounts.tests.factories import UserFactory
+    from subscriptions.models import FamilyMember
+
+    member = UserFactory()
+    FamilyMember.objects.create(family=owner.family, user=member)
+
+    results = usage_events_record(
+        events=[_event(owner, "a", 6), _event(member, "a", 4), _event(member, "b", 1)], now=NOW
+    )
+
+    assert [r.status for r in results] == ["recorded", "recorded", "refused"]
+    counter = UsageCounter.objects.get(subject=f"f{owner.family.pk}")
+    assert (counter.used, counter.family_id, counter.user_id) == (10, owner.family.pk, None)
+
+
+def test_thresholds_are_recorded_once_as_domain_events(quota: Callable[..., Any]) -> None:
+    user = quota(limit=10, policy=PlanFeature.QuotaPolicy.SOFT, period_start=START)
+
+    usage_events_record(events=[_event(user, "a", 8)], now=NOW)
+    usage_events_record(events=[_event(user, "b", 1)], now=NOW)
+    usage_events_record(events=[_event(user, "c", 2), _event(user, "d", 5)], now=NOW)
+
+    assert sorted(UsageThreshold.objects.values_list("level", flat=True)) == ["100", "80", "overage"]
+    events = DomainEvent.objects.filter(type="usage.threshold_reached").order_by("id")
+    assert [(e.payload["level"], e.payload["used"]) for e in events] == [
+        ("80", 8),
+        ("100", 16),
+        ("overage", 16),
+    ]
+
+
+def test_usage_totals_sum_records_by_occurred_at(quota: Callable[..., Any]) -> None:
+    user = quota(limit=None, period_start=START)
+    usage_events_record(
+        events=[
+            _event(user, "a", 2, occurred_at=NOW - timedelta(hours=2)),
+            _event(user, "b", 3, occurred_at=NOW - timedelta(minutes=1)),
+        ],
+        now=NOW,
+    )
+
+    totals = usage_totals(start=NOW - timedelta(hours=1), end=NOW, feature_codes=["api_calls"])
+
+    assert [(t.user_id, t.family_id, t.feature_code, t.quantity) for t in totals] == [
+        (user.pk, None, "api_calls", 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("anchor", "before", "after", "next_end"),
+    [
+        # A month end: anchored on Jan 31, February's period ends on Feb 28 (2027).
+        (
+            datetime(2027, 1, 31, tzinfo=UTC),
+            datetime(2027, 2, 27, 23, 59, tzinfo=UTC),
+            datetime(2027, 2, 28, 0, 1, tzinfo=UTC),
+            datetime(2027, 3, 31, tzinfo=UTC),
+        ),
+        # The leap day: anchored on Jan 29 2028, the period boundary is Feb 29 2028.
+        (
+            datetime(2028, 1, 29, tzinfo=UTC),
+            datetime(2028, 2, 28, 23, 59, tzinfo=UTC),
+            datetime(2028, 2, 29, 0, 1, tzinfo=UTC),
+            datetime(2028, 3, 29, tzinfo=UTC),
+        ),
+        # Anchored on Jan 31 2028: February ends on the leap day itself.
+        (
+            datetime(2028, 1, 31, tzinfo=UTC),
+            datetime(2028, 2, 28, 23, 59, tzinfo=UTC),
+            datetime(2028, 2, 29, 0, 0, 1, tzinfo=UTC),
+            datetime(2028, 3, 31, tzinfo=UTC),
+        ),
+    ],
+)
+def test_counters_reset_at_the_period_boundary_without_a_job(
+    quota: Callable[..., Any],
+    anchor: datetime,
+    before: datetime,
+    after: datetime,
+    next_end: datetime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The thresholds crossed become domain events whose UUIDv7 ids follow the (travelled) clock:
+    # the id generator's memory of the last millisecond is put back afterwards.
+    monkeypatch.setattr(ids, "_last_ms", ids._last_ms)
+    monkeypatch.setattr(ids, "_counter", ids._counter)
+    with time_machine.travel(before, tick=False):
+        user = quota(limit=5, period_start=anchor)
+        usage_event_record(event=_event(user, "a", 5))
+        with pytest.raises(QuotaExceeded) as full:
+            usage_event_record(event=_event(user, "b", 1))
+    with time_machine.travel(after, tick=False):
+        fresh = usage_event_record(event=_event(user, "b", 1))
+
+    assert full.value.extra["resets_at"] == fresh.period_start.isoformat()  # type: ignore[union-attr]
+    assert (fresh.used, fresh.remaining, fresh.resets_at) == (1, 4, next_end)
+    old, new = UsageCounter.objects.order_by("period_start")
+    assert (old.used, new.used) == (5, 1)  # the past period stays readable
