@@ -18,9 +18,9 @@ meter events and their summaries, and metered prices (devtools/standin_meters.py
 memory (localstripe's own pickle to /tmp is off), or in --state-file across restarts.
 
 Where it still differs from Stripe (known, accepted for development and tests):
-- never sends customer.subscription.updated, invoice.payment_failed or checkout.session.expired
-  on its own (tests deliver those events themselves, signed, with the stand-in's objects); no
-  webhook retries; no renewals (no test clocks);
+- never sends checkout.session.expired on its own; no webhook retries; renewals happen only when
+  its clock is advanced (devtools/standin_clock.py: `POST /_dev/clock/advance`, not Stripe's
+  test-clock API);
 - one recurring price per subscription; no coupons, taxes, setup mode, Billing Portal;
 - a trialing subscription keeps its first period's end (Stripe: the trial end) and gets no
   $0 invoice; in payment mode a Checkout Session always creates a customer;
@@ -1013,6 +1013,9 @@ def _install() -> None:
     from devtools import standin_meters  # Billing Meters, in their own module
 
     standin_meters.install(router, sys.modules[__name__])
+    from devtools import standin_clock  # renewals, invoice pay/void/uncollectible (its own module)
+
+    standin_clock.install(app, globals())
 
 
 with warnings.catch_warnings():

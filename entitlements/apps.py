@@ -24,6 +24,7 @@ class EntitlementsConfig(AppConfig):
             (signals.subscription_reactivated, receivers.on_subscription_reactivated),
             (signals.subscription_cancelled, receivers.on_subscription_cancelled),
             (signals.subscription_plan_changed, receivers.on_subscription_plan_changed),
+            (signals.subscription_grace_extended, receivers.on_subscription_grace_extended),
             (signals.family_member_added, receivers.on_family_member_changed),
             (signals.family_member_removed, receivers.on_family_member_changed),
             (billing_signals.payment_succeeded, receivers.on_payment_succeeded),

@@ -3,6 +3,7 @@ a grant commits or rolls back with the subscription change; each service is idem
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from billing.models import Payment
@@ -10,6 +11,7 @@ from entitlements import services
 from entitlements.cache import snapshot_invalidate_on_commit
 from entitlements.models import Entitlement
 from entitlements.selectors import feature_codes_forget
+from subscriptions.dunning.selectors import past_due_kept_features
 from subscriptions.models import Family, Subscription
 
 
@@ -22,7 +24,21 @@ def on_subscription_renewed(sender: Any, *, subscription: Subscription, **kwargs
 
 
 def on_subscription_suspended(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:
-    services.entitlement_suspend_for_subscription(subscription=subscription)
+    # Past due (a renewal being retried): the plan's dunning policy says what stays usable.
+    kept = (
+        past_due_kept_features(subscription=subscription)
+        if subscription.status == "past_due"
+        else frozenset()
+    )
+    if kept is None:
+        return
+    services.entitlement_suspend_for_subscription(subscription=subscription, keep_feature_codes=kept)
+
+
+def on_subscription_grace_extended(
+    sender: Any, *, subscription: Subscription, until: datetime, **kwargs: Any
+) -> None:
+    services.entitlement_extend_until(subscription=subscription, until=until)
 
 
 def on_subscription_reactivated(sender: Any, *, subscription: Subscription, **kwargs: Any) -> None:

@@ -106,6 +106,18 @@ def entitlement_extend_for_subscription(*, subscription: Subscription) -> int:
     return updated
 
 
+def entitlement_extend_until(*, subscription: Subscription, until: datetime) -> int:
+    """A renewal being retried (dunning): the rows still usable stay so until `until`, the case's
+    cancel day, whatever the unpaid period's end says (never shortened)."""
+    with transaction.atomic():
+        updated = Entitlement.objects.filter(
+            subscription=subscription, status=Entitlement.Status.ACTIVE, expires_at__lt=until
+        ).update(expires_at=until, updated_at=timezone.now())
+        if updated:
+            _invalidate_subscription(subscription=subscription)
+    return updated
+
+
 def _update_announced(rows: Any, *, actor: Any = None, **values: Any) -> int:
     """Update `rows` (locked first, so each changed row is announced once) and announce them."""
     ids = list(rows.select_for_update().values_list("pk", flat=True))
@@ -114,10 +126,19 @@ def _update_announced(rows: Any, *, actor: Any = None, **values: Any) -> int:
     return updated
 
 
-def _set_status(*, subscription: Subscription, from_status: str, to_status: str, **extra: Any) -> int:
+def _set_status(
+    *,
+    subscription: Subscription,
+    from_status: str,
+    to_status: str,
+    keep_feature_codes: frozenset[str] = frozenset(),
+    **extra: Any,
+) -> int:
     with transaction.atomic():
         updated = _update_announced(
-            Entitlement.objects.filter(subscription=subscription, status=from_status),
+            Entitlement.objects.filter(subscription=subscription, status=from_status).exclude(
+                feature__code__in=keep_feature_codes
+            ),
             status=to_status,
             **extra,
         )
@@ -126,11 +147,16 @@ def _set_status(*, subscription: Subscription, from_status: str, to_status: str,
     return updated
 
 
-def entitlement_suspend_for_subscription(*, subscription: Subscription) -> int:
+def entitlement_suspend_for_subscription(
+    *, subscription: Subscription, keep_feature_codes: frozenset[str] = frozenset()
+) -> int:
+    """Suspend the subscription's active entitlements, except the features listed (a dunning
+    policy may keep some while the renewal is retried)."""
     return _set_status(
         subscription=subscription,
         from_status=Entitlement.Status.ACTIVE,
         to_status=Entitlement.Status.SUSPENDED,
+        keep_feature_codes=keep_feature_codes,
     )
 
 

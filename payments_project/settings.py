@@ -292,6 +292,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "subscriptions.tasks.subscription_duplicates_settle_sweep_task",
         "schedule": 300.0,
     },
+    "subscriptions-dunning-sweep": {
+        "task": "subscriptions.dunning.tasks.dunning_sweep_task",
+        "schedule": 120.0,
+    },
     "subscriptions-reconcile-overdue": {
         "task": "subscriptions.tasks.subscriptions_reconcile_overdue_task",
         "schedule": 600.0,
@@ -320,6 +324,17 @@ CELERY_BEAT_SCHEDULE["usage-reservations-expire"] = {
 USAGE_CLOCK_SKEW_SECONDS = env_int("USAGE_CLOCK_SKEW_SECONDS", 300)
 USAGE_LATE_GRACE_SECONDS = env_int("USAGE_LATE_GRACE_SECONDS", 3600)
 USAGE_RESERVATION_TTL_SECONDS = env_int("USAGE_RESERVATION_TTL_SECONDS", 900)
+# Dunning emails (docs/dunning.md): the console under `make run`, your SMTP or provider in production.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "billing@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+# The frontend's page where a customer updates their card (linked from the "payment failed" email).
+DUNNING_UPDATE_CARD_URL = env_str("DUNNING_UPDATE_CARD_URL", "http://127.0.0.1:8000/account/billing/card")
 # A live subscription whose period ended this long ago with no Stripe event since is asked of
 # Stripe by the job above (Stripe sends the renewal's events within minutes of the period end).
 SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS = env_int("SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS", 3600)

@@ -15,6 +15,7 @@ from billing.money import format_money, is_currency
 from payments_project.accounts.links import customer_link, customer_url
 from payments_project.errors import DomainError
 from subscriptions import services
+from subscriptions.dunning import admin as dunning_admin  # noqa: F401 - registers the dunning pages
 from subscriptions.families import admin as families_admin  # noqa: F401 - registers the family pages
 from subscriptions.models import Subscription, SubscriptionHistory, SubscriptionStripeCall
 

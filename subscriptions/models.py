@@ -6,9 +6,21 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from subscriptions.dunning.models import DeclineRule, DunningAttempt, DunningCase, DunningEmail, DunningPolicy
 from subscriptions.families.models import Family, FamilyMember
 
-__all__ = ["LIVE_STATUSES", "Family", "FamilyMember", "Subscription", "SubscriptionHistory"]
+__all__ = [
+    "LIVE_STATUSES",
+    "DeclineRule",
+    "DunningAttempt",
+    "DunningCase",
+    "DunningEmail",
+    "DunningPolicy",
+    "Family",
+    "FamilyMember",
+    "Subscription",
+    "SubscriptionHistory",
+]
 
 # A subscription in one of these is still the customer's (transitions.BLOCKS_NEW_CHECKOUT, the same
 # set): at most one per user and one per family, enforced by the database (Subscription.Meta).

@@ -726,6 +726,7 @@ _APPLY: dict[str, Callable[[Subscription, SubscriptionStripeCall], list[Signal]]
 
 def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: bool = False) -> Subscription:
     """Cancel at the period end (Stripe keeps billing until then), or now (staff only)."""
+
     if immediately and not actor.has_perm(STAFF_PERMISSION):
         raise DomainError("Only finance staff may cancel immediately.", code="forbidden", status_code=403)
     _check_actor(subscription, actor)
@@ -757,6 +758,8 @@ def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: 
             )
     if call is not None:
         sub = _call_send(call)
+    # Cancelling stops dunning at once (its receiver): no retry after it, the unpaid invoice voided.
+    signals.subscription_cancel_requested.send(sender=Subscription, subscription=sub, actor=actor)
     _refresh_from(subscription, sub)
     return subscription
 

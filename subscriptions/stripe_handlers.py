@@ -14,6 +14,13 @@ from djstripe.models import Event
 
 from billing.stripe.selectors import current_object_as_of
 from subscriptions.checkout.services import checkout_completed_record
+from subscriptions.dunning.models import DunningCase
+from subscriptions.dunning.services import (
+    dunning_case_stop,
+    dunning_invoice_failed,
+    dunning_invoice_paid,
+    dunning_new_card,
+)
 from subscriptions.services import (
     subscription_apply_invoice_failed,
     subscription_apply_invoice_paid,
@@ -40,6 +47,7 @@ def on_subscription(sender: Any, event: Event, **kwargs: Any) -> None:
 def on_invoice_paid(sender: Any, event: Event, **kwargs: Any) -> None:
     data, as_of = current_object_as_of(event)
     subscription_apply_invoice_paid(data=data, event_id=event.id, event_created=as_of)
+    dunning_invoice_paid(data=data)
 
 
 @djstripe_receiver("invoice.payment_failed")
@@ -48,6 +56,26 @@ def on_invoice_failed(sender: Any, event: Event, **kwargs: Any) -> None:
     if data.get("status") == "paid":
         return  # a retry paid it since: this failure is history, not the current state
     subscription_apply_invoice_failed(data=data, event_id=event.id, event_created=as_of)
+    dunning_invoice_failed(data=data, stripe_event_id=event.id)
+
+
+@djstripe_receiver(["invoice.voided", "invoice.marked_uncollectible"])
+def on_invoice_ended(sender: Any, event: Event, **kwargs: Any) -> None:
+    """Ended at Stripe (by us or in the dashboard): nothing is left to collect."""
+    data, _ = current_object_as_of(event)
+    for pk in DunningCase.objects.filter(stripe_invoice_id=str(data.get("id") or "")).values_list(
+        "pk", flat=True
+    ):
+        dunning_case_stop(case_id=pk, reason=f"invoice {data.get('status')} at Stripe", end_invoice=False)
+
+
+@djstripe_receiver("payment_method.attached")
+def on_payment_method_attached(sender: Any, event: Event, **kwargs: Any) -> None:
+    """The customer added a card: one immediate retry of their open invoices with it."""
+    data, _ = current_object_as_of(event)
+    dunning_new_card(
+        stripe_customer_id=str(data.get("customer") or ""), payment_method=str(data.get("id") or "")
+    )
 
 
 @djstripe_receiver("checkout.session.completed")

@@ -1,9 +1,10 @@
-"""Included by the project under api/v1/: subscriptions/, checkout-sessions/, families/."""
+"""Included by the project under api/v1/: subscriptions/, checkout-sessions/, families/, dunning/."""
 
 from rest_framework.routers import SimpleRouter
 
 from subscriptions.apis import SubscriptionViewSet
 from subscriptions.checkout.apis import CheckoutSessionViewSet
+from subscriptions.dunning.apis import DunningViewSet
 from subscriptions.families.apis import FamilyViewSet
 
 router = SimpleRouter()
@@ -11,5 +12,6 @@ router.trailing_slash = "/?"  # .../cancel and .../cancel/ both answer
 router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 router.register("checkout-sessions", CheckoutSessionViewSet, basename="checkout-session")
 router.register("families", FamilyViewSet, basename="family")
+router.register("dunning", DunningViewSet, basename="dunning")
 
 urlpatterns = router.urls

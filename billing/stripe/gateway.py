@@ -382,3 +382,77 @@ def meter_event_summary_total(
     )
     total = sum((Decimal(str(s.aggregated_value)) for s in summaries.data), Decimal(0))
     return int(total)
+
+
+# --- invoices (dunning) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InvoicePayment:
+    """What Stripe answered to paying an invoice: paid, or declined with the card's codes."""
+
+    paid: bool
+    invoice_status: str
+    decline_code: str = ""
+    advice_code: str = ""
+    network_advice_code: str = ""
+    payment_method: str = ""
+    message: str = ""
+
+
+def _error_field(error: Any, name: str) -> str:
+    value = getattr(error, name, None) if error is not None else None
+    if isinstance(value, Mapping):  # Stripe sends the payment method object
+        value = value.get("id")
+    return str(value or "")[:255]
+
+
+def invoice_pay(invoice_id: str, *, idempotency_key: str, payment_method: str = "") -> InvoicePayment:
+    """Ask Stripe to pay an open invoice now (off session), once per key. A declined card is an
+    answer, not an error; an outage raises StripeUnavailable, a refused request DomainError."""
+    params: dict[str, Any] = {"off_session": True}
+    if payment_method:
+        params["payment_method"] = payment_method
+    try:
+        invoice = call(client().v1.invoices.pay, invoice_id, params, {"idempotency_key": idempotency_key})
+    except PaymentDeclined as exc:
+        error = getattr(exc.__cause__, "error", None)
+        return InvoicePayment(
+            paid=False,
+            invoice_status="open",
+            decline_code=str(exc.extra.get("decline_code", ""))[:64],
+            advice_code=_error_field(error, "advice_code")[:64],
+            network_advice_code=_error_field(error, "network_advice_code")[:16],
+            payment_method=_error_field(error, "payment_method"),
+            message=exc.message[:300],
+        )
+    return InvoicePayment(paid=invoice.status == "paid", invoice_status=str(invoice.status))
+
+
+def invoice_status(invoice_id: str) -> str:
+    return str(call(client().v1.invoices.retrieve, invoice_id).status)
+
+
+def invoice_end(invoice_id: str, *, uncollectible: bool, idempotency_key: str) -> str:
+    """Void the open invoice (or mark it uncollectible): never collected later. Its status after."""
+    fn = client().v1.invoices.mark_uncollectible if uncollectible else client().v1.invoices.void_invoice
+    try:
+        return str(call(fn, invoice_id, {}, {"idempotency_key": idempotency_key}).status)
+    except DomainError as exc:
+        if exc.code != "stripe_invalid_request":
+            raise
+        return invoice_status(invoice_id)  # already paid, void or uncollectible: say which
+
+
+def subscription_cancel_now(subscription_id: str, *, idempotency_key: str) -> str:
+    """Cancel a subscription at Stripe at once; its status after (already cancelled is fine)."""
+    try:
+        return str(
+            call(
+                client().v1.subscriptions.cancel, subscription_id, {}, {"idempotency_key": idempotency_key}
+            ).status
+        )
+    except DomainError as exc:
+        if exc.code != "stripe_invalid_request":
+            raise
+        return str(call(client().v1.subscriptions.retrieve, subscription_id).status)

@@ -58,6 +58,12 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "billing.change_meteredprice",
             "billing.delete_meteredprice",
             "subscriptions.change_subscription",
+            # Dunning: steer cases (retry now, pause, grace, resolve) and edit the policies.
+            "subscriptions.change_dunningcase",
+            "subscriptions.add_dunningpolicy",
+            "subscriptions.change_dunningpolicy",
+            "subscriptions.add_declinerule",
+            "subscriptions.change_declinerule",
             "entitlements.change_entitlement",
             "events.publish_again",
             # Usage corrections: a signed adjustment with a reason, audited (never an edit).

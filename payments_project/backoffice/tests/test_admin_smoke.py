@@ -33,6 +33,13 @@ from billing.metering.tests.factories import (
     StripeMeterFactory,
 )
 from billing.models import PlanFeature, PricingZone, StripeEvent
+from subscriptions.dunning.tests.factories import (
+    DeclineRuleFactory,
+    DunningAttemptFactory,
+    DunningCaseFactory,
+    DunningEmailFactory,
+    DunningPolicyFactory,
+)
 from usage.tests.factories import (
     UsageAdjustmentFactory,
     UsageCounterFactory,
@@ -123,6 +130,12 @@ def data(data: dict[str, Any]) -> Any:
     UsageAdjustmentFactory(user=w["alice"], staff_user=w["root"])
     UsageReservationFactory(user=w["alice"])
     UsageThresholdFactory(subject=counter.subject)
+    # A dunning case with a failed retry and its email; a plan's own policy; a decline rule.
+    case = DunningCaseFactory()
+    DunningAttemptFactory(case=case, number=1, status="failed", decline_code="insufficient_funds")
+    DunningEmailFactory(case=case)
+    DunningPolicyFactory()
+    DeclineRuleFactory()
     return w
 
 
@@ -202,6 +215,10 @@ KEY_PAGES = {
     "/admin/accounts/auditlogentry/add/": {"root": 403, "finance": 403, "support": 403},
     "/admin/billing/payment/add/": {"root": 403, "finance": 403, "support": 403},
     "/admin/djstripe/charge/add/": {"root": 403, "finance": 403, "support": 403},
+    # finance steers dunning and edits its policies; support reads them
+    "/admin/subscriptions/dunningcase/": {"root": 200, "finance": 200, "support": 200},
+    "/admin/subscriptions/dunningpolicy/add/": {"root": 200, "finance": 200, "support": 403},
+    "/admin/subscriptions/dunningcase/add/": {"root": 403, "finance": 403, "support": 403},
     # staff accounts are the superuser's
     "/admin/auth/user/": {"root": 200, "finance": 403, "support": 403},
 }

@@ -35,6 +35,9 @@ EXPECTED_TYPES = {
     "catalog.price_changed",
     "catalog.zone_changed",
     "usage.threshold_reached",
+    "dunning.case_opened",
+    "dunning.stage_changed",
+    "dunning.retry_finished",
 }
 
 

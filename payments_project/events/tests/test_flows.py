@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils import timezone
 
 from billing.catalog.services import catalog_load, catalog_push_to_stripe
 from billing.catalog.tests.factories import FeatureFactory
@@ -30,6 +32,8 @@ from payments_project.events.registry import event_type_get
 from payments_project.events.tests.conftest import make_relay, read_topic
 from payments_project.events.tests.test_catalog import EXPECTED_TYPES
 from payments_project.tests.helpers import token_client
+from subscriptions.dunning.models import DunningAttempt
+from subscriptions.dunning.services import dunning_attempt_run, dunning_invoice_failed
 from subscriptions.models import Subscription
 
 CATALOG = {
@@ -55,6 +59,9 @@ EXPECTED = {
     "catalog.price_changed": 2,  # pro and team, each one list price
     "catalog.plan_changed": 2,
     "catalog.zone_changed": 1,
+    "dunning.case_opened": 1,  # a renewal that failed
+    "dunning.retry_finished": 1,  # its first retry paid it
+    "dunning.stage_changed": 1,  # past_due -> recovered
     "checkout.completed": 1,  # delivered twice by Stripe, announced once
     "subscription.created": 1,
     "subscription.status_changed": 2,  # incomplete -> active, active -> cancelled
@@ -130,6 +137,17 @@ def test_the_real_flows_publish_every_event_type_once_per_fact_with_valid_payloa
     )
     subscription = Subscription.objects.get(stripe_subscription_id=remote.id)
     assert subscription.status == "active"
+
+    # a renewal invoice fails: dunning opens its case, and the first retry pays it
+    sdk.v1.invoice_items.create({"customer": remote.customer, "amount": 999, "currency": "usd"})
+    renewal = sdk.v1.invoices.create({"customer": remote.customer, "subscription": remote.id})
+    case = dunning_invoice_failed(data={**renewal.to_dict(), "status": "open"})
+    assert case is not None
+    first = case.attempts.get(number=1)
+    DunningAttempt.objects.filter(pk=first.pk).update(
+        status="claimed", claimed_until=timezone.now() + timedelta(minutes=5)
+    )
+    assert dunning_attempt_run(attempt_id=first.pk) == "succeeded"
 
     # the family: created by the owner, a member added and removed through the API
     family = customer.post("/api/v1/families/", {"name": "Home"}, format="json").json()

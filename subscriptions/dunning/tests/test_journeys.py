@@ -1,0 +1,204 @@
+"""Whole dunning journeys, day by day under a frozen clock, against the Stripe stand-in.
+
+Each day the beat sweep runs once (Celery eager: its retry tasks run at once, calling the stand-in
+over HTTP); what Stripe was asked is read from the stand-in's request log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import stripe
+import time_machine
+from django.core import mail
+from prometheus_client import REGISTRY
+
+from devtools import standin_clock
+from subscriptions.dunning.models import DunningAttempt, DunningCase, DunningEmail
+from subscriptions.dunning.services import dunning_new_card, dunning_sweep
+from subscriptions.dunning.tests.conftest import Renewal
+from subscriptions.models import Subscription
+from subscriptions.services import subscription_cancel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+START = datetime(2027, 3, 10, 10, 0, tzinfo=UTC)
+
+
+def _pay_days(start: datetime, log_days: dict[int, int]) -> list[int]:
+    return sorted(day for day, n in log_days.items() if n)
+
+
+def _walk(
+    traveller: time_machine.Traveller,
+    start: datetime,
+    days: range,
+    on_day: Callable[[int], None] | None = None,
+) -> dict[int, int]:
+    """Run the sweep once on each day; how many invoice payments Stripe was asked for, by day."""
+    paid_by_day = {}
+    for day in days:
+        traveller.move_to(start + timedelta(days=day, minutes=5))
+        before = _pays()
+        if on_day is not None:
+            on_day(day)
+        dunning_sweep()
+        paid_by_day[day] = _pays() - before
+    return paid_by_day
+
+
+def _pays() -> int:
+    return sum(
+        1 for method, path, _ in standin_clock.requests_log() if method == "POST" and path.endswith("/pay")
+    )
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _steps(case: DunningCase) -> list[str]:
+    return list(DunningEmail.objects.filter(case=case).order_by("pk").values_list("step", flat=True))
+
+
+def test_full_journey_retries_on_schedule_then_suspends_then_cancels(
+    failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
+) -> None:
+    with time_machine.travel(START, tick=False) as traveller:
+        # given a renewal whose card keeps failing, delivered as invoice.payment_failed
+        renewal = failed_renewal()
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+        renewal.subscription.refresh_from_db()
+        assert (case.stage, renewal.subscription.status) == ("past_due", "past_due")
+        assert [a.due_at for a in case.attempts.order_by("number")] == [
+            START + timedelta(days=d) for d in (1, 3, 5, 7)
+        ]
+        # when the days pass
+        suspended_on: dict[str, int] = {}
+
+        def watch(day: int) -> None:
+            renewal.subscription.refresh_from_db()
+            suspended_on.setdefault(renewal.subscription.status, day)
+
+        paid = _walk(traveller, START, range(1, 16), on_day=watch)
+    # then Stripe was asked to pay on days 1, 3, 5 and 7 only, each under its own key
+    assert _pay_days(START, paid) == [1, 3, 5, 7]
+    keys = [key for _, path, key in standin_clock.requests_log() if path.endswith("/pay")]
+    assert keys == [f"dunning:{renewal.invoice_id}:{n}" for n in (1, 2, 3, 4)]
+    # and the subscription was suspended after the 3rd failed retry (seen on day 6), cancelled on day 14
+    assert suspended_on["suspended"] == 6
+    case.refresh_from_db()
+    renewal.subscription.refresh_from_db()
+    assert (case.stage, case.failed_retries, renewal.subscription.status) == ("cancelled", 4, "cancelled")
+    assert case.closed_at == START + timedelta(days=14, minutes=5)
+    # and Stripe has the subscription cancelled and the invoice voided
+    assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).status == "void"
+    assert (
+        stripe_client.v1.subscriptions.retrieve(renewal.subscription.stripe_subscription_id).status
+        == "canceled"
+    )
+    # and the customer got one email per step
+    assert _steps(case) == [
+        "payment_failed",
+        "retry_failed:1",
+        "retry_failed:2",
+        "suspended",
+        "retry_failed:4",
+        "cancelled",
+    ]
+    assert [m.subject for m in mail.outbox][-1] == "Your Pro subscription was cancelled"
+    assert len(mail.outbox) == 6
+
+
+def test_a_new_card_on_day_4_recovers_at_once_and_no_retry_follows(
+    failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
+) -> None:
+    recovered_before = _metric("dunning_recovered_amount_total", currency="USD")
+    succeeded_before = _metric("dunning_retries_total", outcome="succeeded")
+    with time_machine.travel(START, tick=False) as traveller:
+        renewal = failed_renewal()
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+
+        def add_card(day: int) -> None:
+            if day == 4:  # the customer adds a good card (payment_method.attached)
+                card = stripe_client.v1.payment_methods.attach(
+                    "pm_card_visa", {"customer": renewal.customer_id}
+                )
+                dunning_new_card(stripe_customer_id=renewal.customer_id, payment_method=card.id)
+
+        paid = _walk(traveller, START, range(1, 16), on_day=add_card)
+    # then retries on days 1 and 3 failed, the new card paid on day 4, nothing after
+    assert _pay_days(START, paid) == [1, 3, 4]
+    case.refresh_from_db()
+    renewal.subscription.refresh_from_db()
+    assert (case.stage, renewal.subscription.status, case.recovered_amount) == ("recovered", "active", 1500)
+    assert case.failed_retries == 2
+    assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).status == "paid"
+    statuses = dict(case.attempts.values_list("number", "status"))
+    assert statuses == {1: "failed", 2: "failed", 3: "cancelled", 4: "cancelled", 5: "succeeded"}
+    assert case.attempts.get(number=5).kind == DunningAttempt.Kind.NEW_CARD
+    assert _steps(case) == ["payment_failed", "retry_failed:1", "retry_failed:2", "recovered"]
+    # and the metrics counted the recovered amount and the successful retry
+    assert _metric("dunning_recovered_amount_total", currency="USD") - recovered_before == 1500
+    assert _metric("dunning_retries_total", outcome="succeeded") - succeeded_before == 1
+
+
+def test_a_hard_decline_skips_every_other_retry_and_asks_for_a_new_card(
+    failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
+) -> None:
+    with time_machine.travel(START, tick=False) as traveller:
+        renewal = failed_renewal(decline_later={"decline_code": "stolen_card"})
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+        paid = _walk(traveller, START, range(1, 16))
+    # then only the first retry reached Stripe: stolen card, never again
+    assert _pay_days(START, paid) == [1]
+    case.refresh_from_db()
+    attempts = list(case.attempts.order_by("number").values_list("status", "decline_code"))
+    assert attempts == [("failed", "stolen_card"), ("skipped", ""), ("skipped", ""), ("skipped", "")]
+    assert case.needs_new_card is True
+    # and with no retry left it was suspended at once, then cancelled on the cancel day
+    assert _steps(case) == ["payment_failed", "suspended", "cancelled"]
+    assert case.stage == "cancelled"
+
+
+def test_a_customer_cancelling_mid_dunning_stops_retries_and_voids_the_invoice(
+    failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
+) -> None:
+    with time_machine.travel(START, tick=False) as traveller:
+        renewal = failed_renewal()
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+
+        def cancel(day: int) -> None:
+            if day == 2:
+                subscription_cancel(subscription=renewal.subscription, actor=renewal.subscription.user)
+
+        paid = _walk(traveller, START, range(1, 16), on_day=cancel)
+    # then after day 1 Stripe was never asked to pay again, and the open invoice was voided
+    assert _pay_days(START, paid) == [1]
+    assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).status == "void"
+    case.refresh_from_db()
+    assert (case.stage, case.close_reason) == ("stopped", "the customer cancelled")
+    assert set(case.attempts.filter(number__gt=1).values_list("status", flat=True)) == {"cancelled"}
+    assert Subscription.objects.get(pk=renewal.subscription.pk).cancel_at_period_end is True
+
+
+def test_retries_cross_a_month_end_and_the_leap_day(
+    failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
+) -> None:
+    start = datetime(2028, 2, 26, 10, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False) as traveller:
+        renewal = failed_renewal()
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+        paid = _walk(traveller, start, range(1, 16))
+    # then the retries ran on 27 Feb, 29 Feb (the leap day), 2 and 4 March; the cancel on 11 March
+    dates = [(start + timedelta(days=day)).date().isoformat() for day in _pay_days(start, paid)]
+    assert dates == ["2028-02-27", "2028-02-29", "2028-03-02", "2028-03-04"]
+    case.refresh_from_db()
+    assert case.stage == "cancelled"
+    assert case.closed_at is not None
+    assert case.closed_at.date().isoformat() == "2028-03-11"
