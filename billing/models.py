@@ -5,6 +5,7 @@ sub-package that owns them.
 """
 
 from billing.catalog.models import (
+    CustomerPricing,
     Feature,
     MeteredPrice,
     Plan,
@@ -25,6 +26,7 @@ from billing.payments.models import Payment, PaymentStatusChange, Refund
 from billing.stripe.models import StripeEvent
 
 __all__ = [
+    "CustomerPricing",
     "Feature",
     "MeterReconciliation",
     "MeterReconciliationLine",

@@ -22,8 +22,29 @@ class Rounding(StrEnum):
     CHARM = "charm"  # up to the next price point, minus one step: 5.99 USD, 1,199 JPY, 1.990 KWD
 
 
+# The currencies Stripe charges in (its "Supported currencies" page). ISO 4217 also lists codes no
+# one pays in: XXX (no currency), XTS (testing), metals (XAU, XAG, XPT, XPD), fund codes (BOV,
+# CLF, ...): a payment or a price in one of them is refused before Stripe is asked.
+STRIPE_CURRENCIES = frozenset(
+    """
+    USD AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BWP BYN
+    BZD CAD CDF CHF CLP CNY COP CRC CVE CZK DJF DKK DOP DZD EGP ETB EUR FJD FKP GBP GEL GIP GMD GNF
+    GTQ GYD HKD HNL HTG HUF IDR ILS INR ISK JMD JOD JPY KES KGS KHR KMF KRW KWD KYD KZT LAK LBP LKR
+    LRD LSL MAD MDL MGA MKD MMK MNT MOP MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN
+    PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SEK SGD SHP SLE SOS SRD SZL THB TJS TND TOP
+    TRY TTD TWD TZS UAH UGX UYU UZS VND VUV WST XAF XCD XOF XPF YER ZAR ZMW
+    """.split()  # noqa: SIM905 - the table reads as Stripe's page lists it
+)
+
+
 def is_currency(code: str) -> bool:
+    """A code we can show (any ISO 4217 code CLDR knows); what may be charged is is_stripe_currency."""
     return code in _KNOWN
+
+
+def is_stripe_currency(code: str) -> bool:
+    """A currency Stripe charges in: payments, prices and the catalog accept only these."""
+    return code in STRIPE_CURRENCIES and code in _KNOWN
 
 
 def currency_exponent(code: str) -> int:

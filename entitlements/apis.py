@@ -45,7 +45,10 @@ class BulkCheckInputSerializer(serializers.Serializer):
         max_length=MAX_BULK_FEATURES,
     )
     user_id = serializers.IntegerField(
-        required=False, help_text="Another user's answer: support, finance, service accounts, superusers."
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="Another user's answer: support, finance, service accounts, superusers.",
     )
 
 

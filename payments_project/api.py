@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.signals import setting_changed
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit import core as ratelimit_core
@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
 from payments_project.accounts.selectors import can_act_for_any_user, can_read_any_user
-from payments_project.errors import DomainError
+from payments_project.errors import DomainError, constraint_name
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import cycle at runtime
     from rest_framework.views import APIView
@@ -88,6 +88,23 @@ def error_answer(exc: BaseException) -> ErrorAnswer:
         return ErrorAnswer(
             exc.status_code, error_body(exc.code, exc.message, exc.fields, exc.extra), exc.headers
         )
+    if isinstance(exc, DataError):
+        # A value the column cannot hold that validation let through: the client's input, never a 500.
+        logger.warning("database refused a value: %s", exc)
+        return ErrorAnswer(
+            status.HTTP_400_BAD_REQUEST,
+            error_body("invalid_value", "A value is out of range or too long for what it is stored in."),
+            {},
+        )
+    if isinstance(exc, IntegrityError):
+        # A constraint no service turned into its own error (the services name the ones they expect).
+        logger.warning("database constraint refused a write: %s", exc)
+        extra = {"constraint": constraint_name(exc)} if constraint_name(exc) else {}
+        return ErrorAnswer(
+            status.HTTP_409_CONFLICT,
+            error_body("conflict", "The request conflicts with the current state.", extra=extra),
+            {},
+        )
     # Django's own refusals, as DRF's handler converts them (with the default messages).
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -125,7 +142,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     from rest_framework.views import set_rollback
 
     answer = error_answer(exc)
-    if isinstance(exc, (exceptions.APIException, Http404, DjangoPermissionDenied)):
+    if isinstance(exc, (exceptions.APIException, Http404, DjangoPermissionDenied, DataError, IntegrityError)):
         set_rollback()  # as DRF's handler does for these: an ATOMIC_REQUESTS transaction rolls back
     return Response(answer.body, status=answer.status, headers=answer.headers)
 
@@ -277,9 +294,11 @@ def _subject(request: Request, user_id: Any, *, may: Callable[[Any], bool], refu
     if user_id in (None, ""):
         return request.user
     try:
-        wanted = int(user_id)
+        wanted = int(str(user_id)) if len(str(user_id)) <= 20 else 0
     except (TypeError, ValueError):
         raise exceptions.ValidationError({"user_id": ["A valid integer is required."]}) from None
+    if not 1 <= wanted <= 2**63 - 1:  # a user id is a positive 64-bit integer (BigAutoField)
+        raise exceptions.ValidationError({"user_id": ["An integer from 1 to 2^63-1 is required."]})
     if wanted == request.user.pk:
         return request.user
     if not may(request.user):
@@ -310,6 +329,15 @@ def subject_user_for_read(request: Request, user_id: Any) -> Any:
         may=can_read_any_user,
         refusal="Only staff and service accounts may read another user's data.",
     )
+
+
+# Stripe's ids (cus_..., pi_..., pm_...) are far shorter; the columns holding them are 255 long.
+STRIPE_ID_MAX_LENGTH = 255
+
+
+def column_max_length(model: Any, field: str) -> int:
+    """The max_length of a model's column: an input field stored there is bounded by it."""
+    return int(model._meta.get_field(field).max_length)
 
 
 # Ours are kept short enough that every key derived from them (e.g. "payment:<user id>:<key>:confirm")

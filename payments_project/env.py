@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+@sensitive_variables()  # the settings read secrets with it
 def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 

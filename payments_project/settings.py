@@ -7,6 +7,8 @@ and the Stripe stand-in, so `make run` needs no service), `test` (what `make tes
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -47,6 +49,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_prometheus",
     "django_celery_beat",
+    # Staff console: lockout after failed logins (axes) and TOTP two-factor login (django-otp).
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     # dj-stripe, headed "Stripe mirror" in the admin (billing.stripe.apps).
     "billing.stripe.apps.StripeMirrorConfig",
     "payments_project.accounts",
@@ -62,6 +69,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "payments_project.observability.RequestIdMiddleware",
+    # Body size, JSON nesting, 64-bit numbers and NUL refused for every URL (payments_project/security.py).
+    "payments_project.security.InputGuardMiddleware",
+    # /metrics, /status and /health for operators only in production (OPS_TOKEN, OPS_ALLOWED_NETWORKS).
+    "payments_project.security.OpsAccessMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -73,8 +84,12 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "payments_project.accounts.otp.AdminOTPRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, as django-axes asks: answers a locked-out login attempt.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "payments_project.urls"
@@ -140,6 +155,27 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# --- Staff login: lockout and two factors (docs/security.md) ------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out account or address
+    "django.contrib.auth.backends.ModelBackend",
+]
+# AXES_FAILURE_LIMIT failed logins in a row lock the account, and separately the address, for
+# AXES_COOLOFF_MINUTES (0: until a superuser deletes the attempt under *Access attempts*).
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+_axes_cooloff_minutes = env_int("AXES_COOLOFF_MINUTES", 60)
+AXES_COOLOFF_TIME = timedelta(minutes=_axes_cooloff_minutes) if _axes_cooloff_minutes > 0 else None
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ADMIN = True
+AXES_VERBOSE = False
+# Behind a proxy, the client's address is REMOTE_ADDR only if the proxy rewrites it; otherwise
+# every failure would count against the proxy's address (then rely on the per-account lockout).
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+# A TOTP code at login for superusers and finance (payments_project/accounts/otp.py).
+ADMIN_OTP_REQUIRED = env_bool("ADMIN_OTP_REQUIRED", default=PRODUCTION)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Payments back-office")
+
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -176,6 +212,29 @@ SECURE_HSTS_PRELOAD = PRODUCTION
 if env_bool("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# --- Input limits (payments_project/security.py, docs/security.md) -------------------------------
+# Every request body, the Stripe webhook's included (Stripe's events are well under 64 KiB).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# JSON nesting: ours is at most 3 levels, Stripe's events about 8; Python's parser fails near 1,000.
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32)
+
+# Debug pages and error reports hide Stripe's settings and any value holding a secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "payments_project.security.SecretsExceptionReporterFilter"
+
+# --- Operations endpoints (docs/security.md) -------------------------------------------------------
+# /metrics, /status and /health answer only a bearer OPS_TOKEN or a client in OPS_ALLOWED_NETWORKS
+# (CIDRs, e.g. "10.0.0.0/8,127.0.0.1/32") when OPS_PROTECTED is on, the production default; with
+# neither set they refuse everyone. /health/live and /health/ready always answer (probes).
+OPS_PROTECTED = env_bool("OPS_PROTECTED", default=PRODUCTION)
+OPS_TOKEN = env_str("OPS_TOKEN")
+OPS_ALLOWED_NETWORKS = env_list("OPS_ALLOWED_NETWORKS")
+for _network in OPS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"OPS_ALLOWED_NETWORKS: {_error}") from None
+
 # --- REST API -----------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -188,6 +247,11 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "payments_project.api.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "payments_project.security.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -203,12 +267,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # Two serializers have a `status` choice field: the payment's keeps its name, the usage
-    # event's gets its own.
+    # Every operation's error answers (400/401/403/404/409/413/429/503) in the error format, and
+    # a summary for each (payments_project/openapi.py). Several serializers have a `status`
+    # choice field: each gets its own enum name.
     "ENUM_NAME_OVERRIDES": {
-        "StatusEnum": "billing.payments.models.Payment.Status",
+        "InvitationStatusEnum": "subscriptions.families.apis.INVITATION_STATUSES",
+        "PaymentStatusEnum": "billing.payments.models.Payment.Status",
         "UsageEventStatusEnum": ["recorded", "duplicate", "refused"],
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "payments_project.openapi.error_responses_hook",
+    ],
 }
 
 # Rate limits per API scope (a view's `ratelimit_scope`), django-ratelimit syntax, e.g.
@@ -395,6 +465,16 @@ DEMO_SETUP_MARKER = VAR_DIR / "demo-setup.done"
 
 # --- Pricing --------------------------------------------------------------------------------------
 BILLING_DEFAULT_CURRENCY = env_str("BILLING_DEFAULT_CURRENCY", "USD").upper()
+# The request header a trusted proxy sets to the client's country (e.g. Cloudflare's CF-IPCountry):
+# a customer's pricing country comes from it at their first purchase, never from a request
+# parameter (docs/pricing-trust.md). Empty: no country is trusted, every customer gets the default
+# zone. Set it only when that proxy is the only way in (it would otherwise be the client's word).
+# `make run` (development) trusts CF-IPCountry so the demo can be priced per country.
+PRICING_COUNTRY_HEADER = env_str("PRICING_COUNTRY_HEADER", "CF-IPCountry" if APP_ENV == "development" else "")
+
+# --- Families ------------------------------------------------------------------------------------
+# A family invitation not accepted within this many hours expires.
+FAMILY_INVITATION_TTL_HOURS = env_int("FAMILY_INVITATION_TTL_HOURS", 7 * 24)
 
 # --- Domain events: the outbox and its relay to Kafka (payments_project/events) --------------------
 # Without KAFKA_BOOTSTRAP_SERVERS the relay stays off; events are still recorded, and readable in

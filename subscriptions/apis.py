@@ -38,6 +38,7 @@ class ListQuerySerializer(serializers.Serializer):
     user_id = serializers.IntegerField(
         required=False,
         min_value=1,
+        max_value=2**63 - 1,
         help_text="Another user's subscriptions: support, finance, service accounts, superusers.",
     )
 

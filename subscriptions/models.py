@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from subscriptions.dunning.models import DeclineRule, DunningAttempt, DunningCase, DunningEmail, DunningPolicy
-from subscriptions.families.models import Family, FamilyMember
+from subscriptions.families.models import Family, FamilyInvitation, FamilyMember
 
 __all__ = [
     "LIVE_STATUSES",
@@ -17,6 +17,7 @@ __all__ = [
     "DunningEmail",
     "DunningPolicy",
     "Family",
+    "FamilyInvitation",
     "FamilyMember",
     "Subscription",
     "SubscriptionHistory",

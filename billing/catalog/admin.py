@@ -14,9 +14,11 @@ from billing.catalog.services import (
     catalog_push_to_stripe,
     catalog_zone_changed_record,
     metered_prices_push,
+    customer_pricing_override,
 )
 from billing.forms import MoneyField, money_clean
 from billing.models import (
+    CustomerPricing,
     Feature,
     MeteredPrice,
     Plan,
@@ -27,7 +29,7 @@ from billing.models import (
     ZoneCountry,
     ZonePrice,
 )
-from billing.money import format_money, is_currency
+from billing.money import format_money, is_currency, is_stripe_currency
 from payments_project.errors import DomainError
 
 
@@ -133,8 +135,10 @@ class PriceForm(forms.ModelForm):
 
     def clean_currency(self) -> str:
         currency = str(self.cleaned_data.get("currency") or "").upper()
-        if not is_currency(currency):
-            raise forms.ValidationError("An ISO 4217 code, e.g. EUR, JPY, KWD.", code="invalid")
+        if not is_stripe_currency(currency):
+            raise forms.ValidationError(
+                "An ISO 4217 code Stripe charges in, e.g. EUR, JPY, KWD.", code="invalid"
+            )
         return currency
 
     def clean(self) -> dict[str, Any]:
@@ -280,3 +284,51 @@ class StripePriceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: StripePrice | None = None) -> bool:
         return False
+
+
+class CustomerPricingForm(forms.ModelForm):
+    reason = forms.CharField(
+        max_length=1000, help_text="Why the country changes (kept in the audit log).", widget=forms.Textarea
+    )
+
+    class Meta:
+        model = CustomerPricing
+        fields = ["country"]
+
+    def clean_country(self) -> str:
+        country = str(self.cleaned_data.get("country") or "").upper()
+        if len(country) != 2 or not country.isascii() or not country.isalpha():
+            raise forms.ValidationError("An ISO 3166-1 alpha-2 code, e.g. FR.", code="invalid")
+        return country
+
+
+@admin.register(CustomerPricing)
+class CustomerPricingAdmin(admin.ModelAdmin):
+    """Each customer's pricing country (docs/pricing-trust.md). Support reads it and filters the
+    card-country mismatches; finance changes a country, audited (a new row is never typed: the
+    first purchase makes it)."""
+
+    form = CustomerPricingForm
+    list_display = ["user", "country", "source", "card_country", "card_mismatch", "created_at"]
+    list_filter = ["card_mismatch", "source"]
+    search_fields = ["user__email", "user__username", "=country", "=card_country"]
+    readonly_fields = ["user", "source", "card_country", "card_mismatch", "created_at", "updated_at"]
+    list_select_related = ["user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: CustomerPricing, form: Any, change: bool) -> None:
+        customer_pricing_override(
+            pricing=CustomerPricing.objects.get(pk=obj.pk),
+            country=form.cleaned_data["country"],
+            staff_user=request.user,
+            reason=form.cleaned_data["reason"],
+        )
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        obj.refresh_from_db()
+        return super().log_change(request, obj, message)

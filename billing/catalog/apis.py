@@ -11,7 +11,14 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing.catalog.selectors import plan_feature_metered_price, plan_list, plan_quote, zone_for_country
+from billing.catalog.selectors import (
+    customer_pricing_get,
+    plan_feature_metered_price,
+    plan_list,
+    plan_quote,
+    trusted_country,
+    zone_for_country,
+)
 from billing.models import Plan, PlanFeature, PricingZone
 
 
@@ -109,10 +116,18 @@ class PlanViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PlanOutputSerializer
 
     def _zone(self) -> PricingZone | None:
+        """A customer's own zone once their first purchase fixed it (whatever `country` says),
+        else the trusted proxy's country, else `country` as a preview: what is charged is always
+        the customer's own zone's price (docs/pricing-trust.md)."""
         if not hasattr(self, "_zone_cache"):
             query = PlanQuerySerializer(data=self.request.query_params)
             query.is_valid(raise_exception=True)
-            self._zone_cache = zone_for_country(country=query.validated_data.get("country"))
+            pricing = customer_pricing_get(user=self.request.user)
+            if pricing is not None:
+                country = pricing.country or None
+            else:
+                country = trusted_country(meta=self.request.META) or query.validated_data.get("country")
+            self._zone_cache = zone_for_country(country=country)
         return self._zone_cache
 
     def get_queryset(self) -> QuerySet[Plan]:
@@ -121,14 +136,28 @@ class PlanViewSet(viewsets.ReadOnlyModelViewSet):
     def get_serializer_context(self) -> dict[str, Any]:
         return {**super().get_serializer_context(), "zone": self._zone()}
 
-    @extend_schema(parameters=[OpenApiParameter("country", str, description="ISO 3166-1 alpha-2, e.g. JP")])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "country",
+                str,
+                description="ISO 3166-1 alpha-2, e.g. JP: a preview for visitors; ignored once the "
+                "customer's pricing country is fixed, and behind a trusted proxy naming one.",
+            )
+        ]
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
         parameters=[
             OpenApiParameter("code", str, OpenApiParameter.PATH, description="The plan's code"),
-            OpenApiParameter("country", str, description="ISO 3166-1 alpha-2, e.g. JP"),
+            OpenApiParameter(
+                "country",
+                str,
+                description="ISO 3166-1 alpha-2, e.g. JP: a preview for visitors; ignored once the "
+                "customer's pricing country is fixed, and behind a trusted proxy naming one.",
+            ),
         ]
     )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -291,3 +292,37 @@ class MeteredPrice(models.Model):
     @property
     def display_amount(self) -> str:
         return format_money(self.unit_amount, self.zone.currency)
+
+
+class CustomerPricing(models.Model):
+    """The country a customer is priced for (docs/pricing-trust.md): taken from a trusted source
+    at their first purchase, never from a request parameter, and kept; the card's country is
+    compared after payment and a mismatch flagged for support. Staff change it, audited."""
+
+    class Source(models.TextChoices):
+        PROXY_HEADER = "proxy_header", "Trusted proxy header"
+        UNKNOWN = "unknown", "Unknown (default zone)"
+        STAFF = "staff", "Set by staff"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pricing")
+    # "" when no trusted source named one: the default zone's prices.
+    country = models.CharField(max_length=2, blank=True, validators=[country_validator])
+    source = models.CharField(max_length=16, choices=Source.choices)
+    card_country = models.CharField(max_length=2, blank=True, validators=[country_validator])
+    card_mismatch = models.BooleanField(
+        default=False, help_text="The card paid with was issued in another country than the priced one."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "customer pricing country"
+        indexes = [
+            models.Index(
+                fields=["card_mismatch"], condition=Q(card_mismatch=True), name="pricing_card_mismatch"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.country or '-'}"

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
-from billing.models import MeteredPrice, Plan, PlanFeature, PricingZone, StripePrice, ZoneCountry, ZonePrice
+from billing.models import (
+    CustomerPricing,
+    MeteredPrice,
+    Plan,
+    PlanFeature,
+    PricingZone,
+    StripePrice,
+    ZoneCountry,
+    ZonePrice,
+)
 from billing.money import Rounding, apply_multiplier, format_money
 
 
@@ -97,3 +108,24 @@ def plan_feature_metered_price(*, plan_feature: PlanFeature, zone: PricingZone |
     if prices is None:
         prices = list(plan_feature.metered_prices.filter(zone=zone).select_related("zone"))
     return prices[0] if prices else None
+
+
+# Cloudflare's values for "no country": unknown (XX) and Tor (T1).
+_NO_COUNTRY = frozenset({"XX", "T1", "ZZ"})
+
+
+def trusted_country(*, meta: Mapping[str, Any]) -> str | None:
+    """The country the trusted proxy's header names (settings.PRICING_COUNTRY_HEADER, e.g.
+    CF-IPCountry), or None: no header configured, none sent, or not a country code. Never a
+    request parameter: docs/pricing-trust.md."""
+    header = settings.PRICING_COUNTRY_HEADER
+    if not header:
+        return None
+    value = str(meta.get("HTTP_" + header.upper().replace("-", "_"), "")).strip().upper()
+    if len(value) != 2 or not value.isascii() or not value.isalpha() or value in _NO_COUNTRY:
+        return None
+    return value
+
+
+def customer_pricing_get(*, user: Any) -> CustomerPricing | None:
+    return CustomerPricing.objects.filter(user_id=user.pk).first() if user.is_authenticated else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -9,9 +10,10 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from billing.catalog.selectors import plan_list, plan_quote, stripe_price_find
+from billing.catalog.selectors import plan_list, plan_quote, stripe_price_find, zone_for_country
 from billing.events import (
     CATALOG_PLAN_CHANGED,
     CATALOG_PRICE_CHANGED,
@@ -22,6 +24,7 @@ from billing.events import (
 )
 from billing.metering.services import stripe_meter_ensure
 from billing.models import (
+    CustomerPricing,
     Feature,
     MeteredPrice,
     Plan,
@@ -32,10 +35,13 @@ from billing.models import (
     ZoneCountry,
     ZonePrice,
 )
-from billing.money import Rounding, is_currency
+from billing.money import Rounding, is_stripe_currency
 from billing.stripe import gateway as stripe_gateway
+from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError
 from payments_project.events.services import Actor, event_record
+
+logger = logging.getLogger(__name__)
 
 
 class CatalogError(DomainError):
@@ -69,7 +75,7 @@ def _amount(value: Any, where: str) -> int:
 
 def _currency(value: Any, where: str) -> str:
     code = str(value).upper()
-    if not is_currency(code):
+    if not is_stripe_currency(code):
         raise CatalogError(f"{where}: unknown ISO 4217 currency {value!r}")
     return code
 
@@ -496,3 +502,77 @@ def catalog_push_to_stripe(
 
 
 # --- Webhook endpoint -----------------------------------------------------------------------------
+
+
+# --- the customer's pricing country (docs/pricing-trust.md) ---------------------------------------
+
+
+def customer_pricing_fix(*, user: Any, country: str | None) -> CustomerPricing:
+    """The customer's pricing country: the one fixed at their first purchase, else `country` (from
+    the trusted proxy header, never from a request parameter) fixed now. One row per customer:
+    two first purchases at once both read the row the first insert made."""
+    existing = CustomerPricing.objects.filter(user_id=user.pk).first()
+    if existing is not None:
+        return existing
+    source = CustomerPricing.Source.PROXY_HEADER if country else CustomerPricing.Source.UNKNOWN
+    try:
+        with transaction.atomic():
+            return CustomerPricing.objects.create(user=user, country=country or "", source=source)
+    except IntegrityError:
+        return CustomerPricing.objects.get(user_id=user.pk)
+
+
+def customer_pricing_zone(*, user: Any, country: str | None) -> PricingZone | None:
+    """The zone a purchase by `user` is priced in (fixing their country on the first one)."""
+    return zone_for_country(country=customer_pricing_fix(user=user, country=country).country or None)
+
+
+def customer_pricing_card_check(*, user_id: int, card_country: str | None) -> bool:
+    """After a payment: record the card's country; a card from another country than the priced
+    one is flagged for support (the admin's "card country mismatch" filter). True when flagged."""
+    card_country = (card_country or "").upper()
+    if len(card_country) != 2 or not card_country.isalpha():
+        return False
+    pricing = CustomerPricing.objects.filter(user_id=user_id).first()
+    if pricing is None:
+        return False
+    mismatch = bool(pricing.country) and pricing.country != card_country
+    # The flag stays until staff clear it (a later card from the right country does not).
+    changes: dict[str, Any] = {"card_country": card_country, "updated_at": timezone.now()}
+    if mismatch:
+        changes["card_mismatch"] = True
+    CustomerPricing.objects.filter(pk=pricing.pk).update(**changes)
+    if mismatch:
+        logger.warning(
+            "pricing country mismatch for user %s: priced for %s, card from %s",
+            user_id,
+            pricing.country,
+            card_country,
+        )
+    return mismatch
+
+
+def customer_pricing_override(
+    *, pricing: CustomerPricing, country: str, staff_user: Any, reason: str
+) -> CustomerPricing:
+    """Staff set the customer's pricing country (e.g. after checking a mismatch), audited; the
+    mismatch flag is cleared, as staff have looked at it."""
+    country = country.upper()
+    if len(country) != 2 or not country.isascii() or not country.isalpha():
+        raise DomainError("An ISO 3166-1 alpha-2 country code, e.g. FR.", code="validation_error")
+    with transaction.atomic():
+        locked = CustomerPricing.objects.select_for_update().get(pk=pricing.pk)
+        before = locked.country
+        locked.country = country
+        locked.source = CustomerPricing.Source.STAFF
+        locked.card_mismatch = bool(locked.card_country) and locked.card_country != country
+        locked.save(update_fields=["country", "source", "card_mismatch", "updated_at"])
+        audit_record(
+            actor=staff_user,
+            action="pricing_country_override",
+            target=locked,
+            subject_user_id=locked.user_id,
+            reason=reason,
+            data={"from": before, "to": country},
+        )
+    return locked

@@ -12,23 +12,49 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing.models import Payment, Plan
+from billing.catalog.selectors import trusted_country
+from billing.models import Payment, PaymentStatusChange, Plan
+from billing.money import MAX_AMOUNT_MINOR, STRIPE_CURRENCIES
 from billing.payments.selectors import payment_list
 from billing.payments.services import payment_create, payment_status_set
 from payments_project.accounts.selectors import can_read_any_user
-from payments_project.api import idempotency_key_header, subject_user, subject_user_for_read
+from payments_project.api import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    STRIPE_ID_MAX_LENGTH,
+    column_max_length,
+    idempotency_key_header,
+    subject_user,
+    subject_user_for_read,
+)
+from payments_project.security import INT64_MAX
 
 
 class PaymentCreateInputSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(min_value=1, help_text="Minor units: cents, yen, fils.")
-    currency = serializers.RegexField(r"^[A-Za-z]{3}$", help_text="ISO 4217, e.g. USD, JPY, KWD.")
-    description = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True)
-    order_id = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+    amount = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_AMOUNT_MINOR,
+        help_text="Minor units: cents, yen, fils (Stripe's 8 digits).",
+    )
+    currency = serializers.RegexField(
+        r"^[A-Za-z]{3}$", help_text="ISO 4217, one Stripe charges in (any case), e.g. USD, JPY, KWD."
+    )
+    description = serializers.CharField(
+        max_length=column_max_length(Payment, "description"), required=False, default="", allow_blank=True
+    )
+    # The idempotency key derived from it ("order:<order_id>") must fit its column and Stripe's 255.
+    order_id = serializers.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH, required=False, default="", allow_blank=True
+    )
     metadata = serializers.DictField(
-        child=serializers.CharField(max_length=500), required=False, default=dict
+        child=serializers.CharField(max_length=500, allow_blank=True),
+        required=False,
+        default=dict,
+        help_text="At most 40 keys of at most 40 characters, values of at most 500 (Stripe's limits).",
     )
     payment_method = serializers.CharField(
-        max_length=255, required=False, help_text="e.g. pm_... from Stripe.js; omit to confirm client-side."
+        max_length=STRIPE_ID_MAX_LENGTH,
+        required=False,
+        help_text="e.g. pm_... from Stripe.js; omit to confirm client-side.",
     )
     plan: serializers.SlugRelatedField[Plan] = serializers.SlugRelatedField(
         slug_field="code",
@@ -37,15 +63,24 @@ class PaymentCreateInputSerializer(serializers.Serializer):
         help_text="A one-time plan whose features this payment buys, at its price in the zone.",
     )
     country = serializers.RegexField(
-        r"^[A-Za-z]{2}$", required=False, help_text="With `plan`: the buyer's country (pricing zone)."
+        r"^[A-Za-z]{2}$",
+        required=False,
+        help_text="Ignored (accepted for older clients): a plan is priced in the customer's own zone.",
     )
 
     def validate_country(self, value: str) -> str:
         return value.upper()
 
+    def validate_currency(self, value: str) -> str:
+        if value.upper() not in STRIPE_CURRENCIES:
+            raise serializers.ValidationError("An ISO 4217 code Stripe charges in, e.g. USD.")
+        return value.upper()
+
     def validate_metadata(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 40:
             raise serializers.ValidationError("At most 40 keys.")
+        if any(not 1 <= len(key) <= 40 or "[" in key or "]" in key for key in value):
+            raise serializers.ValidationError("Keys are 1 to 40 characters, without square brackets.")
         return value
 
 
@@ -83,10 +118,15 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
 
 class PaymentListQuerySerializer(serializers.Serializer):
     user_id = serializers.IntegerField(
-        required=False, help_text="Another user's payments: support, finance, service accounts, superusers."
+        required=False,
+        min_value=1,
+        max_value=INT64_MAX,
+        help_text="Another user's payments: support, finance, service accounts, superusers.",
     )
     customer = serializers.CharField(
-        required=False, max_length=255, help_text="Stripe customer id (support, finance, service accounts)."
+        required=False,
+        max_length=STRIPE_ID_MAX_LENGTH,
+        help_text="Stripe customer id (support, finance, service accounts).",
     )
     status = serializers.ChoiceField(choices=Payment.Status.choices, required=False)
     created_after = serializers.DateTimeField(required=False)
@@ -95,7 +135,7 @@ class PaymentListQuerySerializer(serializers.Serializer):
 
 class PaymentStatusInputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Payment.Status.choices)
-    reason = serializers.CharField(max_length=1000)
+    reason = serializers.CharField(max_length=column_max_length(PaymentStatusChange, "reason"))
 
 
 class CanSetPaymentStatus(BasePermission):
@@ -166,10 +206,11 @@ class PaymentViewSet(viewsets.GenericViewSet):
     def create(self, request: Request) -> Response:
         data = PaymentCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        values = {**data.validated_data, "country": trusted_country(meta=request.META)}
         payment = payment_create(
             user=subject_user(request, request.query_params.get("user_id")),
             idempotency_key=idempotency_key_header(request),
-            **data.validated_data,
+            **values,
         )
         return Response(PaymentOutputSerializer(payment).data, status=201)
 

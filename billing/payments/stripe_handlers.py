@@ -12,6 +12,7 @@ from typing import Any
 from djstripe import models as djstripe_models
 from djstripe.event_handlers import djstripe_receiver
 
+from billing.catalog.services import customer_pricing_card_check
 from billing.models import Payment
 from billing.payments.services import (
     payment_apply_intent_status,
@@ -45,6 +46,23 @@ def on_charge_succeeded(sender: Any, event: djstripe_models.Event, **kwargs: Any
     if payment is not None and charge.get("status") == "succeeded" and charge.get("captured", True):
         payment_attach_charge(payment_id=payment.pk, charge_id=str(charge.get("id") or ""))
         payment_apply_intent_status(payment_id=payment.pk, status=Payment.Status.SUCCEEDED)
+    if charge.get("status") == "succeeded":
+        _card_country_check(charge, payment)
+
+
+def _card_country_check(charge: Any, payment: Payment | None) -> None:
+    """The card's country against the customer's pricing country (docs/pricing-trust.md)."""
+    details = charge.get("payment_method_details") or {}
+    card_country = (details.get("card") or {}).get("country")
+    user_id = payment.user_id if payment is not None else None
+    if user_id is None and charge.get("customer"):
+        user_id = (
+            djstripe_models.Customer.objects.filter(id=charge.get("customer"))
+            .values_list("subscriber_id", flat=True)
+            .first()
+        )
+    if user_id is not None:
+        customer_pricing_card_check(user_id=user_id, card_country=card_country)
 
 
 @djstripe_receiver(["invoice.paid", "invoice.payment_succeeded"])

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import stripe
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.views.decorators.debug import sensitive_variables
 from prometheus_client import Gauge
 
 from billing.stripe.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker
@@ -170,6 +171,7 @@ class BudgetedRequestsClient(stripe.RequestsClient):
 
 
 @functools.cache
+@sensitive_variables()
 def client() -> stripe.StripeClient:
     return stripe.StripeClient(
         settings.STRIPE_SECRET_KEY,
@@ -179,6 +181,7 @@ def client() -> stripe.StripeClient:
     )
 
 
+@sensitive_variables()
 def configure_sdk_globals() -> None:
     """dj-stripe calls the SDK's module-level API: point it at the same Stripe as our client."""
     stripe.api_base = settings.STRIPE_API_BASE

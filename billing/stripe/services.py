@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
 
 from billing.stripe.models import StripeEvent
@@ -214,6 +215,7 @@ def stripe_event_reprocess(*, stripe_event_pks: list[int], actor: Any) -> int:
     return len(ids)
 
 
+@sensitive_variables("secret", "endpoint_id")
 def webhook_endpoint_ensure(*, secret: str, base_url: str) -> Any:
     """The dj-stripe endpoint row that verifies deliveries signed with `secret`; one per secret.
 

@@ -8,7 +8,6 @@ for Stripe or for our processing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from uuid import UUID
@@ -20,15 +19,18 @@ from django.shortcuts import get_object_or_404
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from djstripe.models import WebhookEndpoint, WebhookEventTrigger
 from djstripe.models.webhooks import get_remote_ip
 
 from billing.stripe.services import stripe_event_accept
-from payments_project.api import error_body
+from payments_project.api import STRIPE_ID_MAX_LENGTH, error_body
+from payments_project.security import json_loads, nul_path
 
 logger = logging.getLogger(__name__)
 
 
+@sensitive_variables("signature", "endpoint")
 def _verified(body: str, signature: str, endpoint: WebhookEndpoint) -> bool:
     """Stripe's scheme, as dj-stripe's `verify_signature` method (HMAC-SHA256 of "{t}.{body}" with
     the endpoint's secret, t within the endpoint's tolerance), plus the shape of an event.
@@ -47,10 +49,58 @@ def _verified(body: str, signature: str, endpoint: WebhookEndpoint) -> bool:
         # replay signed ahead of time would otherwise stay valid until that time plus tolerance).
         return False
     try:
-        event = json.loads(body)
+        event = json_loads(body)
     except ValueError:
         return False
-    return isinstance(event, dict) and isinstance(event.get("id"), str) and "livemode" in event
+    return (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and len(event["id"]) <= STRIPE_ID_MAX_LENGTH
+        and "livemode" in event
+        and _timestamps_in_range(event)
+        and nul_path(event) is None  # PostgreSQL's jsonb holds no NUL
+    )
+
+
+# Every Unix time Stripe sends is a real date: one past 2200 (or before 1970) is forged or broken,
+# and would overflow Python's datetime (year 9999) somewhere in the processing.
+_LATEST_TIMESTAMP = 7_258_118_400  # 2200-01-01
+_TIMESTAMP_KEYS = frozenset(
+    {
+        "created",
+        "date",
+        "start_date",
+        "trial_start",
+        "trial_end",
+        "current_period_start",
+        "current_period_end",
+        "cancel_at",
+        "billing_cycle_anchor",
+        "period_start",
+        "period_end",
+        "due_date",
+        "next_payment_attempt",
+        "available_on",
+        "arrival_date",
+        "start",
+        "end",
+    }
+)
+
+
+def _timestamps_in_range(value: object, key: str = "") -> bool:
+    """Every integer under a key Stripe uses for a Unix time lies between 1970 and 2200."""
+    if isinstance(value, dict):
+        return all(_timestamps_in_range(item, str(name)) for name, item in value.items())
+    if isinstance(value, list):
+        return all(_timestamps_in_range(item, key) for item in value)
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (key in _TIMESTAMP_KEYS or key.endswith("_at"))
+    ):
+        return 0 <= value <= _LATEST_TIMESTAMP
+    return True
 
 
 def _signed_at(signature: str) -> int:
@@ -67,6 +117,7 @@ def _signed_at(signature: str) -> int:
 class StripeEventView(View):
     http_method_names = ["post"]
 
+    @method_decorator(sensitive_variables("endpoint", "trigger"))
     def post(self, request: HttpRequest, uuid: UUID) -> JsonResponse:
         if "stripe-signature" not in request.headers:
             # Nothing is stored for an unsigned request: it cannot be from Stripe.

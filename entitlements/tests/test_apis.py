@@ -132,13 +132,17 @@ def test_family_api_create_add_mine_remove(make_plan: Callable[..., Plan]) -> No
     )
     entitlement_grant_for_subscription(subscription=subscription)
 
-    # when eve tries to add herself, the owner adds ana, and the plan is full
+    # when eve tries to add herself, the owner invites ana who accepts, and eve, accepting too, finds
+    # the plan full
     by_eve = token_client(eve).post(
         f"/api/v1/families/{family_id}/members", {"user_id": eve.pk}, format="json"
     )
-    added = client.post(f"/api/v1/families/{family_id}/members", {"user_id": ana.pk}, format="json")
-    full = client.post(f"/api/v1/families/{family_id}/members", {"user_id": eve.pk}, format="json")
     ana_client = token_client(ana)
+    to_ana = client.post(f"/api/v1/families/{family_id}/invitations", {"user_id": ana.pk}, format="json")
+    ana_client.post(f"/api/v1/families/invitations/{to_ana.json()['id']}/accept")
+    added = client.get("/api/v1/families/mine")
+    to_eve = client.post(f"/api/v1/families/{family_id}/invitations", {"user_id": eve.pk}, format="json")
+    full = token_client(eve).post(f"/api/v1/families/invitations/{to_eve.json()['id']}/accept")
     mine = ana_client.get("/api/v1/families/mine")
     ana_check = ana_client.get("/api/v1/entitlements/check?feature=movies")
     left = ana_client.delete(f"/api/v1/families/{family_id}/members/{ana.pk}")
@@ -148,7 +152,7 @@ def test_family_api_create_add_mine_remove(make_plan: Callable[..., Plan]) -> No
     assert created.status_code == 201
     assert created.json()["members"][0]["username"] == "owner"
     assert by_eve.status_code == 403
-    assert added.status_code == 201
+    assert added.status_code == 200
     assert [m["username"] for m in added.json()["members"]] == ["owner", "ana"]
     assert full.status_code == 409
     assert full.json()["error"]["code"] == "family_full"

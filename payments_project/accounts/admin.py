@@ -9,6 +9,11 @@ from django.http import HttpRequest
 
 from payments_project.accounts.links import customer_link
 from payments_project.accounts.models import AuditLogEntry
+from payments_project.accounts.otp import StaffAuthenticationForm
+
+# The staff console's login asks for a one-time code too (required for finance and superusers in
+# production): payments_project/accounts/otp.py.
+admin.site.login_form = StaffAuthenticationForm
 
 
 @admin.register(AuditLogEntry)

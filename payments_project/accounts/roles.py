@@ -57,6 +57,8 @@ ROLES: dict[str, dict[str, list[str]]] = {
             "billing.add_meteredprice",
             "billing.change_meteredprice",
             "billing.delete_meteredprice",
+            # a customer's pricing country, audited (docs/pricing-trust.md)
+            "billing.change_customerpricing",
             "subscriptions.change_subscription",
             # Dunning: steer cases (retry now, pause, grace, resolve) and edit the policies.
             "subscriptions.change_dunningcase",

@@ -9,16 +9,24 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from billing.catalog.selectors import trusted_country
 from payments_project.api import idempotency_key_header, subject_user
 from subscriptions.checkout.services import checkout_session_create
 
 
 class CheckoutSessionInputSerializer(serializers.Serializer):
     plan = serializers.CharField(max_length=64)
-    country = serializers.RegexField(r"^[A-Za-z]{2}$", required=False)
-    zone = serializers.CharField(max_length=64, required=False)
-    success_url = serializers.URLField()
-    cancel_url = serializers.URLField()
+    # Accepted for older clients and ignored: the price is the customer's own zone's, whatever a
+    # request names (docs/pricing-trust.md).
+    country = serializers.RegexField(
+        r"^[A-Za-z]{2}$", required=False, help_text="Ignored: the price is the customer's own zone's."
+    )
+    zone = serializers.CharField(
+        max_length=64, required=False, help_text="Ignored: the price is the customer's own zone's."
+    )
+    # Stripe takes URLs of up to 5,000 characters; ours are short, and so is the bound.
+    success_url = serializers.URLField(max_length=2048)
+    cancel_url = serializers.URLField(max_length=2048)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("country") and attrs.get("zone"):
@@ -37,7 +45,7 @@ class CheckoutSessionOutputSerializer(serializers.Serializer):
 
 
 class CheckoutSessionViewSet(viewsets.ViewSet):
-    """Stripe Checkout for a plan, priced in the caller's zone; entitlements follow the webhook."""
+    """Stripe Checkout for a plan, priced in the customer's zone; entitlements follow the webhook."""
 
     ratelimit_scope = "payments"
 
@@ -49,8 +57,8 @@ class CheckoutSessionViewSet(viewsets.ViewSet):
         session = checkout_session_create(
             user=subject_user(request, request.query_params.get("user_id")),
             plan_code=values["plan"],
-            country=values.get("country", "").upper() or None,
-            zone_code=values.get("zone"),
+            country=trusted_country(meta=request.META),
+            zone_code=None,
             success_url=values["success_url"],
             cancel_url=values["cancel_url"],
             idempotency_key=idempotency_key_header(request),

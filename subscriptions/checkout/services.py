@@ -13,8 +13,8 @@ from typing import Any
 from django.db import transaction
 
 from billing.catalog.models import Plan, PricingZone
-from billing.catalog.selectors import plan_list, plan_quote, zone_for_country
-from billing.catalog.services import PushItem, stripe_price_ensure
+from billing.catalog.selectors import plan_list, plan_quote
+from billing.catalog.services import PushItem, customer_pricing_zone, stripe_price_ensure
 from billing.payments.services import customer_ensure
 from billing.stripe import gateway as stripe_gateway
 from payments_project.errors import Conflict, DomainError, NotFound
@@ -75,14 +75,15 @@ def checkout_session_create(
     cancel_url: str,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """A Stripe Checkout Session for `plan` at the price of the caller's pricing zone."""
+    """A Stripe Checkout Session for `plan` at the price of the customer's pricing zone."""
     zone: PricingZone | None
-    if zone_code:
+    if zone_code:  # the back-office's choice (never the API's: docs/pricing-trust.md)
         zone = PricingZone.objects.filter(code=zone_code).first()
         if zone is None:
             raise NotFound(f"No pricing zone {zone_code!r}.")
     else:
-        zone = zone_for_country(country=country)
+        # `country` is the trusted proxy's; the customer's first purchase fixed theirs for good.
+        zone = customer_pricing_zone(user=user, country=country)
     plan = plan_list(zone=zone).filter(code=plan_code).first()
     if plan is None:
         raise NotFound(f"No active plan {plan_code!r}.")

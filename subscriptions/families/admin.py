@@ -1,4 +1,5 @@
-"""Staff console for families: members join and leave through the family services."""
+"""Staff console for families: members join and leave through the family services; a member staff
+add here skips the invitation (support cases) and is audited."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.http import HttpRequest
 from payments_project.accounts.links import customer_link
 from payments_project.errors import DomainError
 from subscriptions.families.models import Family, FamilyMember
-from subscriptions.families.services import family_member_add, family_member_remove
+from subscriptions.families.services import family_member_add_by_staff, family_member_remove
 
 
 class FamilyMemberInline(admin.TabularInline):
@@ -53,7 +54,10 @@ class FamilyAdmin(admin.ModelAdmin):
         for added in formset.extra_forms:
             if added.has_changed() and added not in formset.deleted_forms:
                 user = added.cleaned_data["user"]
-                self._run(request, lambda u=user: family_member_add(family=family, user=u))
+                self._run(
+                    request,
+                    lambda u=user: family_member_add_by_staff(family=family, user=u, staff_user=request.user),
+                )
 
     def _run(self, request: HttpRequest, action: Any) -> None:
         try:

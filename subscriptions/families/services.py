@@ -6,14 +6,19 @@ app invalidates the members' cached checks on it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from payments_project.errors import Conflict, NotFound, constraint_name
+from payments_project.accounts.services import audit_record
+from payments_project.errors import Conflict, DomainError, NotFound, constraint_name
 from subscriptions import signals
 from subscriptions.events import family_member_record
-from subscriptions.families.models import Family, FamilyMember
+from subscriptions.families.models import Family, FamilyInvitation, FamilyMember
+from subscriptions.families.selectors import invitation_addressed_to
 from subscriptions.models import Subscription
 from subscriptions.transitions import HOLDS_FAMILY_SEATS
 
@@ -75,3 +80,100 @@ def family_member_remove(*, family: Family, user: Any, actor: Any = None) -> Non
             raise NotFound("The user is not a member of this family.", code="not_a_member")
         family_member_record(family, user_id=user.pk, added=False, actor=actor)
         signals.family_member_removed.send(sender=Family, family=family, user_id=user.pk)
+
+
+# --- invitations: a member joins only by accepting ------------------------------------------------
+
+
+def family_invitation_create(
+    *, family: Family, invited_by: Any, user_id: int | None = None, email: str = ""
+) -> FamilyInvitation:
+    """The owner invites someone by user id or email; whether such a user exists is never said.
+    A second pending invitation to the same invitee answers the first one."""
+    email = email.strip()
+    if (user_id is None) == (not email):
+        raise DomainError("Invite by user_id or by email, one of them.", code="validation_error")
+    if user_id is not None and user_id == invited_by.pk:
+        raise Conflict("You are already in your family.", code="already_in_family")
+    expires_at = timezone.now() + timedelta(hours=settings.FAMILY_INVITATION_TTL_HOURS)
+    try:
+        with transaction.atomic():
+            return FamilyInvitation.objects.create(
+                family=family,
+                invited_by=invited_by,
+                invitee_user_id=user_id,
+                invitee_email=email,
+                expires_at=expires_at,
+            )
+    except IntegrityError as exc:
+        if constraint_name(exc) not in {
+            "familyinvitation_one_pending_per_user",
+            "familyinvitation_one_pending_per_email",
+        }:
+            raise
+    pending = FamilyInvitation.objects.filter(family=family, status=FamilyInvitation.Status.PENDING)
+    if user_id is not None:
+        return pending.get(invitee_user_id=user_id)
+    return pending.get(invitee_email__iexact=email)
+
+
+def _invitation_for(*, invitation_id: int, user: Any) -> FamilyInvitation:
+    """The invitation addressed to `user` (by id, or by their email); anyone else's is 404."""
+    invitation = FamilyInvitation.objects.select_related("family").filter(pk=invitation_id).first()
+    if invitation is None or not invitation_addressed_to(invitation=invitation, user=user):
+        raise NotFound("No such invitation.")
+    return invitation
+
+
+def _respond(*, invitation: FamilyInvitation, user: Any, status: str) -> bool:
+    """Move a pending, unexpired invitation to `status`, once (a conditional UPDATE)."""
+    now = timezone.now()
+    return bool(
+        FamilyInvitation.objects.filter(
+            pk=invitation.pk, status=FamilyInvitation.Status.PENDING, expires_at__gt=now
+        ).update(status=status, responded_at=now, accepted_by=user if status == "accepted" else None)
+    )
+
+
+def _refuse_not_pending(invitation: FamilyInvitation) -> None:
+    invitation.refresh_from_db()
+    if invitation.status == FamilyInvitation.Status.PENDING:
+        raise Conflict("The invitation has expired.", code="invitation_expired")
+    raise Conflict(f"The invitation was already {invitation.status}.", code="invitation_closed")
+
+
+def family_invitation_accept(*, invitation_id: int, user: Any) -> FamilyInvitation:
+    """The invitee joins the family (within the plan's seats, as any member), in one transaction
+    with the invitation's acceptance."""
+    invitation = _invitation_for(invitation_id=invitation_id, user=user)
+    with transaction.atomic():
+        if not _respond(invitation=invitation, user=user, status=FamilyInvitation.Status.ACCEPTED):
+            _refuse_not_pending(invitation)
+        family_member_add(family=invitation.family, user=user, actor=user)
+    invitation.refresh_from_db()
+    return invitation
+
+
+def family_invitation_decline(*, invitation_id: int, user: Any) -> FamilyInvitation:
+    invitation = _invitation_for(invitation_id=invitation_id, user=user)
+    if not _respond(invitation=invitation, user=user, status=FamilyInvitation.Status.DECLINED):
+        _refuse_not_pending(invitation)
+    invitation.refresh_from_db()
+    return invitation
+
+
+def family_member_add_by_staff(
+    *, family: Family, user: Any, staff_user: Any, reason: str = ""
+) -> FamilyMember:
+    """Staff add a member directly (support cases), audited in the same transaction."""
+    with transaction.atomic():
+        member = family_member_add(family=family, user=user, actor=staff_user)
+        audit_record(
+            actor=staff_user,
+            action="family_member_add",
+            target=family,
+            subject_user_id=user.pk,
+            reason=reason,
+            data={"family_id": family.pk, "user_id": user.pk},
+        )
+    return member

@@ -6,7 +6,7 @@ import factory
 
 from billing.catalog.tests.factories import PlanFactory
 from payments_project.accounts.tests.factories import UserFactory
-from subscriptions.models import Family, FamilyMember, Subscription, SubscriptionHistory
+from subscriptions.models import Family, FamilyInvitation, FamilyMember, Subscription, SubscriptionHistory
 
 PERIOD_START = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -47,3 +47,14 @@ class FamilyFactory(factory.django.DjangoModelFactory):
     def owner_member(self, create: bool, extracted: object, **kwargs: object) -> None:
         if create:
             FamilyMember.objects.create(family_id=self.pk, user_id=self.owner.pk)
+
+
+class FamilyInvitationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FamilyInvitation
+
+    family = factory.SubFactory(FamilyFactory)
+    invited_by = factory.LazyAttribute(lambda i: i.family.owner)
+    invitee_user_id = None
+    invitee_email = "invitee@example.com"
+    expires_at = factory.LazyFunction(lambda: datetime.now(UTC) + timedelta(days=7))

@@ -5,6 +5,7 @@ from decimal import Decimal
 import factory
 
 from billing.catalog.models import (
+    CustomerPricing,
     Feature,
     MeteredPrice,
     Plan,
@@ -93,3 +94,12 @@ class MeteredPriceFactory(factory.django.DjangoModelFactory):
     )
     zone = factory.SubFactory(PricingZoneFactory)
     unit_amount = 2
+
+
+class CustomerPricingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CustomerPricing
+
+    user = factory.SubFactory("payments_project.accounts.tests.factories.UserFactory")
+    country = "US"
+    source = CustomerPricing.Source.PROXY_HEADER

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
 
 from billing.stripe.services import webhook_endpoint_ensure
 from payments_project.errors import DomainError
@@ -17,6 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Public base URL.")
 
+    @method_decorator(sensitive_variables("secret"))
     def handle(self, *args: Any, **options: Any) -> None:
         secret = settings.STRIPE_WEBHOOK_SECRET
         if not secret:

@@ -15,9 +15,10 @@ from django.utils import timezone
 from djstripe.models import Customer
 
 from billing.catalog.selectors import plan_list, plan_quote, zone_for_country
+from billing.catalog.services import customer_pricing_fix
 from billing.events import PAYMENT_FAILED, PAYMENT_SUCCEEDED, payment_failed_payload, payment_payload
 from billing.models import Payment, PaymentStatusChange, Plan
-from billing.money import currency_exponent, is_currency
+from billing.money import MAX_AMOUNT_MINOR, currency_exponent, is_stripe_currency
 from billing.payments import metrics
 from billing.payments.signals import payment_succeeded
 from billing.stripe import gateway as stripe_gateway
@@ -44,17 +45,21 @@ FINAL = {Payment.Status.SUCCEEDED, Payment.Status.CANCELED}
 def money_validate(*, amount: int, currency: str) -> str:
     """Refuse what Stripe would refuse, before calling it; returns the ISO code in capitals."""
     code = currency.upper()
-    if not is_currency(code):
+    if not is_stripe_currency(code):
         raise DomainError(
             f"Unknown currency {currency!r}.",
             code="validation_error",
-            fields={"currency": [{"code": "invalid", "message": "An ISO 4217 code, e.g. USD."}]},
+            fields={
+                "currency": [{"code": "invalid", "message": "An ISO 4217 code Stripe charges in, e.g. USD."}]
+            },
         )
-    if amount <= 0:
+    if not 0 < amount <= MAX_AMOUNT_MINOR:
         raise DomainError(
-            "The amount must be positive.",
+            f"The amount must be from 1 to {MAX_AMOUNT_MINOR} minor units.",
             code="validation_error",
-            fields={"amount": [{"code": "min_value", "message": "Minor units, greater than 0."}]},
+            fields={
+                "amount": [{"code": "min_value", "message": f"Minor units, from 1 to {MAX_AMOUNT_MINOR}."}]
+            },
         )
     # Stripe charges three-decimal currencies (KWD, BHD, ...) in multiples of 10 minor units.
     if currency_exponent(code) == 3 and amount % 10:
@@ -140,7 +145,9 @@ def payment_create(
     started = time.perf_counter()
     code = money_validate(amount=amount, currency=currency)
     if plan is not None:
-        plan_price_check(plan=plan, amount=amount, currency=code, country=country)
+        # `country` is the trusted proxy's; the customer's first purchase fixed theirs for good.
+        priced_for = customer_pricing_fix(user=user, country=country).country or None
+        plan_price_check(plan=plan, amount=amount, currency=code, country=priced_for)
     key = idempotency_key or (f"order:{order_id}" if order_id else f"auto:{uuid.uuid4().hex}")
     wanted = {"amount": amount, "currency": code, "description": description, "order_id": order_id}
     try:

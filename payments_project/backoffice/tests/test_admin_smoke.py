@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.admin.options import ModelAdmin
 from django.test import Client, RequestFactory
@@ -24,6 +25,8 @@ from django_celery_beat.models import (
     PeriodicTask,
     SolarSchedule,
 )
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.authtoken.models import Token, TokenProxy
 
 from billing.catalog.tests.factories import MeteredPriceFactory
@@ -70,6 +73,15 @@ def _custom_views(w: dict[str, Any]) -> dict[str, tuple[str, dict[str, int]]]:
         "customer page check": (
             f"/admin/accounts/customer/{alice.pk}/change/?feature=export_pdf",
             {"root": 200, "finance": 200, "support": 200},
+        ),
+        # a TOTP device's secret (config URL and QR code): superusers only
+        "otp_totp_totpdevice_config": (
+            reverse("admin:otp_totp_totpdevice_config", args=[TOTPDevice.objects.first().pk]),
+            {"root": 200, "finance": 403, "support": 403},
+        ),
+        "otp_totp_totpdevice_qrcode": (
+            reverse("admin:otp_totp_totpdevice_qrcode", args=[TOTPDevice.objects.first().pk]),
+            {"root": 200, "finance": 403, "support": 403},
         ),
         "auth_user_password_change": (
             reverse("admin:auth_user_password_change", args=[alice.pk]),
@@ -136,6 +148,15 @@ def data(data: dict[str, Any]) -> Any:
     DunningEmailFactory(case=case)
     DunningPolicyFactory()
     DeclineRuleFactory()
+    # The login's lockout records (django-axes) and two-factor devices (django-otp).
+    seen = {"user_agent": "test", "ip_address": "203.0.113.9", "username": "alice", "http_accept": "*/*"}
+    AccessAttempt.objects.create(
+        **seen, path_info="/admin/login/", get_data="", post_data="", failures_since_start=3
+    )
+    AccessLog.objects.create(**seen, path_info="/admin/login/")
+    AccessFailureLog.objects.create(**seen, path_info="/admin/login/", locked_out=False)
+    TOTPDevice.objects.create(user=w["finance"], name="phone")
+    StaticDevice.objects.create(user=w["root"], name="backup")
     return w
 
 

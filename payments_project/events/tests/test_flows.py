@@ -153,10 +153,9 @@ def test_the_real_flows_publish_every_event_type_once_per_fact_with_valid_payloa
     family = customer.post("/api/v1/families/", {"name": "Home"}, format="json").json()
     # (Checkout does not carry a family yet: the family subscription is linked here)
     Subscription.objects.filter(pk=subscription.pk).update(family_id=family["id"])
-    assert (
-        customer.post(f"/api/v1/families/{family['id']}/members", {"user_id": member.pk}).status_code == 201
-    )
-    assert customer.post(f"/api/v1/families/{family['id']}/members", {"user_id": 10**9}).status_code == 404
+    invited = customer.post(f"/api/v1/families/{family['id']}/invitations", {"user_id": member.pk}).json()
+    accept = token_client(member).post(f"/api/v1/families/invitations/{invited['id']}/accept")
+    assert accept.status_code == 200
     assert customer.delete(f"/api/v1/families/{family['id']}/members/{member.pk}").status_code == 204
 
     # the customer schedules a cancellation, undoes it, and moves to Pro; a refused change emits nothing

@@ -14,8 +14,9 @@ def ana():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db
-def test_checkout_session_for_a_plan_at_the_zone_price(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
-    # given Pro sold in euros
+def test_checkout_session_for_a_plan_at_the_zone_price(stripe_standin: StandinServer, ana, settings) -> None:  # type: ignore[no-untyped-def]
+    # given Pro sold in euros, and a trusted proxy naming the client's country
+    settings.PRICING_COUNTRY_HEADER = "CF-IPCountry"
     from billing.catalog.tests.factories import (
         PlanFactory,
         PriceFactory,
@@ -29,13 +30,9 @@ def test_checkout_session_for_a_plan_at_the_zone_price(stripe_standin: StandinSe
     # when ana opens a checkout from France
     response = token_client(ana).post(
         "/api/v1/checkout-sessions/",
-        {
-            "plan": "pro",
-            "country": "fr",
-            "success_url": "https://x.test/ok",
-            "cancel_url": "https://x.test/no",
-        },
+        {"plan": "pro", "success_url": "https://x.test/ok", "cancel_url": "https://x.test/no"},
         format="json",
+        HTTP_CF_IPCOUNTRY="FR",
     )
 
     # then a Stripe session bills 8.99 EUR a month, for her
