@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -106,9 +107,18 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def bounded_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, finite (`1e400` would be infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
 def json_loads(text: str | bytes) -> Any:
-    """json.loads for client input: 64-bit integers only, no NaN/Infinity (ValueError otherwise)."""
-    return json.loads(text, parse_int=bounded_int, parse_constant=_refuse_constant)
+    """json.loads for client input: 64-bit integers and finite numbers only, no NaN/Infinity
+    (ValueError otherwise)."""
+    return json.loads(text, parse_int=bounded_int, parse_float=bounded_float, parse_constant=_refuse_constant)
 
 
 class BoundedJSONParser(JSONParser):
@@ -157,7 +167,8 @@ class InputGuardMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             raise BadInput("Content-Length is not a number.", field="Content-Length") from None
-        limit = settings.API_MAX_BODY_BYTES
+        batch = request.path_info in settings.API_BATCH_PATHS
+        limit = settings.API_MAX_BATCH_BODY_BYTES if batch else settings.API_MAX_BODY_BYTES
         if length > limit:
             raise BadInput(f"The body is longer than {limit} bytes.", status=413, code="payload_too_large")
         content_type = request.META.get("CONTENT_TYPE", "").lower()

@@ -215,7 +215,10 @@ if env_bool("DJANGO_BEHIND_TLS_PROXY", default=False):
 # --- Input limits (payments_project/security.py, docs/security.md) -------------------------------
 # Every request body, the Stripe webhook's included (Stripe's events are well under 64 KiB).
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Batch endpoints take more: 1,000 usage events with their metadata (up to 4 KiB each) need ~4.5 MB.
+API_BATCH_PATHS = ("/api/v1/usage/batch/",)
+API_MAX_BATCH_BODY_BYTES = env_int("API_MAX_BATCH_BODY_BYTES", 5 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, API_MAX_BATCH_BODY_BYTES)
 # JSON nesting: ours is at most 3 levels, Stripe's events about 8; Python's parser fails near 1,000.
 API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 32)
 

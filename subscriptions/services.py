@@ -724,8 +724,16 @@ _APPLY: dict[str, Callable[[Subscription, SubscriptionStripeCall], list[Signal]]
 }
 
 
+UNPAID_STATUSES = (
+    Subscription.Status.PAST_DUE,
+    Subscription.Status.UNPAID,
+    Subscription.Status.SUSPENDED,
+)
+
+
 def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: bool = False) -> Subscription:
-    """Cancel at the period end (Stripe keeps billing until then), or now (staff only)."""
+    """Cancel at the period end (Stripe keeps billing until then), or now (staff only; and anyone's
+    cancellation of a subscription whose renewal is unpaid)."""
 
     if immediately and not actor.has_perm(STAFF_PERMISSION):
         raise DomainError("Only finance staff may cancel immediately.", code="forbidden", status_code=403)
@@ -736,6 +744,10 @@ def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: 
         if sub.status in ENDED:
             raise Conflict("This subscription has already ended.", code="subscription_ended")
         cause, staff = _cause_of(sub, actor)
+        # Unpaid (a renewal failed, dunning runs): the period ahead was never paid for, so a
+        # cancellation ends it now. At the period end instead, the customer would keep access to
+        # an unpaid period, its invoice voided, and could resume without ever paying it.
+        immediately = immediately or sub.status in UNPAID_STATUSES
         if immediately:
             call = _call_record(
                 subscription=sub,

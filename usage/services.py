@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
     (replaying the first answer) or refused with a code; a refusal never loses the others."""
     if len(events) > MAX_BATCH:
         raise DomainError(f"At most {MAX_BATCH} events per batch.", code="batch_too_large")
+    started = time.monotonic()
     now = now or timezone.now()
     skew = timedelta(seconds=settings.USAGE_CLOCK_SKEW_SECONDS)
     grace = timedelta(seconds=settings.USAGE_LATE_GRACE_SECONDS)
@@ -179,7 +181,7 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         pending.append(item)
     if pending:
         with transaction.atomic():
-            _record_pending(pending, results, now)
+            _record_pending(pending, results, now, started=started)
     for index, first, fingerprint in in_batch_dupes:
         answer = results[first.index]
         assert answer is not None
@@ -321,10 +323,16 @@ def _records_insert(pending: Sequence[_Pending], now: datetime) -> dict[tuple[in
         return {(user_id, code, key): pk for pk, user_id, code, key in cursor.fetchall()}
 
 
-def _record_pending(pending: list[_Pending], results: list[EventResult | None], now: datetime) -> None:
+def _record_pending(
+    pending: list[_Pending], results: list[EventResult | None], now: datetime, *, started: float
+) -> None:
     keys = _counter_keys(pending)
     counters = _counters_lock(keys, now)
-    inserted = _records_insert(pending, now)
+    # recorded_at is the time of the insert, after any wait for the counters' locks: the meter
+    # windows (usage_meter_windows_report) go by it, and a unit stamped before a long wait could
+    # land in a window already reported. Measured from `now`, so a given `now` stays the clock.
+    recorded_at = now + timedelta(seconds=time.monotonic() - started)
+    inserted = _records_insert(pending, recorded_at)
     duplicates = [
         p for p in pending if (p.event.user_id, p.event.feature, p.event.idempotency_key) not in inserted
     ]
@@ -747,7 +755,9 @@ def usage_meter_windows_report(*, now: datetime | None = None, max_windows: int 
     start = max(cursor, meter_window(at=now - METER_MAX_AGE)[0])
     closed = 0
     while start < closed_until and closed < max_windows:
-        window_start, end = meter_window(at=start)
+        # Never before the cursor: after a change of METERING_WINDOW_SECONDS the window holding the
+        # cursor may begin earlier, and its units were reported already (that part is skipped).
+        window_start, end = max(meter_window(at=start)[0], start), meter_window(at=start)[1]
         totals = usage_metered_totals(start=window_start, end=end)
         with transaction.atomic():
             for (customer, event_name), value in sorted(totals.items()):

@@ -13,8 +13,8 @@ from billing.catalog.services import (
     catalog_plan_changed_record,
     catalog_push_to_stripe,
     catalog_zone_changed_record,
-    metered_prices_push,
     customer_pricing_override,
+    metered_prices_push,
 )
 from billing.forms import MoneyField, money_clean
 from billing.models import (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -466,7 +468,12 @@ def metered_price_ensure(*, metered_price: MeteredPrice) -> bool:
             "zone_code": metered_price.zone.code,
         },
     }
-    price = stripe_gateway.call(stripe_gateway.client().v1.prices.create, params, {"idempotency_key": key})
+    # The key names the price; the digest of every parameter keeps Stripe from refusing a retry
+    # after a rename or a new meter within its 24 hours ("same key, other parameters").
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    price = stripe_gateway.call(
+        stripe_gateway.client().v1.prices.create, params, {"idempotency_key": f"{key}:{digest}"}
+    )
     MeteredPrice.objects.filter(pk=metered_price.pk).update(stripe_price_id=price.id, stripe_price_key=key)
     metered_price.stripe_price_id, metered_price.stripe_price_key = price.id, key
     return True
@@ -512,6 +519,13 @@ def customer_pricing_fix(*, user: Any, country: str | None) -> CustomerPricing:
     the trusted proxy header, never from a request parameter) fixed now. One row per customer:
     two first purchases at once both read the row the first insert made."""
     existing = CustomerPricing.objects.filter(user_id=user.pk).first()
+    if existing is not None and country and existing.source == CustomerPricing.Source.UNKNOWN:
+        # Fixed while no trusted source named a country (e.g. a first attempt without the proxy's
+        # header): the first trusted country fixes it, once (a conditional UPDATE).
+        CustomerPricing.objects.filter(pk=existing.pk, source=CustomerPricing.Source.UNKNOWN).update(
+            country=country, source=CustomerPricing.Source.PROXY_HEADER, updated_at=timezone.now()
+        )
+        existing.refresh_from_db()
     if existing is not None:
         return existing
     source = CustomerPricing.Source.PROXY_HEADER if country else CustomerPricing.Source.UNKNOWN

@@ -62,7 +62,8 @@ class StaffAuthenticationForm(AdminAuthenticationForm, OTPAuthenticationFormMixi
 
 class AdminOTPRequiredMiddleware:
     """A session of a user who must use a one-time code but did not (logged in before it was
-    required, or by another way in) is logged out of the staff console and sent to log in."""
+    required, or by another way in) is logged out: sent to log in on the staff console, and
+    anonymous to the API (a session is one of the API's ways in; tokens are not sessions)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -71,13 +72,14 @@ class AdminOTPRequiredMiddleware:
         user = getattr(request, "user", None)
         if (
             settings.ADMIN_OTP_REQUIRED
-            and request.path_info.startswith("/admin/")
+            and request.path_info.startswith(("/admin/", "/api/"))
             and user is not None
             and user.is_authenticated
             and not user.is_verified()
             and otp_required_for(user)
         ):
             logout(request)
-            login = reverse("admin:login")
-            return HttpResponseRedirect(f"{login}?{urlencode({'next': request.get_full_path()})}")
+            if request.path_info.startswith("/admin/"):
+                login = reverse("admin:login")
+                return HttpResponseRedirect(f"{login}?{urlencode({'next': request.get_full_path()})}")
         return self.get_response(request)

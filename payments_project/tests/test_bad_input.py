@@ -114,6 +114,13 @@ INTEGER_CASES = {
         400,
     ),
     "float infinity": (_raw("/api/v1/payments/", '{"amount": Infinity, "currency": "EUR"}'), 400),
+    "number beyond a double (would parse as infinity)": (
+        _raw(
+            "/api/v1/usage/events/",
+            '{"feature": "api_calls", "idempotency_key": "k", "quantity": 1, "metadata": {"x": 1e400}}',
+        ),
+        400,
+    ),
 }
 
 NESTING_CASES = {

@@ -446,6 +446,10 @@ def _finish(attempt: DunningAttempt, status: str, outcome: str, **fields: Any) -
 
 
 def _lock_case(case_id: int) -> DunningCase:
+    # The subscription's row first, then the case's: the webhook handlers (invoice paid or failed)
+    # lock in that order, and the opposite order here could deadlock a retry's outcome with them.
+    subscription_id = DunningCase.objects.filter(pk=case_id).values_list("subscription_id", flat=True).get()
+    list(Subscription.objects.select_for_update().filter(pk=subscription_id).values_list("pk"))
     return (
         DunningCase.objects.select_for_update(of=("self",))
         .select_related("subscription__plan", "subscription__user", "policy")

@@ -120,7 +120,7 @@ class FamilyViewSet(viewsets.GenericViewSet):
     """Families: the owner pays a family plan, members share its entitlements."""
 
     ratelimit_scope = "entitlements"
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = r"[0-9]{1,18}"  # bounded: a 5,000-digit id must be a 404, not a 500
     serializer_class = FamilyOutputSerializer
 
     def _family(self, pk: str) -> Family:
@@ -211,7 +211,7 @@ class FamilyViewSet(viewsets.GenericViewSet):
         responses=ReceivedInvitationOutputSerializer,
         summary="Accept an invitation (the invitee): join the family",
     )
-    @action(detail=False, methods=["post"], url_path=r"invitations/(?P<invitation_id>\d+)/accept")
+    @action(detail=False, methods=["post"], url_path=r"invitations/(?P<invitation_id>[0-9]{1,18})/accept")
     def accept_invitation(self, request: Request, invitation_id: str) -> Response:
         invitation = family_invitation_accept(invitation_id=int(invitation_id), user=request.user)
         return Response(ReceivedInvitationOutputSerializer(invitation).data)
@@ -219,13 +219,13 @@ class FamilyViewSet(viewsets.GenericViewSet):
     @extend_schema(
         request=None, responses=ReceivedInvitationOutputSerializer, summary="Decline an invitation"
     )
-    @action(detail=False, methods=["post"], url_path=r"invitations/(?P<invitation_id>\d+)/decline")
+    @action(detail=False, methods=["post"], url_path=r"invitations/(?P<invitation_id>[0-9]{1,18})/decline")
     def decline_invitation(self, request: Request, invitation_id: str) -> Response:
         invitation = family_invitation_decline(invitation_id=int(invitation_id), user=request.user)
         return Response(ReceivedInvitationOutputSerializer(invitation).data)
 
     @extend_schema(responses={204: None})
-    @action(detail=True, methods=["delete"], url_path=r"members/(?P<user_id>\d+)")
+    @action(detail=True, methods=["delete"], url_path=r"members/(?P<user_id>[0-9]{1,18})")
     def member_remove(self, request: Request, pk: str, user_id: str) -> Response:
         family = self._family(pk)
         allowed = request.user.pk in (family.owner_id, int(user_id)) or can_act_for_any_user(request.user)

@@ -95,9 +95,19 @@ def family_invitation_create(
         raise DomainError("Invite by user_id or by email, one of them.", code="validation_error")
     if user_id is not None and user_id == invited_by.pk:
         raise Conflict("You are already in your family.", code="already_in_family")
-    expires_at = timezone.now() + timedelta(hours=settings.FAMILY_INVITATION_TTL_HOURS)
+    now = timezone.now()
+    expires_at = now + timedelta(hours=settings.FAMILY_INVITATION_TTL_HOURS)
+    pending = FamilyInvitation.objects.filter(family=family, status=FamilyInvitation.Status.PENDING)
+    mine = (
+        pending.filter(invitee_user_id=user_id)
+        if user_id is not None
+        else pending.filter(invitee_email__iexact=email)
+    )
     try:
         with transaction.atomic():
+            # An expired invitation is no longer pending: set it aside (revoked) so the new one can
+            # be pending in its place; otherwise the invitee could never be invited again.
+            mine.filter(expires_at__lte=now).update(status=FamilyInvitation.Status.REVOKED, responded_at=now)
             return FamilyInvitation.objects.create(
                 family=family,
                 invited_by=invited_by,
@@ -111,10 +121,10 @@ def family_invitation_create(
             "familyinvitation_one_pending_per_email",
         }:
             raise
-    pending = FamilyInvitation.objects.filter(family=family, status=FamilyInvitation.Status.PENDING)
-    if user_id is not None:
-        return pending.get(invitee_user_id=user_id)
-    return pending.get(invitee_email__iexact=email)
+    existing = mine.first()
+    if existing is None:  # answered in between: the caller may simply try again
+        raise Conflict("That invitation was just answered; try again.", code="invitation_changed")
+    return existing
 
 
 def _invitation_for(*, invitation_id: int, user: Any) -> FamilyInvitation:

@@ -110,6 +110,21 @@ def test_bounded_input_is_refused_with_400(quota: Callable[..., Any], body: dict
     assert (response.status_code, response.json()["error"]["code"]) == (400, "validation_error")
 
 
+def test_a_full_batch_with_metadata_passes_the_body_limit(quota: Callable[..., Any]) -> None:
+    # given 1,000 events with 2 KiB of metadata each: about 2.1 MB, over the 1 MiB of other bodies
+    user = quota(limit=None)
+    events = [
+        {"feature": "api_calls", "idempotency_key": f"k{i}", "metadata": {"note": "n" * 2000}}
+        for i in range(1000)
+    ]
+
+    response = _client(user).post("/api/v1/usage/batch/", {"events": events}, format="json")
+
+    assert response.status_code == 200
+    assert {r["status"] for r in response.json()["results"]} == {"recorded"}
+    assert UsageRecord.objects.count() == 1000
+
+
 def test_a_batch_over_1000_events_is_refused(quota: Callable[..., Any]) -> None:
     user = quota(limit=None)
     events = [{"feature": "api_calls", "idempotency_key": f"k{i}"} for i in range(1001)]

@@ -123,6 +123,20 @@ def test_a_session_without_a_code_is_sent_to_log_in_once_codes_are_required(sett
 
 
 @pytest.mark.django_db
+def test_a_session_without_a_code_is_anonymous_to_the_api_once_codes_are_required(settings) -> None:  # type: ignore[no-untyped-def]
+    # given a finance session opened before codes were required
+    client = Client()
+    client.force_login(_staff("finance", "fin"))
+    settings.ADMIN_OTP_REQUIRED = True
+
+    # when it calls the API (where finance may act for any customer)
+    response = client.get("/api/v1/payments/")
+
+    # then it is not let in
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "not_authenticated")
+
+
+@pytest.mark.django_db
 def test_codes_are_optional_in_development(settings) -> None:  # type: ignore[no-untyped-def]
     settings.ADMIN_OTP_REQUIRED = False
     _staff("finance", "fin")

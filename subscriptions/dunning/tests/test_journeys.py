@@ -181,9 +181,15 @@ def test_a_customer_cancelling_mid_dunning_stops_retries_and_voids_the_invoice(
     assert _pay_days(START, paid) == [1]
     assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).status == "void"
     case.refresh_from_db()
-    assert (case.stage, case.close_reason) == ("stopped", "the customer cancelled")
+    assert (case.stage, case.close_reason) == ("stopped", "subscription cancelled")
     assert set(case.attempts.filter(number__gt=1).values_list("status", flat=True)) == {"cancelled"}
-    assert Subscription.objects.get(pk=renewal.subscription.pk).cancel_at_period_end is True
+    # and, its renewal unpaid, the subscription ended at once: no access to a period never paid for,
+    # nothing left to resume
+    assert Subscription.objects.get(pk=renewal.subscription.pk).status == "cancelled"
+    assert (
+        stripe_client.v1.subscriptions.retrieve(renewal.subscription.stripe_subscription_id).status
+        == "canceled"
+    )
 
 
 def test_retries_cross_a_month_end_and_the_leap_day(

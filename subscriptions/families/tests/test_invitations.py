@@ -97,6 +97,33 @@ def test_an_invitation_expires(family: Any, settings) -> None:  # type: ignore[n
 
 
 @pytest.mark.django_db
+def test_an_expired_invitation_can_be_sent_again_and_accepted(family: Any, settings) -> None:  # type: ignore[no-untyped-def]
+    # given an invitation to cy that expired
+    settings.FAMILY_INVITATION_TTL_HOURS = 48
+    cy = UserFactory()
+    first = _invite(family, user_id=cy.pk).json()
+    with time_machine.travel(timezone.now() + timedelta(days=3)):
+        # when the owner invites cy again and cy accepts
+        again = _invite(family, user_id=cy.pk)
+        accepted = token_client(cy).post(f"/api/v1/families/invitations/{again.json()['id']}/accept")
+
+    # then it is a new invitation, the expired one set aside, and cy is a member
+    assert again.status_code == 201 and again.json()["id"] != first["id"]
+    assert accepted.status_code == 200
+    assert FamilyInvitation.objects.get(pk=first["id"]).status == "revoked"
+    assert _members(family) == sorted([family.owner.pk, cy.pk])
+
+
+@pytest.mark.django_db
+def test_an_id_too_long_for_any_row_is_a_404(family: Any) -> None:
+    huge = "9" * 5000
+    client = token_client(family.owner)
+    assert client.get(f"/api/v1/families/{huge}/invitations").status_code == 404
+    assert client.post(f"/api/v1/families/invitations/{huge}/accept").status_code == 404
+    assert client.delete(f"/api/v1/families/{family.pk}/members/{huge}").status_code == 404
+
+
+@pytest.mark.django_db
 def test_a_non_invitee_cannot_join_or_see_the_invitation(family: Any) -> None:
     ana, mallory = UserFactory(email="ana@example.com"), UserFactory(email="mallory@example.com")
     by_id = _invite(family, user_id=ana.pk).json()
