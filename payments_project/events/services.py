@@ -202,7 +202,35 @@ class ClaimedEvent(NamedTuple):
     payload_json: str
 
 
-def _claim_sql(payload_column: str) -> str:
+def _ready_sql(table: str) -> str:
+    # LIMIT keeps this a per-candidate probe of the partial aggregate index; written as NOT EXISTS,
+    # PostgreSQL hashed every unpublished row once per claim (a 100,000-row backlog cost 70 ms a
+    # batch). SQLite has no LATERAL: _ready_sql_portable.
+    return f"""
+            SELECT c.id FROM cand c
+            LEFT JOIN LATERAL (
+                SELECT 1 AS found FROM {table} p
+                WHERE p.aggregate_type = c.aggregate_type AND p.aggregate_id = c.aggregate_id
+                  AND p.sequence < c.sequence AND p.published_at IS NULL
+                  AND p.id NOT IN (SELECT id FROM cand)
+                  AND NOT (p.claimed_by = %(me)s AND p.lease_until >= %(now)s)
+                LIMIT 1
+            ) earlier ON TRUE
+            WHERE earlier.found IS NULL"""  # noqa: S608 - table name from the model
+
+
+def _ready_sql_portable(table: str) -> str:
+    return f"""
+            SELECT c.id FROM cand c WHERE NOT EXISTS (
+                SELECT 1 FROM {table} p
+                WHERE p.aggregate_type = c.aggregate_type AND p.aggregate_id = c.aggregate_id
+                  AND p.sequence < c.sequence AND p.published_at IS NULL
+                  AND p.id NOT IN (SELECT id FROM cand)
+                  AND NOT (p.claimed_by = %(me)s AND p.lease_until >= %(now)s)
+            )"""  # noqa: S608 - table name from the model
+
+
+def _claim_sql(payload_column: str, *, postgres: bool) -> str:
     table = DomainEvent._meta.db_table
     # A row is claimable when unpublished and its lease is free (or ours). Of the oldest
     # claimable rows, take those whose every earlier unpublished row of the same aggregate is
@@ -217,21 +245,7 @@ def _claim_sql(payload_column: str) -> str:
             LIMIT %(limit)s
         )
         UPDATE {table} SET claimed_by = %(me)s, lease_until = %(until)s, attempts = attempts + 1
-        WHERE id IN (
-            SELECT c.id FROM cand c
-            LEFT JOIN LATERAL (
-                -- LIMIT keeps this a per-candidate probe of the partial aggregate index; written
-                -- as NOT EXISTS, PostgreSQL hashed every unpublished row once per claim (a
-                -- 100,000-row backlog cost 70 ms a batch).
-                SELECT 1 AS found FROM {table} p
-                WHERE p.aggregate_type = c.aggregate_type AND p.aggregate_id = c.aggregate_id
-                  AND p.sequence < c.sequence AND p.published_at IS NULL
-                  AND p.id NOT IN (SELECT id FROM cand)
-                  AND NOT (p.claimed_by = %(me)s AND p.lease_until >= %(now)s)
-                LIMIT 1
-            ) earlier ON TRUE
-            WHERE earlier.found IS NULL
-        )
+        WHERE id IN ({_ready_sql(table) if postgres else _ready_sql_portable(table)})
         RETURNING id, type, schema_version, aggregate_type, aggregate_id, sequence, occurred_at,
                   actor_type, actor_id, {payload_column}
     """  # noqa: S608 - table and column names from the model, values as parameters
@@ -252,7 +266,7 @@ def events_claim(*, relay_id: str, limit: int, lease: timedelta) -> list[Claimed
     with transaction.atomic(), connection.cursor() as cursor:
         if postgres:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CLAIM_LOCK_KEY])
-        cursor.execute(_claim_sql("payload::text" if postgres else "payload"), params)
+        cursor.execute(_claim_sql("payload::text" if postgres else "payload", postgres=postgres), params)
         rows = cursor.fetchall()
     claimed = [
         ClaimedEvent(
