@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from billing.stripe import gateway as stripe_gateway
 from devtools.testing import StandinServer
+from payments_project.events import ids as event_ids
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,12 +24,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_state() -> Iterator[None]:
-    """Each test starts with an empty Redis test database (rate-limit counters included) and a
-    closed Stripe circuit breaker."""
+    """Each test starts with an empty Redis test database (rate-limit counters included), a
+    closed Stripe circuit breaker, and the event id clock where it was: a test that travels to
+    2028 (time-machine) would otherwise leave every later event id in 2028, past the feed's
+    cut-off (ids never go back in one process, as in production, where clocks do not jump years)."""
     cache.clear()
     stripe_gateway.breaker.close()
+    clock = (event_ids._last_ms, event_ids._counter)
     yield
     stripe_gateway.breaker.close()
+    event_ids._last_ms, event_ids._counter = clock
 
 
 @pytest.fixture(scope="session")

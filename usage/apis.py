@@ -300,14 +300,8 @@ class UsageViewSet(viewsets.GenericViewSet):
     serializer_class = RecordSerializer
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("feature", str),
-            OpenApiParameter("operation", str),
-            OpenApiParameter("resource_type", str),
-            OpenApiParameter("occurred_after", str),
-            OpenApiParameter("occurred_before", str),
-            OpenApiParameter("user_id", int),
-        ],
+        # From the serializer that validates them, so the schema states their bounds.
+        parameters=[HistoryQuerySerializer],
         responses=RecordSerializer(many=True),
         description="Recorded events, newest first, paginated (`page`, `page_size` up to 200).",
     )

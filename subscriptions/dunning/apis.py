@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from payments_project.api import subject_user_for_read
 from subscriptions.dunning.selectors import next_retry_at, open_case_for_user, what_to_do
@@ -42,7 +43,8 @@ class OpenDunningQuerySerializer(serializers.Serializer):
     )
 
 
-class DunningViewSet(viewsets.ViewSet):
+class OpenDunningView(APIView):
+    # One object, not a list (a ViewSet's `list` is documented as an array).
     ratelimit_scope = "default"
 
     @extend_schema(
@@ -50,7 +52,7 @@ class DunningViewSet(viewsets.ViewSet):
         responses=OpenDunningOutputSerializer,
         summary="The caller's open dunning case (an unpaid renewal), if any",
     )
-    def list(self, request: Request) -> Response:
+    def get(self, request: Request) -> Response:
         query = OpenDunningQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         user = subject_user_for_read(request, query.validated_data.get("user_id"))
