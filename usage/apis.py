@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments_project.accounts.selectors import can_act_for_any_user
-from payments_project.api import Pagination, subject_user, subject_user_for_read
+from payments_project.api import Pagination, subject_user, subject_user_for_read, subject_users
 from payments_project.errors import DomainError
 from usage.models import FEATURE_CODE_MAX, IDEMPOTENCY_KEY_MAX, RESOURCE_FIELD_MAX, UsageRecord
 from usage.selectors import usage_history, usage_summary
@@ -282,12 +283,21 @@ def _result(result: EventResult) -> dict[str, Any]:
 _DATETIME = serializers.DateTimeField()
 
 
-def _result_json(result: EventResult) -> dict[str, Any]:
-    """EventResultSerializer's output (the schema), built directly: a batch answers 1,000 of them."""
-    out = _result(result)
-    for name in ("period_start", "resets_at"):
-        value = out[name]
-        out[name] = None if value is None else _DATETIME.to_representation(value)
+def _results_json(results: list[EventResult]) -> list[dict[str, Any]]:
+    """EventResultSerializer's output (the schema), built directly: a batch answers 1,000 of them,
+    whose period bounds are a handful of datetimes, each formatted once."""
+    formatted: dict[datetime, str] = {}
+    out = []
+    for result in results:
+        item = _result(result)
+        for name in ("period_start", "resets_at"):
+            value = item[name]
+            if value is not None:
+                text = formatted.get(value)
+                if text is None:
+                    text = formatted[value] = _DATETIME.to_representation(value)
+                item[name] = text
+        out.append(item)
     return out
 
 
@@ -348,15 +358,10 @@ class UsageViewSet(viewsets.GenericViewSet):
             data = BatchInputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             items = data.validated_data["events"]
-        users: dict[Any, int] = {}
-        events = []
-        for item in items:
-            wanted = item.get("user_id")
-            if wanted not in users:
-                users[wanted] = subject_user(request, wanted).pk
-            events.append(_event(item, users[wanted]))
+        users = subject_users(request, {item.get("user_id") for item in items})
+        events = [_event(item, users[item.get("user_id")].pk) for item in items]
         results = usage_events_record(events=events)
-        return Response({"results": [_result_json(r) for r in results]})
+        return Response({"results": _results_json(results)})
 
     @extend_schema(
         parameters=[OpenApiParameter("feature", str, required=True), OpenApiParameter("user_id", int)],

@@ -30,8 +30,13 @@ class UsageRecord(models.Model):
     write path). Django still refuses to delete a user with records (PROTECT).
     """
 
+    # No index of its own: the dedupe key's index leads with it.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     # The family whose pool it was counted on (family plans), else empty.
     family = models.ForeignKey(
@@ -41,6 +46,7 @@ class UsageRecord(models.Model):
         on_delete=models.DO_NOTHING,
         related_name="+",
         db_constraint=False,
+        db_index=False,
     )
     subject = models.CharField(max_length=SUBJECT_MAX, help_text="u<user id> or f<family id>.")
     feature_code = models.CharField(max_length=FEATURE_CODE_MAX)
@@ -59,7 +65,12 @@ class UsageRecord(models.Model):
     # Soft policy: recorded past the limit.
     over_limit = models.BooleanField(default=False)
     reservation = models.ForeignKey(
-        "usage.UsageReservation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "usage.UsageReservation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
 
     class Meta:
@@ -71,8 +82,17 @@ class UsageRecord(models.Model):
             models.CheckConstraint(name="usagerecord_quantity_positive", condition=Q(quantity__gt=0)),
         ]
         # Few indexes: every one is written by each ingested row. The dedupe key's index serves a
-        # user's history (its leading column); billing totals read by occurred_at.
-        indexes = [models.Index(fields=["occurred_at"], name="usagerecord_occurred")]
+        # user's history (its leading column); billing totals read by occurred_at. Family pools
+        # and settled reservations are the few rows that have them: partial indexes skip the rest.
+        indexes = [
+            models.Index(fields=["occurred_at"], name="usagerecord_occurred"),
+            models.Index(fields=["family"], name="usagerecord_family", condition=Q(family__isnull=False)),
+            models.Index(
+                fields=["reservation"],
+                name="usagerecord_reservation",
+                condition=Q(reservation__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.quantity} {self.feature_code} by user {self.user_id}"

@@ -89,3 +89,87 @@ def test_four_family_members_at_once_never_overrun_the_pool(quota: Callable[...,
     outcomes = _spend(members, threads=16, per_thread=12)
 
     _check(outcomes, f"f{owner.family.pk}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_batch_sent_by_four_threads_at_once_is_recorded_once_without_deadlock(
+    quota: Callable[..., Any],
+) -> None:
+    # Given 30 users, each with a quota of 100, and one batch of 1,000 events over them
+    users = [quota(limit=100, period_start=START) for _ in range(30)]
+    batch = [
+        UsageEvent(user_id=users[i % 30].pk, feature="api_calls", idempotency_key=f"k{i}", quantity=1)
+        for i in range(1000)
+    ]
+    statuses: list[list[str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def worker(order: int) -> None:
+        try:
+            barrier.wait()
+            # Each thread sends the events in another order: the inserts must still not deadlock.
+            events = batch if order % 2 == 0 else list(reversed(batch))
+            statuses.append([r.status for r in usage_events_record(events=events, now=NOW)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    # When four threads send it at the same moment
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then no thread failed, each event was recorded by exactly one of them and counted once
+    assert errors == []
+    assert sum(s.count("recorded") for s in statuses) == 1000
+    assert sum(s.count("duplicate") for s in statuses) == 3000
+    assert sorted(UsageCounter.objects.values_list("used", flat=True)) == [33] * 20 + [34] * 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_record_kept_waiting_for_its_counter_is_stamped_when_the_counter_is_held(
+    quota: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a counter that another transaction holds locked for a second, and a restamp threshold
+    # of half a second (10 s in production, far below the meter windows' settle time)
+    from datetime import timedelta
+
+    from usage import services
+    from usage.models import UsageRecord
+
+    monkeypatch.setattr(services, "RESTAMP_AFTER", timedelta(seconds=0.5))
+    user = quota(limit=100, period_start=START)
+    usage_events_record(
+        events=[UsageEvent(user_id=user.pk, feature="api_calls", idempotency_key="first")], now=NOW
+    )
+    locked = threading.Event()
+
+    def holder() -> None:
+        try:
+            from django.db import transaction
+
+            with transaction.atomic():
+                list(UsageCounter.objects.select_for_update().filter(subject=f"u{user.pk}"))
+                locked.set()
+                threading.Event().wait(1.0)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    locked.wait(5)
+
+    # When an event is recorded meanwhile (it waits for the counter)
+    result = usage_events_record(
+        events=[UsageEvent(user_id=user.pk, feature="api_calls", idempotency_key="second")], now=NOW
+    )
+    thread.join()
+
+    # Then it was recorded, stamped after the wait rather than before it
+    assert result[0].status == "recorded"
+    stamped = UsageRecord.objects.get(idempotency_key="second").recorded_at
+    assert stamped - NOW >= timedelta(seconds=0.9)
