@@ -26,9 +26,17 @@ Dev and test only, installed by `devtools.stripe_standin._install()` (`install(a
   invoice stays open (its `attempt_count` grows; `next_payment_attempt` is null: Stripe's automatic
   retries are off, we own the schedule). `invoice.voided` and `invoice.marked_uncollectible` are
   sent too.
+- As at Stripe, a failed invoice payment leaves its codes on the invoice's PaymentIntent
+  (`invoice.payment_intent`, or `payments` when expanded as API versions from 2025-03-31 have it):
+  `last_payment_error` carries `code`, `decline_code`, `advice_code` and `network_advice_code`.
 
 Every request to `/v1/invoices/...` is also logged, before the idempotency replay, so tests can
 assert at the HTTP layer how often Stripe was asked (`requests_log()`).
+
+`POST /_dev/faults` with `{"path": "/v1/invoices/in_.../void", "status": 500, "times": 2}`: the
+next `times` requests to that exact path are answered with that status and Stripe's `api_error`
+body (after being logged, before anything runs, so nothing is done nor kept for their idempotency
+key), as when Stripe has an outage; other paths answer as usual. `DELETE /_dev/faults` forgets them.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OFFSET = "standin_clock:offset"
 _DECLINE_LATER = "standin_clock:decline_later"
 _REQUESTS = "standin_clock:requests"
+_FAULTS = "standin_clock:faults"
 # At most this many renewals of one subscription per advance (a year of monthly periods and more).
 MAX_RENEWALS_PER_ADVANCE = 400
 # Numbers localstripe declines at charge time only, with Stripe's default decline code.
@@ -168,6 +177,63 @@ ls.Invoice.status = property(_status_with_uncollectible)
 ls.Invoice.next_payment_attempt = property(lambda self: None)
 
 
+def _invoice_payments(self: Any) -> dict[str, Any]:
+    """Stripe's `payments` (API versions from 2025-03-31, sent only when expanded): the invoice's
+    PaymentIntent as its default InvoicePayment; `payment_intent` stays for older versions."""
+    data: list[dict[str, Any]] = []
+    intent_id = getattr(self, "payment_intent", None)
+    if isinstance(intent_id, str) and intent_id:
+        intent = ls.store.get(f"payment_intent:{intent_id}")
+        paid = self.status == "paid"
+        data.append(
+            {
+                "id": "inpay_" + intent_id.removeprefix("pi_"),
+                "object": "invoice_payment",
+                "amount_paid": self.amount_due if paid else None,
+                "amount_requested": self.amount_due,
+                "created": getattr(intent, "created", None) or self.created,
+                "currency": self.currency,
+                "invoice": self.id,
+                "is_default": True,
+                "livemode": False,
+                "payment": {"type": "payment_intent", "payment_intent": intent_id},
+                "status": "paid" if paid else "open",
+            }
+        )
+    return {"object": "list", "data": data, "has_more": False, "url": "/v1/invoice_payments"}
+
+
+ls.Invoice.payments = property(_invoice_payments)
+ls.Invoice._includable = (*getattr(ls.Invoice, "_includable", ()), "payments")
+_last_payment_error = ls.PaymentIntent.last_payment_error
+
+# Declines that Stripe reports under their own error code rather than card_declined.
+_OWN_CODE_DECLINES = {"expired_card", "incorrect_cvc", "incorrect_number", "processing_error"}
+
+
+def _last_payment_error_with_codes(self: Any) -> dict[str, Any] | None:
+    """As Stripe fills it for a declined card: the decline code, the advice codes when the issuer or
+    network gave one, the card's type and the payment method (localstripe gives code and message)."""
+    error = _last_payment_error.fget(self)
+    if not error or "charge" not in error:
+        return error  # no error, or 3-D Secure's authentication failure (kept as localstripe says)
+    pm = ls.store.get(f"payment_method:{self.payment_method}") if self.payment_method else None
+    if pm is None:
+        return {**error, "type": "card_error"}
+    codes = {k: v for k, v in _codes_of(pm).items() if v}
+    decline = codes.get("decline_code", "generic_decline")
+    return {
+        **error,
+        "type": "card_error",
+        "code": decline if decline in _OWN_CODE_DECLINES else "card_declined",
+        **codes,
+        "payment_method": {"id": pm.id, "object": "payment_method", "type": pm.type},
+    }
+
+
+ls.PaymentIntent.last_payment_error = property(_last_payment_error_with_codes)
+
+
 def _attempt(invoice: Any, *, payment_method: str | None) -> dict[str, Any] | None:
     """Charge the invoice once; None when paid, else Stripe's error body (never raises)."""
     customer = ls.Customer._api_retrieve(invoice.customer)
@@ -203,13 +269,14 @@ def _attempt(invoice: Any, *, payment_method: str | None) -> dict[str, Any] | No
         _subscription_to(invoice, "active")
         return None
     charge = intent.latest_charge
+    codes = _codes_of(pm)
     error = {
-        "code": "card_declined",
+        "code": codes["decline_code"] if codes["decline_code"] in _OWN_CODE_DECLINES else "card_declined",
         "message": "Your card was declined.",
         "charge": charge.id if charge is not None else None,
         "payment_intent": {"id": intent.id, "status": intent.status},
         "payment_method": {"id": pm.id, "object": "payment_method", "type": pm.type},
-        **_codes_of(pm),
+        **codes,
     }
     return _failed(invoice, error)
 
@@ -304,6 +371,38 @@ async def _log_invoice_requests(request: web.Request, handler: Handler) -> web.S
     return await handler(request)
 
 
+def _faults() -> dict[str, list[int]]:
+    return ls.store.setdefault(_FAULTS, {})
+
+
+@web.middleware
+async def _injected_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    fault = _faults().get(request.path) if request.path.startswith("/v1/") else None
+    if not fault or fault[1] <= 0:
+        return await handler(request)
+    fault[1] -= 1
+    body = {"error": {"type": "api_error", "message": "An error occurred (injected by the stand-in)."}}
+    return server.json_response(body, status=fault[0])
+
+
+async def _post_faults(request: web.Request) -> web.Response:
+    data = await server.get_post_data(request) or {}
+    path = str(data.get("path") or "")
+    try:
+        status, times = int(data.get("status", 500)), int(data.get("times", 1))
+    except (TypeError, ValueError):
+        raise UserError(400, "status and times must be integers.") from None
+    if not path.startswith("/v1/") or not 400 <= status <= 599 or not 1 <= times <= 1000:
+        raise UserError(400, "A /v1/ path, a status from 400 to 599 and 1 to 1000 times.")
+    _faults()[path] = [status, times]
+    return server.json_response({"path": path, "status": status, "times": times})
+
+
+async def _delete_faults(request: web.Request) -> web.Response:
+    _faults().clear()
+    return server.json_response({"deleted": True})
+
+
 @web.middleware
 async def _invoice_actions(request: web.Request, handler: Handler) -> web.StreamResponse:
     # localstripe routed these to its own functions first; a middleware answers before routing.
@@ -363,7 +462,10 @@ def install(app: web.Application, standin: dict[str, Any]) -> None:
 
     standin["_refuse_declined"] = refuse_declined_now
     app.middlewares.insert(0, _log_invoice_requests)
+    app.middlewares.insert(1, _injected_faults)  # logged first; answered before auth and idempotency
     app.middlewares.append(_invoice_actions)  # inside the idempotency replay
     app.router.add_get("/_dev/clock", _get_clock)
     app.router.add_post("/_dev/clock/advance", _post_advance)
     app.router.add_post("/_dev/payment_methods/{id}/decline_later", _post_decline_later)
+    app.router.add_post("/_dev/faults", _post_faults)
+    app.router.add_delete("/_dev/faults", _delete_faults)

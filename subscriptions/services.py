@@ -30,6 +30,8 @@ from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound, constraint_name
 from subscriptions import events, signals
+from subscriptions.dunning.models import OPEN_STAGES as DUNNING_OPEN_STAGES
+from subscriptions.dunning.models import DunningCase
 from subscriptions.models import Family, Subscription, SubscriptionHistory, SubscriptionStripeCall
 from subscriptions.transitions import (
     BLOCKS_NEW_CHECKOUT,
@@ -322,6 +324,17 @@ def _announce_period(subscription: Subscription, to_send: list[Signal]) -> list[
     return [*to_send, signals.subscription_renewed]
 
 
+def _dunning_keeps_suspended(subscription: Subscription, status: str) -> bool:
+    """Stripe has no "suspended": it keeps saying past_due (or unpaid) until the invoice is paid.
+    While a dunning case is open, our suspension stands: dunning's stage decides it, and only a
+    payment (active), an ending or dunning itself moves the subscription on."""
+    return (
+        subscription.status == Status.SUSPENDED
+        and status in (Status.PAST_DUE, Status.UNPAID)
+        and DunningCase.objects.filter(subscription=subscription, stage__in=DUNNING_OPEN_STAGES).exists()
+    )
+
+
 def subscription_sync_from_stripe(
     *, data: dict, event_id: str, event_created: datetime, cause: str = Cause.WEBHOOK
 ) -> Subscription:
@@ -354,6 +367,12 @@ def subscription_sync_from_stripe(
         status = STRIPE_STATUS.get(str(data.get("status")))
         if status is None:
             logger.error("unknown Stripe subscription status %r", data.get("status"))
+        elif _dunning_keeps_suspended(sub, status):
+            logger.info(
+                "Stripe says %s; dunning keeps the subscription suspended",
+                status,
+                extra={"subscription_id": sub.pk, "stripe_event_id": event_id},
+            )
         else:
             to_send = _safe_transition(sub, status, event_id, cause=cause)
         to_send = _announce_period(sub, to_send)

@@ -14,9 +14,8 @@ from djstripe.models import Event
 
 from billing.stripe.selectors import current_object_as_of
 from subscriptions.checkout.services import checkout_completed_record
-from subscriptions.dunning.models import DunningCase
 from subscriptions.dunning.services import (
-    dunning_case_stop,
+    dunning_invoice_ended,
     dunning_invoice_failed,
     dunning_invoice_paid,
     dunning_new_card,
@@ -63,10 +62,7 @@ def on_invoice_failed(sender: Any, event: Event, **kwargs: Any) -> None:
 def on_invoice_ended(sender: Any, event: Event, **kwargs: Any) -> None:
     """Ended at Stripe (by us or in the dashboard): nothing is left to collect."""
     data, _ = current_object_as_of(event)
-    for pk in DunningCase.objects.filter(stripe_invoice_id=str(data.get("id") or "")).values_list(
-        "pk", flat=True
-    ):
-        dunning_case_stop(case_id=pk, reason=f"invoice {data.get('status')} at Stripe", end_invoice=False)
+    dunning_invoice_ended(data=data)
 
 
 @djstripe_receiver("payment_method.attached")

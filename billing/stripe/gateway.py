@@ -432,6 +432,55 @@ def invoice_pay(invoice_id: str, *, idempotency_key: str, payment_method: str = 
     return InvoicePayment(paid=invoice.status == "paid", invoice_status=str(invoice.status))
 
 
+@dataclass(frozen=True)
+class PaymentError:
+    """Why the card refused an invoice's payment: its PaymentIntent's last_payment_error."""
+
+    decline_code: str  # the issuer's decline_code, else the error's code (e.g. expired_card)
+    advice_code: str
+    network_advice_code: str
+    payment_method: str
+    message: str
+
+
+def _invoice_intent_id(invoice: Mapping[str, Any]) -> str:
+    """The invoice's PaymentIntent: `payment_intent` before API version 2025-03-31, else its
+    default payment (the newest one if none is marked default) in `payments` (expanded)."""
+    direct = invoice.get("payment_intent")
+    if direct:
+        return str(direct if isinstance(direct, str) else direct.get("id") or "")
+    payments = [p for p in ((invoice.get("payments") or {}).get("data") or []) if isinstance(p, Mapping)]
+    payments.sort(key=lambda p: (bool(p.get("is_default")), int(p.get("created") or 0)), reverse=True)
+    for payment in payments:
+        intent = (payment.get("payment") or {}).get("payment_intent")
+        if intent:
+            return str(intent if isinstance(intent, str) else intent.get("id") or "")
+    return ""
+
+
+def invoice_payment_error(invoice_id: str) -> PaymentError | None:
+    """Read from Stripe why the invoice's last payment failed (two reads, no write): the card's
+    decline, advice and network advice codes. None when Stripe holds no payment error for it."""
+    invoice = call(client().v1.invoices.retrieve, invoice_id, {"expand": ["payments"]}).to_dict()
+    intent_id = _invoice_intent_id(invoice)
+    if not intent_id:
+        return None
+    intent = call(client().v1.payment_intents.retrieve, intent_id).to_dict()
+    error = intent.get("last_payment_error")
+    if not isinstance(error, Mapping):
+        return None
+    method = error.get("payment_method") or intent.get("payment_method")
+    if isinstance(method, Mapping):  # Stripe sends the payment method object
+        method = method.get("id")
+    return PaymentError(
+        decline_code=str(error.get("decline_code") or error.get("code") or "")[:64],
+        advice_code=str(error.get("advice_code") or "")[:64],
+        network_advice_code=str(error.get("network_advice_code") or "")[:16],
+        payment_method=str(method or "")[:255],
+        message=str(error.get("message") or "")[:300],
+    )
+
+
 def invoice_status(invoice_id: str) -> str:
     return str(call(client().v1.invoices.retrieve, invoice_id).status)
 

@@ -150,6 +150,62 @@ def test_a_hard_decline_carries_its_decline_and_advice_codes(
     )
 
 
+def test_a_failed_renewal_leaves_the_card_codes_on_the_invoice_payment_intent(
+    client: stripe.StripeClient, standin: StandinServer
+) -> None:
+    # given a card told to fail later charges as stolen, "do not try again"
+    subscription = _subscribe(client, "pm_card_visa")
+    pm = client.v1.customers.retrieve(subscription.customer).invoice_settings.default_payment_method
+    requests.post(
+        f"{standin.url}/_dev/payment_methods/{pm}/decline_later",
+        json={"decline_code": "stolen_card", "advice_code": "do_not_try_again", "network_advice_code": "03"},
+        timeout=5,
+    ).raise_for_status()
+    # when the renewal fails
+    (invoice_id,) = _advance(standin, 31)
+    # then the invoice names its payment intent, as older API versions do, and lists it under
+    # `payments` only when expanded, as versions from 2025-03-31 do
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    assert invoice.payment_intent.startswith("pi_")
+    assert "payments" not in invoice
+    payments = client.v1.invoices.retrieve(invoice_id, {"expand": ["payments"]}).payments.data
+    assert [(p.is_default, p.status, p.payment.payment_intent) for p in payments] == [
+        (True, "open", invoice.payment_intent)
+    ]
+    # and the intent's last_payment_error carries the card's codes, as Stripe's does
+    error = client.v1.payment_intents.retrieve(invoice.payment_intent).last_payment_error
+    assert (error.type, error.code, error.decline_code, error.advice_code, error.network_advice_code) == (
+        "card_error",
+        "card_declined",
+        "stolen_card",
+        "do_not_try_again",
+        "03",
+    )
+    assert error.payment_method.id == pm
+
+
+def test_an_injected_fault_answers_its_path_then_lets_it_through(
+    client: stripe.StripeClient, standin: StandinServer
+) -> None:
+    # given an open invoice, and a void that Stripe will answer 500 twice
+    subscription = _subscribe(client, "pm_card_chargeCustomerFail")
+    invoice_id = subscription.latest_invoice
+    path = f"/v1/invoices/{invoice_id}/void"
+    requests.post(
+        f"{standin.url}/_dev/faults", json={"path": path, "status": 500, "times": 2}, timeout=5
+    ).raise_for_status()
+    # when it is voided three times under one key
+    for _ in range(2):
+        with pytest.raises(stripe.APIError):
+            client.v1.invoices.void_invoice(invoice_id, {}, {"idempotency_key": "end-1"})
+        assert client.v1.invoices.retrieve(invoice_id).status == "open"
+    voided = client.v1.invoices.void_invoice(invoice_id, {}, {"idempotency_key": "end-1"})
+    # then the third went through, and all three reached the stand-in with the key
+    assert voided.status == "void"
+    voids = [entry for entry in standin_clock.requests_log() if entry[1] == path]
+    assert voids == [("POST", path, "end-1")] * 3
+
+
 def test_a_new_card_pays_the_open_invoice_and_the_subscription_is_active_again(
     client: stripe.StripeClient, standin: StandinServer, events: queue.Queue[dict]
 ) -> None:

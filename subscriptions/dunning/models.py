@@ -145,6 +145,12 @@ class DunningCase(models.Model):
     last_network_advice_code = models.CharField(max_length=16, blank=True)
     # The cancel step calls Stripe; set while one process does it (expires if that process dies).
     cancel_claimed_until = models.DateTimeField(null=True, blank=True)
+    # The failed renewal's event carried no card codes: they are read from Stripe (its payment
+    # intent's last_payment_error) before any retry runs. When the sweep next asks; null: known.
+    decline_lookup_due_at = models.DateTimeField(null=True, blank=True)
+    # A void (or mark uncollectible) Stripe has not confirmed yet: when the sweep next asks, under
+    # the same idempotency key, until Stripe says the invoice is void, uncollectible or paid.
+    invoice_end_due_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True)
     recovered_amount = models.PositiveBigIntegerField(null=True, blank=True)
@@ -157,6 +163,16 @@ class DunningCase(models.Model):
             models.Index(fields=["stage", "opened_at"], name="dunning_case_stage_opened"),
             models.Index(
                 fields=["cancel_at"], condition=Q(stage__in=OPEN_STAGES), name="dunning_case_cancel_due"
+            ),
+            models.Index(
+                fields=["decline_lookup_due_at"],
+                condition=Q(decline_lookup_due_at__isnull=False),
+                name="dunning_case_lookup_due",
+            ),
+            models.Index(
+                fields=["invoice_end_due_at"],
+                condition=Q(invoice_end_due_at__isnull=False),
+                name="dunning_case_invoice_end_due",
             ),
         ]
 

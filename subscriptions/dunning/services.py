@@ -67,11 +67,15 @@ CLAIM_LIMIT = timedelta(minutes=15)
 # Stripe unavailable: the attempt is due again this much later (it did not count).
 OUTAGE_DELAY = timedelta(minutes=10)
 SWEEP_BATCH = 1000
+# A read of the failed renewal's card codes, or a void, that Stripe has not answered yet: the sweep
+# asks again this much later (each ask is also the claim that keeps two sweeps from both asking).
+STRIPE_ASK_AGAIN = timedelta(minutes=5)
 
 RETRY_TASK = "subscriptions.dunning.tasks.dunning_attempt_run_task"
 CANCEL_TASK = "subscriptions.dunning.tasks.dunning_case_cancel_task"
 EMAIL_TASK = "subscriptions.dunning.tasks.dunning_email_send_task"
 INVOICE_END_TASK = "subscriptions.dunning.tasks.dunning_invoice_end_task"
+DECLINE_LOOKUP_TASK = "subscriptions.dunning.tasks.dunning_decline_fetch_task"
 
 SUBJECTS: dict[str, str] = {
     Step.PAYMENT_FAILED: "Your payment for {plan} failed",
@@ -227,7 +231,8 @@ def _invoice_subscription_id(data: Mapping[str, Any]) -> str:
 
 
 def _decline_of(data: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The card's codes when the payload carries them (an expanded payment_intent)."""
+    """The card's codes when the payload carries them (an expanded payment_intent); else they are
+    read from Stripe after commit (dunning_decline_fetch)."""
     intent = data.get("payment_intent")
     error = (intent.get("last_payment_error") if isinstance(intent, Mapping) else None) or {}
     return (
@@ -241,10 +246,29 @@ def _key(case: DunningCase, number: int) -> str:
     return f"dunning:{case.stripe_invoice_id}:{number}"
 
 
+def _decide_locked(case: DunningCase, *, now: datetime) -> None:
+    """The failed renewal's codes are known (or known to be missing): the "payment failed" email,
+    then the decline rule (a hard decline skips every retry and asks for a new card), and
+    suspension when no retry is left, else access kept until the cancel day."""
+    _email_locked(case, Step.PAYMENT_FAILED, kind=Step.PAYMENT_FAILED)
+    action, hours = decline_action(
+        decline_code=case.last_decline_code,
+        advice_code=case.last_advice_code,
+        network_advice_code=case.last_network_advice_code,
+    )
+    _apply_decline_locked(case, action, hours, now=now)
+    if not _maybe_suspend_locked(case):
+        _grace_locked(case)
+
+
 def dunning_invoice_failed(*, data: Mapping[str, Any], stripe_event_id: str = "") -> DunningCase | None:
     """invoice.payment_failed of a renewal (our subscription row already moved to past_due): open
     the invoice's case with its retries, once; a second failure of the same invoice (our own
-    retry's event) only refreshes the codes. Runs in the caller's transaction."""
+    retry's event) only refreshes the codes. Runs in the caller's transaction.
+
+    An event without the card's codes (Stripe sends the payment intent's id, not its error) opens
+    the case undecided: the codes are read from Stripe after commit, outside this transaction,
+    and no retry is claimed until they are known (a stolen card is never retried)."""
     invoice_id = str(data.get("id") or "")
     stripe_id = _invoice_subscription_id(data)
     if not invoice_id.startswith("in_") or not stripe_id or len(invoice_id) > 255:
@@ -282,6 +306,7 @@ def dunning_invoice_failed(*, data: Mapping[str, Any], stripe_event_id: str = ""
             return existing
         now = timezone.now()
         policy = dunning_policy_for(plan=subscription.plan)
+        undecided = not any(codes)
         case = DunningCase.objects.create(
             subscription=subscription,
             policy=policy,
@@ -294,6 +319,7 @@ def dunning_invoice_failed(*, data: Mapping[str, Any], stripe_event_id: str = ""
             last_decline_code=codes[0],
             last_advice_code=codes[1],
             last_network_advice_code=codes[2],
+            decline_lookup_due_at=now + STRIPE_ASK_AGAIN if undecided else None,
         )
         DunningAttempt.objects.bulk_create(
             DunningAttempt(case=case, number=number, due_at=due, idempotency_key=_key(case, number))
@@ -302,15 +328,68 @@ def dunning_invoice_failed(*, data: Mapping[str, Any], stripe_event_id: str = ""
             )
         )
         events.case_opened_record(case)
-        _email_locked(case, Step.PAYMENT_FAILED, kind=Step.PAYMENT_FAILED)
-        action, hours = decline_action(
-            decline_code=codes[0], advice_code=codes[1], network_advice_code=codes[2]
-        )
-        _apply_decline_locked(case, action, hours, now=now)
-        if not _maybe_suspend_locked(case):
+        if undecided:
+            # Access is kept meanwhile (the unpaid period has ended); the email waits for the
+            # codes, as it says whether we retry or need a new card. The sweep asks again if
+            # this task is lost or Stripe does not answer.
             _grace_locked(case)
+            pk = case.pk
+            transaction.on_commit(lambda: _publish(DECLINE_LOOKUP_TASK, pk))
+        else:
+            _decide_locked(case, now=now)
         logger.info("dunning case opened", extra={"case_id": case.pk, "stripe_event_id": stripe_event_id})
     return case
+
+
+def dunning_decline_fetch(*, case_id: int) -> str:
+    """An undecided case (its event carried no codes): read why the renewal's payment failed from
+    Stripe, with no transaction open, then decide in one short transaction: a hard decline skips
+    every retry and asks for a new card before the first one is due. Returns the decline rule's
+    action, "decided" (nothing to read), "closed", or "stripe_unavailable" (the sweep asks again)."""
+    case = (
+        DunningCase.objects.filter(pk=case_id, decline_lookup_due_at__isnull=False)
+        .only("pk", "stripe_invoice_id")
+        .first()
+    )
+    if case is None:
+        return "decided"
+    error: stripe_gateway.PaymentError | None
+    try:
+        error = stripe_gateway.invoice_payment_error(case.stripe_invoice_id)
+    except stripe_gateway.StripeUnavailable:
+        DunningCase.objects.filter(pk=case_id, decline_lookup_due_at__isnull=False).update(
+            decline_lookup_due_at=timezone.now() + STRIPE_ASK_AGAIN
+        )
+        return "stripe_unavailable"
+    except DomainError as exc:
+        # Stripe refused the read (e.g. no such invoice): decide without codes; the first retry's
+        # own answer carries them.
+        logger.warning("could not read the decline of %s: %s", case.stripe_invoice_id, exc.message)
+        error = None
+    with transaction.atomic():
+        locked = _lock_case(case_id)
+        if locked.decline_lookup_due_at is None:
+            return "decided" if locked.is_open else "closed"
+        locked.decline_lookup_due_at = None
+        # A retry that ran meanwhile (a new card, staff) left newer codes than the renewal's.
+        superseded = locked.attempts.filter(
+            Q(kind__in=(Kind.NEW_CARD, Kind.STAFF))
+            | Q(status__in=(AStatus.CLAIMED, AStatus.RUNNING, AStatus.SUCCEEDED, AStatus.FAILED))
+        ).exists()
+        if error is not None and not superseded:
+            locked.last_decline_code = error.decline_code
+            locked.last_advice_code = error.advice_code
+            locked.last_network_advice_code = error.network_advice_code
+            if error.payment_method and not locked.stripe_payment_method_id:
+                locked.stripe_payment_method_id = error.payment_method
+        locked.save()
+        _decide_locked(locked, now=timezone.now())
+    action, _ = decline_action(
+        decline_code=locked.last_decline_code,
+        advice_code=locked.last_advice_code,
+        network_advice_code=locked.last_network_advice_code,
+    )
+    return str(action)
 
 
 # --- the sweep ----------------------------------------------------------------------------------
@@ -319,6 +398,8 @@ class SweepResult:
     claimed: int
     batches: int
     cancels: int
+    decline_lookups: int = 0
+    invoice_ends: int = 0
 
 
 # Publishing is mostly waiting on the broker's round trip: a few threads overlap those waits.
@@ -363,6 +444,10 @@ def dunning_sweep(
     now = now or timezone.now()
     enqueue = enqueue or _enqueue_each(RETRY_TASK)
     enqueue_cancel = enqueue_cancel or _enqueue_each(CANCEL_TASK)
+    # Undecided cases first: their retries wait for the card's codes.
+    lookups = _claim_stripe_asks("decline_lookup_due_at", now=now, limit=batch_size)
+    if lookups:
+        _enqueue_each(DECLINE_LOOKUP_TASK)(lookups)
     # A claim whose task never ran (lost message, dead worker): due again, under the same key.
     DunningAttempt.objects.filter(
         status__in=(AStatus.CLAIMED, AStatus.RUNNING), claimed_until__lt=now
@@ -377,6 +462,7 @@ def dunning_sweep(
                     due_at__lte=now,
                     case__stage__in=OPEN_STAGES,
                     case__paused=False,
+                    case__decline_lookup_due_at__isnull=True,
                 )
                 .order_by("due_at")
                 .values_list("pk", flat=True)[:batch_size]
@@ -403,8 +489,33 @@ def dunning_sweep(
             DunningCase.objects.filter(pk__in=cancel_ids).update(cancel_claimed_until=now + CLAIM_LIMIT)
     if cancel_ids:
         enqueue_cancel(cancel_ids)
+    # Voids Stripe has not confirmed (its task's tries failed, or its message was lost).
+    invoice_ends = _claim_stripe_asks("invoice_end_due_at", now=now, limit=batch_size)
+    if invoice_ends:
+        _enqueue_each(INVOICE_END_TASK)(invoice_ends)
     _email_sweep(now)
-    return SweepResult(claimed=claimed, batches=batches, cancels=len(cancel_ids))
+    return SweepResult(
+        claimed=claimed,
+        batches=batches,
+        cancels=len(cancel_ids),
+        decline_lookups=len(lookups),
+        invoice_ends=len(invoice_ends),
+    )
+
+
+def _claim_stripe_asks(field: str, *, now: datetime, limit: int) -> list[int]:
+    """Cases whose `field` (a question for Stripe) is due: claimed by moving it STRIPE_ASK_AGAIN
+    later, so that a concurrent sweep skips them and a task that fails is asked again then."""
+    due = DunningCase.objects.filter(**{f"{field}__lte": now})
+    if not due.exists():
+        return []  # the usual case: one cheap read (a partial index), no transaction
+    with transaction.atomic():
+        ids = list(
+            due.select_for_update(skip_locked=True).order_by(field).values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            DunningCase.objects.filter(pk__in=ids).update(**{field: now + STRIPE_ASK_AGAIN})
+    return ids
 
 
 def _email_sweep(now: datetime) -> None:
@@ -479,6 +590,13 @@ def dunning_attempt_run(*, attempt_id: int) -> str:
         reason = "subscription cancelled by the customer"
     elif attempt.kind == Kind.SCHEDULED and case.needs_new_card:
         reason = "hard decline: waiting for a new card"
+    elif attempt.kind == Kind.SCHEDULED and case.decline_lookup_due_at is not None:
+        # The renewal's codes are not known yet (the sweep claims none of these; a claim from
+        # before is put back): it runs once they are, unless they say never.
+        DunningAttempt.objects.filter(pk=attempt_id, status=AStatus.RUNNING).update(
+            status=AStatus.SCHEDULED, claimed_until=None
+        )
+        return "undecided"
     if reason:
         with transaction.atomic():
             _finish(attempt, AStatus.CANCELLED, reason)
@@ -625,7 +743,8 @@ def _stage_locked(case: DunningCase, stage: str, *, reason: str, staff_user: Any
     if stage not in OPEN_STAGES:
         case.closed_at = timezone.now()
         case.close_reason = reason[:200]
-        fields += ["closed_at", "close_reason"]
+        case.decline_lookup_due_at = None  # nothing left to decide
+        fields += ["closed_at", "close_reason", "decline_lookup_due_at"]
         DunningAttempt.objects.filter(case=case, status__in=(AStatus.SCHEDULED, AStatus.CLAIMED)).update(
             status=AStatus.CANCELLED, outcome=f"case {stage}", finished_at=case.closed_at, claimed_until=None
         )
@@ -696,6 +815,10 @@ def dunning_case_stop(*, case_id: int, reason: str, end_invoice: bool = True, st
                 reason=reason,
             )
         if end_invoice:
+            # Recorded with the stop, so that the sweep voids it whatever happens to the task.
+            DunningCase.objects.filter(pk=case_id).update(
+                invoice_end_due_at=timezone.now() + STRIPE_ASK_AGAIN
+            )
             transaction.on_commit(lambda: _publish(INVOICE_END_TASK, case_id))
     return True
 
@@ -714,14 +837,47 @@ def dunning_cases_stop_for_subscription(*, subscription: Subscription, reason: s
     return stopped
 
 
+# Stripe's invoice statuses after which nothing can collect it any more (or it was collected).
+INVOICE_ENDED = ("void", "uncollectible", "paid")
+
+
 def dunning_invoice_end(*, case_id: int) -> str:
-    """Void (or mark uncollectible, per policy) a stopped or cancelled case's invoice at Stripe."""
+    """Void (or mark uncollectible, per policy) a stopped or cancelled case's invoice at Stripe,
+    always under the same key. Until Stripe confirms the invoice ended, a stopped case's pending
+    end (`invoice_end_due_at`) stays and the sweep asks again. Returns the invoice's status."""
     case = DunningCase.objects.select_related("policy").get(pk=case_id)
-    return stripe_gateway.invoice_end(
-        case.stripe_invoice_id,
-        uncollectible=case.policy.invoice_end == DunningPolicy.InvoiceEnd.UNCOLLECTIBLE,
-        idempotency_key=f"dunning:{case.stripe_invoice_id}:end",
-    )
+    pending = DunningCase.objects.filter(pk=case_id, invoice_end_due_at__isnull=False)
+    try:
+        status = stripe_gateway.invoice_end(
+            case.stripe_invoice_id,
+            uncollectible=case.policy.invoice_end == DunningPolicy.InvoiceEnd.UNCOLLECTIBLE,
+            idempotency_key=f"dunning:{case.stripe_invoice_id}:end",
+        )
+    except DomainError:
+        pending.update(invoice_end_due_at=timezone.now() + STRIPE_ASK_AGAIN)
+        raise
+    if status in INVOICE_ENDED:
+        pending.update(invoice_end_due_at=None)
+    else:
+        logger.warning("invoice %s still %s after ending it", case.stripe_invoice_id, status)
+        pending.update(invoice_end_due_at=timezone.now() + STRIPE_ASK_AGAIN)
+    return status
+
+
+def dunning_invoice_ended(*, data: Mapping[str, Any]) -> int:
+    """invoice.voided / invoice.marked_uncollectible (by us or in the dashboard): nothing is left to
+    collect, so its open case stops and a pending end is confirmed. The cases stopped."""
+    invoice_id = str(data.get("id") or "")
+    stopped = 0
+    for pk in DunningCase.objects.filter(stripe_invoice_id=invoice_id).values_list("pk", flat=True):
+        stopped += dunning_case_stop(
+            case_id=pk, reason=f"invoice {data.get('status')} at Stripe", end_invoice=False
+        )
+    if invoice_id and data.get("status") in INVOICE_ENDED:
+        DunningCase.objects.filter(stripe_invoice_id=invoice_id, invoice_end_due_at__isnull=False).update(
+            invoice_end_due_at=None
+        )
+    return stopped
 
 
 def dunning_case_cancel(*, case_id: int) -> str:

@@ -39,11 +39,18 @@ def dunning_email_send_task(self: Any, email_id: int) -> bool:
     return services.dunning_email_send(email_id=email_id)
 
 
-@shared_task(name=services.INVOICE_END_TASK, bind=True, max_retries=8, acks_late=True)
-def dunning_invoice_end_task(self: Any, case_id: int) -> str:
+@shared_task(name=services.INVOICE_END_TASK, acks_late=True)
+def dunning_invoice_end_task(case_id: int) -> str:
+    """Void a stopped case's invoice. Stripe down: the case keeps its pending end and the sweep
+    asks again a few minutes later, for as long as it takes (no Celery retries to run out)."""
     try:
         return services.dunning_invoice_end(case_id=case_id)
-    except ServiceUnavailable as exc:
-        if self.app.conf.task_always_eager or self.request.retries >= self.max_retries:
-            return "stripe_unavailable"
-        raise self.retry(exc=exc, countdown=30 * 2**self.request.retries) from exc
+    except ServiceUnavailable:
+        return "stripe_unavailable"
+
+
+@shared_task(name=services.DECLINE_LOOKUP_TASK, acks_late=True)
+def dunning_decline_fetch_task(case_id: int) -> str:
+    """Read a failed renewal's card codes from Stripe and decide its retries (the sweep asks again
+    if Stripe is down)."""
+    return services.dunning_decline_fetch(case_id=case_id)

@@ -186,3 +186,41 @@ def test_health_is_degraded_while_a_call_hangs_then_down_once_the_breaker_opens(
         _retrieve()
     assert refused.value.message == "Stripe is unavailable; try again shortly."
     assert refused.value.headers["Retry-After"] == str(settings.STRIPE_BREAKER_RESET_SECONDS)
+
+
+@pytest.mark.parametrize(
+    ("invoice", "intent"),
+    [
+        # API versions before 2025-03-31: the id, or the expanded object
+        ({"payment_intent": "pi_old"}, "pi_old"),
+        ({"payment_intent": {"id": "pi_expanded"}}, "pi_expanded"),
+        # later versions: the default payment in `payments` (expanded), whatever the order
+        (
+            {
+                "payments": {
+                    "data": [
+                        {"is_default": False, "created": 9, "payment": {"payment_intent": "pi_other"}},
+                        {"is_default": True, "created": 1, "payment": {"payment_intent": "pi_default"}},
+                    ]
+                }
+            },
+            "pi_default",
+        ),
+        # none marked default: the newest
+        (
+            {
+                "payments": {
+                    "data": [
+                        {"created": 1, "payment": {"payment_intent": "pi_first"}},
+                        {"created": 5, "payment": {"payment_intent": {"id": "pi_newest"}}},
+                    ]
+                }
+            },
+            "pi_newest",
+        ),
+        ({"payments": {"data": []}}, ""),
+        ({}, ""),
+    ],
+)
+def test_the_invoice_payment_intent_is_found_in_either_api_shape(invoice: dict, intent: str) -> None:
+    assert gateway._invoice_intent_id(invoice) == intent

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import requests
 import stripe
 import time_machine
 from django.core import mail
 from prometheus_client import REGISTRY
 
+from billing.stripe import gateway as stripe_gateway
 from devtools import standin_clock
+from devtools.testing import StandinServer
 from subscriptions.dunning.models import DunningAttempt, DunningCase, DunningEmail
 from subscriptions.dunning.services import dunning_new_card, dunning_sweep
 from subscriptions.dunning.tests.conftest import Renewal
@@ -145,23 +149,74 @@ def test_a_new_card_on_day_4_recovers_at_once_and_no_retry_follows(
     assert _metric("dunning_retries_total", outcome="succeeded") - succeeded_before == 1
 
 
-def test_a_hard_decline_skips_every_other_retry_and_asks_for_a_new_card(
+def test_a_stolen_card_found_at_renewal_is_never_retried_and_asks_for_a_new_card(
     failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
 ) -> None:
     with time_machine.travel(START, tick=False) as traveller:
+        # given a renewal declined as stolen, delivered as Stripe sends it: the invoice names its
+        # payment intent, the card's codes are on the intent only
         renewal = failed_renewal(decline_later={"decline_code": "stolen_card"})
         case = renewal.deliver_failed(stripe_client)
         assert case is not None
+        # then the codes were read from Stripe at once: no retry left, a new card asked for
+        case.refresh_from_db()
+        assert (case.last_decline_code, case.needs_new_card, case.stripe_payment_method_id) == (
+            "stolen_card",
+            True,
+            renewal.card,
+        )
+        assert case.decline_lookup_due_at is None
+        assert set(case.attempts.values_list("status", flat=True)) == {"skipped"}
+        renewal.subscription.refresh_from_db()
+        assert (case.stage, renewal.subscription.status) == ("suspended", "suspended")
+        assert "Your bank asked us not to try this card again" in mail.outbox[0].body
         paid = _walk(traveller, START, range(1, 16))
-    # then only the first retry reached Stripe: stolen card, never again
-    assert _pay_days(START, paid) == [1]
+    # and Stripe was never asked to charge the stolen card again
+    assert _pay_days(START, paid) == []
+    assert [path for method, path, _ in standin_clock.requests_log() if method == "POST"] == [
+        f"/v1/invoices/{renewal.invoice_id}/void"
+    ]
     case.refresh_from_db()
-    attempts = list(case.attempts.order_by("number").values_list("status", "decline_code"))
-    assert attempts == [("failed", "stolen_card"), ("skipped", ""), ("skipped", ""), ("skipped", "")]
-    assert case.needs_new_card is True
-    # and with no retry left it was suspended at once, then cancelled on the cancel day
     assert _steps(case) == ["payment_failed", "suspended", "cancelled"]
     assert case.stage == "cancelled"
+
+
+def test_a_void_that_keeps_failing_is_retried_by_the_sweep_under_its_key_until_stripe_confirms(
+    failed_renewal: Callable[..., Renewal],
+    stripe_client: stripe.StripeClient,
+    stripe_standin: StandinServer,
+    settings: Any,
+) -> None:
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0  # one request per call: the log counts our asks
+    stripe_gateway.client.cache_clear()
+    with time_machine.travel(START, tick=False) as traveller:
+        renewal = failed_renewal()
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+        void = f"/v1/invoices/{renewal.invoice_id}/void"
+        # given Stripe answers the void with 500 three times (the task's own try, then two sweeps)
+        requests.post(
+            f"{stripe_standin.url}/_dev/faults", json={"path": void, "status": 500, "times": 3}, timeout=5
+        ).raise_for_status()
+        # when the customer cancels mid-dunning
+        traveller.move_to(START + timedelta(days=2))
+        subscription_cancel(subscription=renewal.subscription, actor=renewal.subscription.user)
+        # then the case stopped, the invoice is still open, and its end is recorded as pending
+        case.refresh_from_db()
+        assert case.stage == "stopped"
+        assert case.invoice_end_due_at == START + timedelta(days=2, minutes=5)
+        assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).status == "open"
+        # when the sweep runs every few minutes
+        for minutes in (1, 6, 12, 18, 30):
+            traveller.move_to(START + timedelta(days=2, minutes=minutes))
+            dunning_sweep()
+    # then each due sweep asked again under the same key until Stripe voided it, then stopped asking
+    voids = [entry for entry in standin_clock.requests_log() if entry[1] == void]
+    assert voids == [("POST", void, f"dunning:{renewal.invoice_id}:end")] * 4
+    assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).status == "void"
+    case.refresh_from_db()
+    assert case.invoice_end_due_at is None
+    assert not case.attempts.filter(status__in=("scheduled", "claimed", "running")).exists()
 
 
 def test_a_customer_cancelling_mid_dunning_stops_retries_and_voids_the_invoice(

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import requests
 import stripe
+import time_machine
 from django.core import mail
 from django.db import connection
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from billing.catalog.tests.factories import PlanFactory
+from billing.stripe import gateway as stripe_gateway
 from devtools import standin_clock
+from devtools.testing import StandinServer
 from payments_project.accounts.models import AuditLogEntry
 from payments_project.backoffice.tests.scenario import staff
 from payments_project.errors import DomainError
@@ -154,6 +159,59 @@ def test_a_retry_whose_worker_died_is_sent_again_under_the_same_key_and_charged_
     case.refresh_from_db()
     assert (case.stage, case.recovered_amount) == ("recovered", 1500)
     assert stripe_client.v1.invoices.retrieve(renewal.invoice_id).amount_paid == 1500
+
+
+# --- the failed renewal's codes, read from Stripe ---------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_no_retry_runs_while_stripe_cannot_say_why_the_renewal_failed(
+    failed_renewal: Callable[..., Renewal],
+    stripe_client: stripe.StripeClient,
+    stripe_standin: StandinServer,
+    settings: Any,
+) -> None:
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0  # one request per call: the log counts our asks
+    stripe_gateway.client.cache_clear()
+    start = datetime(2027, 5, 3, 8, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False) as traveller:
+        # given a stolen card's renewal, and Stripe failing the first three reads of its payment
+        # intent (where the card's codes are)
+        renewal = failed_renewal(decline_later={"decline_code": "stolen_card"})
+        read = f"/v1/payment_intents/{stripe_client.v1.invoices.retrieve(renewal.invoice_id).payment_intent}"
+        requests.post(
+            f"{stripe_standin.url}/_dev/faults", json={"path": read, "status": 500, "times": 3}, timeout=5
+        ).raise_for_status()
+        # when the failure is delivered: the read after commit fails
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+        case.refresh_from_db()
+        # then the case waits undecided, access kept, no email yet (it says whether we retry)
+        assert (case.stage, case.needs_new_card, case.decline_lookup_due_at) == (
+            "past_due",
+            False,
+            start + timedelta(minutes=5),
+        )
+        assert DunningEmail.objects.filter(case=case).count() == 0
+        # when the sweep runs: before the read is due, when it is (fails again), then on day 1
+        # with the first retry due (fails a third time)
+        for moment in (timedelta(minutes=3), timedelta(minutes=6), timedelta(days=1, minutes=5)):
+            traveller.move_to(start + moment)
+            dunning_sweep()
+        # then the due retry was not run, its case still undecided
+        assert case.attempts.get(number=1).status == "scheduled"
+        pays = [entry for entry in standin_clock.requests_log() if entry[1].endswith("/pay")]
+        assert pays == []
+        # when the sweep runs once Stripe answers
+        traveller.move_to(start + timedelta(days=1, minutes=15))
+        dunning_sweep()
+    # then the codes decided it: the stolen card is never retried, a new card is asked for
+    case.refresh_from_db()
+    assert (case.last_decline_code, case.needs_new_card, case.stage) == ("stolen_card", True, "suspended")
+    assert set(case.attempts.values_list("status", flat=True)) == {"skipped"}
+    assert [entry for entry in standin_clock.requests_log() if entry[1].endswith("/pay")] == []
+    assert list(DunningEmail.objects.filter(case=case).values_list("step", flat=True)) == [
+        "payment_failed",
+        "suspended",
+    ]
 
 
 # --- emails ---------------------------------------------------------------------------------------
