@@ -185,6 +185,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# One date style in the console (payments_project/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["payments_project.formats"]
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

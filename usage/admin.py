@@ -7,10 +7,12 @@ UsageAdjustment made by the service (which also moves the counter and writes the
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -46,10 +48,10 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
 @admin.register(UsageCounter)
 class UsageCounterAdmin(ReadOnlyAdmin):
+    # No id column: the list must fit beside the filter, "Adjust…" included (the feature opens the row).
     list_display = [
-        "id",
-        "subject",
         "feature_code",
+        "holder",
         "period_start",
         "period_end",
         "limit",
@@ -59,12 +61,52 @@ class UsageCounterAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["feature_code"]
     search_fields = ["=subject", "=user__id", "user__username", "user__email", "=family__id"]
+    list_display_links = ["feature_code"]
+    list_select_related = ["user", "family"]
     ordering = ["subject", "feature_code", "-period_start"]
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        # "Adjust…" only for those who may make a correction (finance), never a link to a 403.
+        shown = list(super().get_list_display(request))
+        if not request.user.has_perm("usage.add_usageadjustment"):
+            shown.remove("adjust")
+        return shown
+
+    @admin.display(description="quota of", ordering="subject")
+    def holder(self, obj: UsageCounter) -> str:
+        if obj.family_id:
+            url = reverse("admin:subscriptions_family_change", args=[obj.family_id])
+            return format_html('family <a href="{}">{}</a>', url, obj.family)
+        return customer_link(obj.user_id, obj.user)
 
     @admin.display(description="correction")
     def adjust(self, obj: UsageCounter) -> str:
         url = reverse("admin:usage_usageadjustment_add") + f"?counter_id={obj.pk}"
         return format_html('<a href="{}">Adjust…</a>', url)
+
+
+def counter_description(counter: UsageCounter) -> str:
+    """ "api_calls of ada, 2026-11-01 00:00 to 2026-12-01 00:00 UTC: 120 used of 1,000" with a
+    link to the holder (customer page or family)."""
+    if counter.family_id:
+        url = reverse("admin:subscriptions_family_change", args=[counter.family_id])
+        holder: str = format_html('the family <a href="{}">{}</a>', url, counter.family)
+    else:
+        holder = customer_link(counter.user_id, counter.user)
+    if counter.period_end is None:
+        period = "a standing limit (never resets)"
+    else:
+        period = f"{counter.period_start:%Y-%m-%d %H:%M} to {counter.period_end:%Y-%m-%d %H:%M} UTC"
+    limit = "no limit" if counter.limit is None else f"{counter.limit:,}"
+    return format_html(
+        "<strong>{}</strong> of {}, {}: {} used of {}, {} held.",
+        counter.feature_code,
+        holder,
+        period,
+        f"{counter.used:,}",
+        limit,
+        f"{counter.reserved:,}",
+    )
 
 
 class AdjustmentForm(forms.ModelForm):
@@ -77,6 +119,19 @@ class AdjustmentForm(forms.ModelForm):
     class Meta:
         model = UsageAdjustment
         fields = ["quantity", "reason"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Say which counter is corrected (whose, which feature and period, where it stands): a
+        # bare counter id tells staff nothing.
+        raw = str(self.data.get("counter_id") or self.initial.get("counter_id") or "")
+        counter = (
+            UsageCounter.objects.select_related("user", "family").filter(pk=int(raw)).first()
+            if raw.isdigit() and len(raw) < 19
+            else None
+        )
+        if counter is not None:
+            self.fields["counter_id"].help_text = counter_description(counter)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -142,6 +197,16 @@ class UsageAdjustmentAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         return None
+
+    def response_add(
+        self, request: HttpRequest, obj: UsageAdjustment, post_url_continue: Any = None
+    ) -> HttpResponse:
+        """After "Save": the corrected counter (and its other periods), showing the new value."""
+        response = super().response_add(request, obj, post_url_continue)
+        if {"_addanother", "_continue", IS_POPUP_VAR} & set(request.POST):
+            return response
+        query = urlencode({"subject__exact": obj.subject, "feature_code__exact": obj.feature_code})
+        return HttpResponseRedirect(f"{reverse('admin:usage_usagecounter_changelist')}?{query}")
 
 
 @admin.register(UsageReservation)

@@ -164,7 +164,8 @@ class UsageAdjustment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.quantity:+d} {self.feature_code} for {self.subject}"
+        holder = f"family {self.family_id}" if self.family_id else f"user {self.user_id}"
+        return f"{self.quantity:+d} {self.feature_code} for {holder}"
 
 
 class UsageReservation(models.Model):

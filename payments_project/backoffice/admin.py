@@ -1,6 +1,6 @@
 """Customers in the staff console: the list the global search box lands on, and one page per user
-with everything about them (profile, subscriptions, payments, entitlements, family, Stripe events,
-staff actions). Read-only for every role; actions stay on each object's own page."""
+with everything about them (profile, subscriptions, payments, entitlements, family, usage, dunning,
+Stripe events, staff actions). Read-only for every role; actions stay on each object's own page."""
 
 from __future__ import annotations
 
@@ -93,9 +93,15 @@ class CustomerAdmin(admin.ModelAdmin):
                     ("subscriptions", "subscriptions_subscription", "user__id__exact"),
                     ("entitlements", "entitlements_entitlement", "user__id__exact"),
                     ("audit", "accounts_auditlogentry", "subject_user__id__exact"),
+                    ("usage_records", "usage_usagerecord", "user__id__exact"),
+                    ("dunning", "subscriptions_dunningcase", "subscription__user__id__exact"),
                 ]
             },
         }
+        subjects = ",".join(overview.facts["usage_subjects"])
+        context["links"]["usage_counters"] = (
+            f"{reverse('admin:usage_usagecounter_changelist')}?subject__in={subjects}"
+        )
         return TemplateResponse(request, "admin/backoffice/customer.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

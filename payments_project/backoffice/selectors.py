@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, Q
+from django.utils import timezone
 from djstripe import models as djstripe_models
 
 from billing.models import Payment, Refund, StripeEvent
@@ -15,9 +16,12 @@ from entitlements.models import Entitlement
 from entitlements.selectors import entitlement_check
 from payments_project.accounts.models import AuditLogEntry
 from payments_project.accounts.selectors import audit_entries_for
+from subscriptions.dunning.models import DunningCase
+from subscriptions.dunning.selectors import dunning_cases_for_user
 from subscriptions.families.models import Family
 from subscriptions.families.selectors import family_for_user
 from subscriptions.models import Subscription, SubscriptionHistory
+from usage.selectors import UsageSummary, subject_of, usage_summaries_for_user
 
 # How many rows of each list the page shows; the section links to the full, filtered list.
 PAGE_ROWS = 50
@@ -122,6 +126,8 @@ class CustomerOverview:
     family: Family | None
     events: list[StripeEvent]
     audit: list[AuditLogEntry]
+    usage: list[UsageSummary] = field(default_factory=list)
+    dunning_cases: list[DunningCase] = field(default_factory=list)
     check: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
@@ -173,6 +179,9 @@ def customer_overview(*, user_id: int) -> CustomerOverview | None:
             Q(stripe_customer_id__in=customer_ids) | Q(object_id__in=object_ids)
         ).order_by("-received_at", "-pk")[:PAGE_ROWS]
     )
+    # The usage lists' filters: the customer's own records, and the counters of their own quota
+    # and of their family's pool.
+    subjects = [subject_of(user_id=user_id)] + ([subject_of(family_id=family.pk)] if family else [])
     return CustomerOverview(
         user=user,
         stripe_customers=stripe_customers,
@@ -183,7 +192,9 @@ def customer_overview(*, user_id: int) -> CustomerOverview | None:
         family=family,
         events=events,
         audit=list(audit_entries_for(user_id=user_id)[:PAGE_ROWS]),
-        facts={"stripe_customer_ids": sorted(set(customer_ids))},
+        usage=usage_summaries_for_user(user_id=user_id, at=timezone.now()),
+        dunning_cases=dunning_cases_for_user(user_id=user_id, limit=PAGE_ROWS),
+        facts={"stripe_customer_ids": sorted(set(customer_ids)), "usage_subjects": subjects},
     )
 
 

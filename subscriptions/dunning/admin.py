@@ -9,7 +9,8 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -89,6 +90,7 @@ class DunningCaseAdmin(admin.ModelAdmin):
     date_hierarchy = "opened_at"
     inlines = [AttemptInline, EmailInline]
     actions = ["retry_now_action", "pause_action", "resume_action", "extend_grace_action", "resolve_action"]
+    change_form_template = "admin/subscriptions/dunningcase/change_form.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # cases are opened by Stripe's invoice.payment_failed only
@@ -100,9 +102,47 @@ class DunningCaseAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # The customer page links to the list of one customer's cases.
+        return lookup == "subscription__user__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The case page, with buttons for the list's actions that apply to this case and that
+        the role may run (none for support, none once the case is closed)."""
+        case = DunningCase.objects.filter(pk=int(object_id)).first() if object_id.isdigit() else None
+        buttons: list[tuple[str, str]] = []
+        if case is not None and case.is_open:
+            allowed = self.get_actions(request)
+            wanted = [
+                "retry_now_action",
+                "resume_action" if case.paused else "pause_action",
+                "extend_grace_action",
+                "resolve_action",
+            ]
+            buttons = [(name, str(action[2])) for name in wanted if (action := allowed.get(name))]
+        context = {**(extra_context or {}), "case_actions": buttons}
+        return super().change_view(request, object_id, form_url, context)
+
     def get_fields(self, request: HttpRequest, obj: DunningCase | None = None) -> list[Any]:
-        shown = [f.name for f in DunningCase._meta.concrete_fields if f.name not in ("id", "subscription")]
-        return ["customer", "subscription", "timeline", *shown]
+        # Amounts in the currency's format, Stripe ids as links to Stripe's mirror.
+        replaced = {
+            "amount_due": "amount",
+            "recovered_amount": "recovered",
+            "stripe_invoice_id": "invoice",
+            "stripe_customer_id": "stripe_customer",
+        }
+        shown = [
+            replaced.get(f.name, f.name)
+            for f in DunningCase._meta.concrete_fields
+            if f.name not in ("id", "subscription", "currency")
+        ]
+        return ["customer", "subscription", "state", "timeline", *shown]
 
     def get_readonly_fields(self, request: HttpRequest, obj: DunningCase | None = None) -> list[str]:
         return self.get_fields(request, obj)
@@ -120,6 +160,44 @@ class DunningCaseAdmin(admin.ModelAdmin):
         return (
             format_money(obj.amount_due, obj.currency) if is_currency(obj.currency) else str(obj.amount_due)
         )
+
+    @admin.display(description="recovered")
+    def recovered(self, obj: DunningCase) -> str:
+        if obj.recovered_amount is None or not is_currency(obj.currency):
+            return "-"
+        return format_money(obj.recovered_amount, obj.currency)
+
+    @admin.display(description="invoice")
+    def invoice(self, obj: DunningCase) -> str:
+        url = reverse("admin:djstripe_invoice_changelist") + f"?q={obj.stripe_invoice_id}"
+        return format_html('<a href="{}">{}</a>', url, obj.stripe_invoice_id)
+
+    @admin.display(description="Stripe customer")
+    def stripe_customer(self, obj: DunningCase) -> str:
+        if not obj.stripe_customer_id:
+            return "-"
+        url = reverse("admin:djstripe_customer_changelist") + f"?q={obj.stripe_customer_id}"
+        return format_html('<a href="{}">{}</a>', url, obj.stripe_customer_id)
+
+    @admin.display(description="state")
+    def state(self, obj: DunningCase) -> str:
+        """Where the case stands, in one line (what the actions change)."""
+        if not obj.is_open:
+            closed = obj.closed_at.strftime("%Y-%m-%d %H:%M UTC") if obj.closed_at else "-"
+            return f"{obj.get_stage_display()}, closed {closed}" + (
+                f": {obj.close_reason}" if obj.close_reason else ""
+            )
+        parts = [obj.get_stage_display()]
+        if obj.paused:
+            parts.append("paused: no retry and no cancellation until resumed")
+        else:
+            retry = next_retry_at(case=obj)
+            parts.append(f"next retry {retry:%Y-%m-%d %H:%M} UTC" if retry else "no retry scheduled")
+        if obj.needs_new_card:
+            parts.append("needs a new card")
+        grace = f" (+{obj.grace_days} days of grace)" if obj.grace_days else ""
+        parts.append(f"cancel day {obj.cancel_at:%Y-%m-%d %H:%M} UTC{grace}")
+        return " · ".join(parts)
 
     @admin.display(description="next retry")
     def next_retry(self, obj: DunningCase) -> Any:
@@ -143,9 +221,10 @@ class DunningCaseAdmin(admin.ModelAdmin):
         queryset: QuerySet[DunningCase],
         run: Callable[[DunningCase], object],
         done: str,
-    ) -> None:
+    ) -> HttpResponse | None:
         ok = 0
-        for case in queryset:
+        cases = list(queryset)
+        for case in cases:
             try:
                 run(case)
                 ok += 1
@@ -153,10 +232,14 @@ class DunningCaseAdmin(admin.ModelAdmin):
                 self.message_user(request, f"#{case.pk}: {exc.message}", messages.ERROR)
         if ok:
             self.message_user(request, f"{done}: {ok} case(s).", messages.SUCCESS)
+        if request.POST.get("_case_page") and len(cases) == 1:
+            # A button on the case's own page: back to that page, which shows the result.
+            return HttpResponseRedirect(reverse("admin:subscriptions_dunningcase_change", args=[cases[0].pk]))
+        return None
 
     @admin.action(description="Retry now", permissions=["change"])
-    def retry_now_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> None:
-        self._each(
+    def retry_now_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> HttpResponse | None:
+        return self._each(
             request,
             queryset,
             lambda c: services.dunning_retry_now(case=c, staff_user=request.user, reason=ADMIN_REASON),
@@ -164,8 +247,8 @@ class DunningCaseAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Pause (no retry, no cancellation)", permissions=["change"])
-    def pause_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> None:
-        self._each(
+    def pause_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> HttpResponse | None:
+        return self._each(
             request,
             queryset,
             lambda c: services.dunning_pause(
@@ -175,8 +258,8 @@ class DunningCaseAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Resume", permissions=["change"])
-    def resume_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> None:
-        self._each(
+    def resume_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> HttpResponse | None:
+        return self._each(
             request,
             queryset,
             lambda c: services.dunning_pause(
@@ -186,8 +269,10 @@ class DunningCaseAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description=f"Extend grace by {GRACE_DAYS} days", permissions=["change"])
-    def extend_grace_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> None:
-        self._each(
+    def extend_grace_action(
+        self, request: HttpRequest, queryset: QuerySet[DunningCase]
+    ) -> HttpResponse | None:
+        return self._each(
             request,
             queryset,
             lambda c: services.dunning_extend_grace(
@@ -197,8 +282,8 @@ class DunningCaseAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Mark resolved (stop dunning)", permissions=["change"])
-    def resolve_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> None:
-        self._each(
+    def resolve_action(self, request: HttpRequest, queryset: QuerySet[DunningCase]) -> HttpResponse | None:
+        return self._each(
             request,
             queryset,
             lambda c: services.dunning_mark_resolved(case=c, staff_user=request.user, reason=ADMIN_REASON),

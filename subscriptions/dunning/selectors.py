@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, Value, When
 
 from billing.models import Plan
 from subscriptions.dunning.models import OPEN_STAGES, DeclineRule, DunningAttempt, DunningCase, DunningPolicy
@@ -166,3 +166,32 @@ def case_timeline(*, case: DunningCase) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda row: row["at"])
+
+
+FINISHED_ATTEMPTS = (DunningAttempt.Status.SUCCEEDED, DunningAttempt.Status.FAILED)
+
+
+def dunning_cases_for_user(*, user_id: int, limit: int = 50) -> list[DunningCase]:
+    """A customer's dunning cases, open ones first, then the newest (one query). Each case
+    carries `attempts_run` (attempts that reached Stripe), `attempts_total` and `next_retry`
+    (the next scheduled retry; None when the case is closed or paused, as next_retry_at says)."""
+    next_due = DunningAttempt.objects.filter(
+        case=OuterRef("pk"), status=DunningAttempt.Status.SCHEDULED
+    ).order_by("due_at")
+    cases: list[DunningCase] = list(
+        DunningCase.objects.filter(subscription__user_id=user_id)
+        .select_related("subscription__plan")
+        .annotate(
+            open_first=Case(
+                When(stage__in=OPEN_STAGES, then=Value(0)), default=Value(1), output_field=IntegerField()
+            ),
+            scheduled_retry=Subquery(next_due.values("due_at")[:1]),
+            attempts_run=Count("attempts", filter=Q(attempts__status__in=FINISHED_ATTEMPTS)),
+            attempts_total=Count("attempts"),
+        )
+        .order_by("open_first", "-opened_at", "-pk")[:limit]
+    )
+    for case in cases:
+        scheduled = getattr(case, "scheduled_retry", None)
+        case.next_retry = scheduled if case.is_open and not case.paused else None  # type: ignore[attr-defined]
+    return cases

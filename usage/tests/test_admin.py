@@ -87,7 +87,44 @@ def test_records_are_searchable_by_user(quota: Callable[..., Any]) -> None:
     counters = support.get(f"/admin/usage/usagecounter/?q={counter.user_id}")
 
     assert found.status_code == 200 and "1 usage record" in found.content.decode()
-    assert counters.status_code == 200 and "Adjust…" in counters.content.decode()
+    assert counters.status_code == 200 and list(counters.context["cl"].result_list) == [counter]
+
+
+def test_only_finance_is_offered_the_correction_link(quota: Callable[..., Any]) -> None:
+    # given a counter; support may not correct it (the add page would answer 403)
+    counter = _spent(quota, 3)
+    adjust = f'href="/admin/usage/usageadjustment/add/?counter_id={counter.pk}"'
+
+    # when each role opens the counters list
+    pages = {
+        role: _staff(role).get("/admin/usage/usagecounter/").content.decode()
+        for role in ("support", "finance")
+    }
+
+    # then only finance has the Adjust… link
+    assert {role: adjust in page for role, page in pages.items()} == {"support": False, "finance": True}
+
+
+def test_the_correction_form_says_which_counter_and_returns_to_it(quota: Callable[..., Any]) -> None:
+    # given a counter at 6 of 10
+    counter = _spent(quota, 6)
+    finance = _staff("finance")
+
+    # when finance opens the correction form for it and saves -2
+    form = finance.get(f"/admin/usage/usageadjustment/add/?counter_id={counter.pk}").content.decode()
+    saved = finance.post(
+        "/admin/usage/usageadjustment/add/",
+        {"counter_id": counter.pk, "quantity": -2, "reason": "test import", "_save": "Save"},
+    )
+
+    # then the form named the counter, and saving lands on that counter's list
+    assert (
+        f'<strong>api_calls</strong> of <a href="/admin/accounts/customer/{counter.user_id}/change/">' in form
+    )
+    assert ": 6 used of 10, 0 held." in form
+    assert saved["Location"] == (
+        f"/admin/usage/usagecounter/?subject__exact={counter.subject}&feature_code__exact=api_calls"
+    )
 
 
 def test_the_beat_sweep_releases_expired_holds(quota: Callable[..., Any]) -> None:

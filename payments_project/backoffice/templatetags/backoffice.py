@@ -6,6 +6,7 @@ from typing import Any
 
 from django import template
 
+from billing.models import PlanFeature
 from billing.money import format_money, is_currency
 
 register = template.Library()
@@ -24,6 +25,7 @@ _TONE = {
     "trialing": "bo-ok",
     "succeeded": "bo-ok",
     "done": "bo-ok",
+    "recovered": "bo-ok",
     "past_due": "bo-warn",
     "unpaid": "bo-warn",
     "pending": "bo-warn",
@@ -44,3 +46,20 @@ _TONE = {
 def tone(status: Any) -> str:
     """The badge colour class of a status (green, amber, red, neutral)."""
     return _TONE.get(str(status), "")
+
+
+_POLICIES = dict(PlanFeature.QuotaPolicy.choices)
+
+
+@register.filter
+def quota_policy(policy: Any) -> str:
+    """What happens at a usage limit, in words ("Hard: refuse at the limit")."""
+    return str(_POLICIES.get(str(policy), policy))
+
+
+@register.filter
+def count(value: Any) -> str:
+    """{{ n|count }}: a whole number with thousands separators (1,000), "-" for anything else."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "-"
+    return f"{value:,}"

@@ -9,6 +9,7 @@ import contextlib
 import json
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,17 +26,21 @@ from billing.catalog.tests.factories import (
     ZoneCountryFactory,
     ZonePriceFactory,
 )
-from billing.models import Payment
+from billing.models import Feature, Payment
 from billing.payments.services import payment_create, refund_create
 from billing.stripe import gateway as stripe_gateway
 from billing.stripe.tests.events import deliver, event
 from devtools.testing import StandinServer
+from entitlements.tests.factories import EntitlementFactory
 from payments_project.accounts.tests.factories import UserFactory
 from payments_project.events.services import relay_heartbeat
 from subscriptions.checkout.services import checkout_session_create
+from subscriptions.dunning.models import DunningAttempt, DunningCase
+from subscriptions.dunning.tests.factories import DunningAttemptFactory, DunningCaseFactory
 from subscriptions.models import FamilyMember, Subscription
 from subscriptions.services import subscription_cancel
 from subscriptions.tests.factories import FamilyFactory
+from usage.services import UsageEvent, usage_events_record
 
 Capture = Callable[..., contextlib.AbstractContextManager[Any]]
 
@@ -157,3 +162,61 @@ def world(client: Client, standin: StandinServer, capture: Capture | None) -> di
         "payment": Payment.objects.get(pk=payment.pk),
         **bought,
     }
+
+
+def usage_and_dunning(data: dict[str, Any]) -> dict[str, Any]:
+    """On top of `world`: Alice used 3 of her 50 projects and 120 of 1,000 API calls this billing
+    period; her renewal failed on 1 March 2027 (€8.99 past due, the first retry failed with
+    insufficient funds, the second due on 4 March), and an older case was recovered."""
+    alice = data["alice"]
+    subscription = Subscription.objects.get(user=alice)
+    api_calls = FeatureFactory(code="api_calls", name="API calls", kind=Feature.Kind.METERED, unit="calls")
+    EntitlementFactory(
+        user=alice,
+        feature=api_calls,
+        plan=data["pro"],
+        subscription=subscription,
+        source="subscription",
+        limit=1000,
+        reset_period="billing_period",
+    )
+    usage_events_record(
+        events=[
+            UsageEvent(user_id=alice.pk, feature="projects", idempotency_key="p1", quantity=3),
+            UsageEvent(user_id=alice.pk, feature="api_calls", idempotency_key="c1", quantity=120),
+        ]
+    )
+    opened = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+    case = DunningCaseFactory(
+        subscription=subscription,
+        stripe_invoice_id="in_renewal_march",
+        stripe_customer_id=data["payment"].stripe_customer_id,
+        amount_due=899,
+        currency="EUR",
+        opened_at=opened,
+        cancel_at=opened + timedelta(days=14),
+        failed_retries=1,
+        last_decline_code="insufficient_funds",
+    )
+    DunningAttemptFactory(
+        case=case,
+        number=1,
+        status=DunningAttempt.Status.FAILED,
+        due_at=opened + timedelta(days=1),
+        finished_at=opened + timedelta(days=1, minutes=1),
+        decline_code="insufficient_funds",
+    )
+    DunningAttemptFactory(case=case, number=2, due_at=opened + timedelta(days=3))
+    recovered = DunningCaseFactory(
+        subscription=subscription,
+        stripe_invoice_id="in_renewal_january",
+        amount_due=899,
+        currency="EUR",
+        stage=DunningCase.Stage.RECOVERED,
+        opened_at=opened - timedelta(days=59),
+        cancel_at=opened - timedelta(days=45),
+        closed_at=opened - timedelta(days=58),
+        close_reason="paid",
+        recovered_amount=899,
+    )
+    return {"subscription": subscription, "case": case, "recovered_case": recovered}

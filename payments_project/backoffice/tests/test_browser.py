@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,28 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import Page, expect, sync_playwright
 
-from billing.catalog.tests.factories import ZonePriceFactory
-from billing.models import Payment, PlanFeature, Refund, ZonePrice
+from billing.catalog.tests.factories import (
+    FeatureFactory,
+    PlanFactory,
+    PlanFeatureFactory,
+    ZonePriceFactory,
+)
+from billing.models import Feature, Payment, PlanFeature, Refund, ZonePrice
 from devtools.testing import StandinServer
-from payments_project.backoffice.tests.scenario import world
+from entitlements.tests.factories import EntitlementFactory
+from payments_project.accounts.models import AuditLogEntry
+from payments_project.accounts.tests.factories import UserFactory
+from payments_project.backoffice.tests.scenario import staff, usage_and_dunning, world
+from subscriptions.dunning.models import DunningCase
+from subscriptions.dunning.tests.factories import (
+    OPENED_AT,
+    DunningAttemptFactory,
+    DunningCaseFactory,
+    DunningEmailFactory,
+)
+from subscriptions.tests.factories import SubscriptionFactory
+from usage.models import UsageAdjustment, UsageCounter
+from usage.services import UsageEvent, usage_events_record
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct-horse-battery"  # UserFactory's
@@ -162,3 +181,160 @@ def test_finance_edits_a_feature_limit_and_a_zone_price_and_the_plans_api_shows_
     _screenshot(page, "finance-plans-api")
     assert PlanFeature.objects.get(plan=pro, feature__code="projects").limit == 75
     assert ZonePrice.objects.get(zone=eurozone, plan=pro).amount == 799
+
+
+def _accept_confirmations(page: Page) -> None:
+    """The console's action buttons ask "are you sure?"; Playwright would dismiss the dialog."""
+    page.on("dialog", lambda dialog: dialog.accept())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finance_pauses_and_extends_a_dunning_case_from_its_page_and_support_only_reads_it(
+    page: Page,
+) -> None:
+    # given Ada's renewal failed on 1 February 2027: the first retry failed, the second is scheduled
+    staff("fin", "finance")
+    staff("agent", "support")
+    ada = UserFactory(username="ada", email="ada@example.com", first_name="Ada", last_name="Byron")
+    subscription = SubscriptionFactory(
+        user=ada, plan=PlanFactory(code="pro", name="Pro"), status="past_due", currency="EUR", amount=899
+    )
+    case = DunningCaseFactory(subscription=subscription, amount_due=899, currency="EUR", failed_retries=1)
+    DunningAttemptFactory(
+        case=case,
+        number=1,
+        status="failed",
+        due_at=OPENED_AT + timedelta(days=1),
+        finished_at=OPENED_AT + timedelta(days=1, minutes=1),
+        decline_code="insufficient_funds",
+    )
+    DunningAttemptFactory(case=case, number=2, due_at=OPENED_AT + timedelta(days=3))
+    DunningEmailFactory(
+        case=case, to="ada@example.com", subject="Your payment for Pro failed", sent_at=OPENED_AT
+    )
+    _accept_confirmations(page)
+    _log_in(page, "fin")
+
+    # when finance opens the case from the dunning list
+    page.goto("/admin/subscriptions/dunningcase/")
+    page.locator(f"#result_list a[href='/admin/subscriptions/dunningcase/{case.pk}/change/']").click()
+
+    # then its page shows the customer, the amount in euros and the timeline of attempts and emails
+    expect(page.locator(".field-customer")).to_contain_text("ada")
+    expect(page.locator(".field-amount")).to_contain_text("€8.99")
+    timeline = page.locator(".field-timeline")
+    expect(timeline).to_contain_text("2027-02-01 09:00")
+    expect(timeline).to_contain_text("email payment_failed")
+    expect(timeline).to_contain_text("attempt 1 (Scheduled retry): Failed")
+    expect(timeline).to_contain_text("insufficient_funds")
+    state = page.locator(".field-state")
+    expect(state).to_contain_text("next retry 2027-02-04 09:00 UTC")
+
+    # when they press Pause, then Extend grace by 7 days
+    page.locator("#case-actions").get_by_role("button", name="Pause (no retry, no cancellation)").click()
+    expect(page.locator(".messagelist")).to_contain_text("Paused: 1 case(s).")
+    page.locator("#case-actions").get_by_role("button", name="Extend grace by 7 days").click()
+
+    # then they are back on the case's page, which says so
+    expect(page).to_have_url(re.compile(rf"/admin/subscriptions/dunningcase/{case.pk}/change/$"))
+    expect(page.locator(".messagelist")).to_contain_text("Cancel day moved 7 days later: 1 case(s).")
+    expect(state).to_contain_text("paused: no retry and no cancellation until resumed")
+    expect(state).to_contain_text("cancel day 2027-02-22 09:00 UTC (+7 days of grace)")
+    expect(page.locator("#case-actions").get_by_role("button", name="Resume")).to_have_count(1)
+    _screenshot(page, "finance-dunning-case")
+    case.refresh_from_db()
+    assert (case.paused, case.grace_days, case.cancel_at) == (True, 7, OPENED_AT + timedelta(days=21))
+    assert list(AuditLogEntry.objects.order_by("pk").values_list("action", flat=True)) == [
+        "dunning.pause",
+        "dunning.extend_grace",
+    ]
+
+    # when support opens the same case
+    page.context.clear_cookies()
+    _log_in(page, "agent")
+    page.goto(f"/admin/subscriptions/dunningcase/{case.pk}/change/")
+
+    # then they read it all, with no action button and nothing to save
+    expect(page.locator(".field-timeline")).to_contain_text("attempt 1 (Scheduled retry): Failed")
+    expect(page.locator(".field-state")).to_contain_text("paused")
+    expect(page.locator("#case-actions")).to_have_count(0)
+    expect(page.locator("input[name=_save]")).to_have_count(0)
+    _screenshot(page, "support-dunning-case")
+    assert DunningCase.objects.get(pk=case.pk).paused is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finance_corrects_a_customers_usage_counter_and_sees_the_new_value(page: Page) -> None:
+    # given Ada, entitled to 1,000 API calls a billing period, who used 120
+    staff("fin", "finance")
+    ada = UserFactory(username="ada", email="ada@example.com")
+    plan = PlanFactory(code="pro", name="Pro")
+    api_calls = FeatureFactory(code="api_calls", name="API calls", kind=Feature.Kind.METERED)
+    PlanFeatureFactory(plan=plan, feature=api_calls, limit=1000, reset_period="billing_period")
+    EntitlementFactory(
+        user=ada,
+        feature=api_calls,
+        plan=plan,
+        subscription=SubscriptionFactory(user=ada, plan=plan),
+        source="subscription",
+        limit=1000,
+        reset_period="billing_period",
+    )
+    usage_events_record(
+        events=[UsageEvent(user_id=ada.pk, feature="api_calls", idempotency_key="import-1", quantity=120)]
+    )
+    counter = UsageCounter.objects.get(subject=f"u{ada.pk}")
+    _log_in(page, "fin")
+
+    # when finance finds Ada and opens her usage counters from her page
+    page.fill("#bo-global-q", "ada@example.com")
+    page.click(".bo-global-search button")
+    page.locator("#usage").get_by_role("link", name="open the counters").click()
+    row = page.locator("#result_list tbody tr", has_text="api_calls")
+    expect(row.locator(".field-used")).to_have_text("120")
+
+    # and records a correction of -20 calls (a double-counted import) through Adjust…
+    row.get_by_role("link", name="Adjust…").click()
+    expect(page.locator(".field-counter_id")).to_contain_text("api_calls of ada")
+    expect(page.locator(".field-counter_id")).to_contain_text("120 used of 1,000")
+    page.fill("#id_quantity", "-20")
+    page.fill("#id_reason", "double-counted import")
+    _screenshot(page, "finance-usage-adjustment-form")
+    page.locator("input[name=_save]").click()
+
+    # then they are back on the counter, which shows the new value
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    row = page.locator("#result_list tbody tr", has_text="api_calls")
+    expect(row.locator(".field-used")).to_have_text("100")
+    _screenshot(page, "finance-usage-adjusted")
+    counter.refresh_from_db()
+    adjustment = UsageAdjustment.objects.get()
+    assert (counter.used, adjustment.quantity, adjustment.reason) == (100, -20, "double-counted import")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_support_reads_a_customers_usage_and_dunning_on_their_page(data: dict[str, Any], page: Page) -> None:
+    # given Alice's usage this period and her open and recovered dunning cases
+    extra = usage_and_dunning(data)
+    _log_in(page, "agent")
+
+    # when support finds her by email
+    page.fill("#bo-global-q", "alice@example.com")
+    page.click(".bo-global-search button")
+
+    # then her page shows each feature's counter and each case, open first
+    usage = page.locator("#usage")
+    expect(usage.locator("tbody tr", has_text="api_calls")).to_contain_text("120")
+    expect(usage.locator("tbody tr", has_text="api_calls")).to_contain_text("880")
+    expect(usage.locator("tbody tr", has_text="projects")).to_contain_text("never")
+    dunning = page.locator("#dunning")
+    expect(dunning.locator("tbody tr").first).to_contain_text("Past due")
+    expect(dunning.locator("tbody tr").first).to_contain_text("€8.99")
+    expect(dunning.locator("tbody tr").nth(1)).to_contain_text("Recovered")
+    _screenshot(page, "support-customer-usage-dunning")
+
+    # when they open the open case, they land on its read-only page
+    dunning.get_by_role("link", name=f"Case #{extra['case'].pk}").click()
+    expect(page).to_have_url(re.compile(rf"/admin/subscriptions/dunningcase/{extra['case'].pk}/change/$"))
+    expect(page.locator(".field-timeline")).to_contain_text("insufficient_funds")
+    expect(page.locator("#case-actions")).to_have_count(0)

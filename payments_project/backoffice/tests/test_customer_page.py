@@ -12,6 +12,7 @@ from django.test import Client
 from billing.models import Payment
 from payments_project.accounts.models import AuditLogEntry
 from payments_project.accounts.tests.factories import UserFactory
+from payments_project.backoffice.tests.scenario import usage_and_dunning
 from subscriptions.models import Subscription
 
 
@@ -19,6 +20,12 @@ def _as(user: Any) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def _section(page: str, section: str) -> str:
+    found = re.search(rf'<section class="module bo-section" id="{section}">.*?</section>', page, re.S)
+    assert found is not None, section
+    return re.sub(r"\s+", " ", found.group(0))
 
 
 def _page(data: dict[str, Any], user: Any, query: str = "") -> str:
@@ -153,3 +160,91 @@ def test_only_staff_who_may_view_customers_open_the_page(data: dict[str, Any]) -
     url = f"/admin/accounts/customer/{data['alice'].pk}/change/"
     assert _as(data["bob"]).get(url).status_code == 302  # a customer is sent to the staff login
     assert _as(data["support"]).get("/admin/accounts/customer/999999/change/").status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["support", "finance"])
+def test_the_page_shows_this_periods_usage_per_feature_linked_to_the_lists(
+    data: dict[str, Any], role: str
+) -> None:
+    # given Alice used 3 of 50 projects (a standing limit) and 120 of 1,000 API calls this period
+    extra = usage_and_dunning(data)
+    alice, subscription = data["alice"], extra["subscription"]
+    start, end = subscription.current_period_start, subscription.current_period_end
+
+    # when staff open her page
+    usage = _section(_page(data, data[role]), "usage")
+
+    # then each feature's counter shows used, limit, remaining and when it resets
+    counters = f"/admin/usage/usagecounter/?subject__exact=u{alice.pk}&amp;feature_code__exact="
+    assert (
+        f'<td><a href="{counters}api_calls">api_calls</a></td> <td>this customer</td>'
+        ' <td class="bo-num">120</td> <td class="bo-num">1,000</td> <td class="bo-num">880</td>'
+        ' <td class="bo-num">0</td> <td>Hard: refuse at the limit</td>'
+        f' <td class="bo-nowrap">{start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M}</td>'
+        f' <td class="bo-nowrap">{end:%Y-%m-%d %H:%M}</td>'
+    ) in usage
+    assert (
+        f'<td><a href="{counters}projects">projects</a></td> <td>this customer</td>'
+        ' <td class="bo-num">3</td> <td class="bo-num">50</td> <td class="bo-num">47</td>'
+    ) in usage
+    assert '<td class="bo-nowrap">never</td>' in usage
+    # and the section opens the customer's counters (own and family pool) and records
+    family = data["family"].pk
+    assert f'href="/admin/usage/usagecounter/?subject__in=u{alice.pk},f{family}"' in usage
+    assert f'href="/admin/usage/usagerecord/?user__id__exact={alice.pk}"' in usage
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["support", "finance"])
+def test_the_page_shows_dunning_cases_open_first_linked_to_each_case(data: dict[str, Any], role: str) -> None:
+    # given Alice's open case (one retry failed, the next due on 4 March) and a recovered one
+    extra = usage_and_dunning(data)
+    case, recovered = extra["case"], extra["recovered_case"]
+
+    # when staff open her page
+    dunning = _section(_page(data, data[role]), "dunning")
+
+    # then the open case comes first with its stage, amount, attempts, next retry and cancel day
+    open_row = dunning.index(f"/admin/subscriptions/dunningcase/{case.pk}/change/")
+    closed_row = dunning.index(f"/admin/subscriptions/dunningcase/{recovered.pk}/change/")
+    assert open_row < closed_row
+    assert (
+        '<td><span class="bo-badge bo-warn">Past due</span></td> <td class="bo-num">€8.99</td>'
+        ' <td class="bo-nowrap">2027-03-01 09:00</td>'
+        ' <td class="bo-num">1 of 2<div class="help">1 failed</div></td>'
+        ' <td class="bo-nowrap">2027-03-04 09:00</td> <td class="bo-nowrap">2027-03-15 09:00</td>'
+    ) in dunning
+    # and the recovered case says when it closed, with no retry or cancel day
+    assert (
+        '<span class="bo-badge bo-ok">Recovered</span><div class="help">closed 2027-01-02 09:00: paid</div>'
+    ) in dunning
+    assert (
+        f'href="/admin/subscriptions/dunningcase/?subscription__user__id__exact={data["alice"].pk}"'
+        in dunning
+    )
+
+
+@pytest.mark.django_db
+def test_the_usage_and_dunning_links_open_for_support(data: dict[str, Any]) -> None:
+    # given the page's usage and dunning sections as support sees them
+    usage_and_dunning(data)
+    page = _page(data, data["support"])
+    sections = _section(page, "usage") + _section(page, "dunning")
+    links = {link.replace("&amp;", "&") for link in re.findall(r'href="(/admin/[^"#]+)"', sections)}
+
+    # then every link opens, and each filtered list shows Alice's rows only
+    support = _as(data["support"])
+    answers = {link: support.get(link) for link in sorted(links)}
+    assert {link: r.status_code for link, r in answers.items() if r.status_code != 200} == {}
+    counters = answers[f"/admin/usage/usagecounter/?subject__in=u{data['alice'].pk},f{data['family'].pk}"]
+    cases = answers[f"/admin/subscriptions/dunningcase/?subscription__user__id__exact={data['alice'].pk}"]
+    assert sorted(c.feature_code for c in counters.context["cl"].result_list) == ["api_calls", "projects"]
+    assert len(cases.context["cl"].result_list) == 2
+
+
+@pytest.mark.django_db
+def test_a_customer_without_usage_or_dunning_says_so(data: dict[str, Any]) -> None:
+    page = _as(data["support"]).get(f"/admin/accounts/customer/{data['bob'].pk}/change/").content.decode()
+    assert "No metered or limited feature in this customer's entitlements." in page
+    assert "No dunning case: no renewal of this customer has failed." in page

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -90,3 +92,56 @@ def test_the_policy_page_previews_the_timeline_and_refuses_a_bad_policy(dunning_
     assert response.status_code == 200
     assert "is past the billing interval (28 days)" in response.content.decode()
     assert DunningPolicy.objects.get(pk=default.pk).retry_offsets_days == [1, 3, 5, 7]
+
+
+def test_the_case_page_offers_finance_the_actions_that_apply_and_support_none() -> None:
+    # given an open case, a paused one and a recovered one
+    open_case, paused = DunningCaseFactory(), DunningCaseFactory(paused=True)
+    closed = DunningCaseFactory(stage="recovered")
+    finance, support = _login("finance"), _login("support")
+
+    def buttons(client: Client, case: DunningCase) -> list[str]:
+        page = client.get(f"{CHANGELIST}{case.pk}/change/").content.decode()
+        return re.findall(r'name="action" value="(\w+)"', page)
+
+    # then finance has the buttons that apply to each; support has none
+    assert buttons(finance, open_case) == [
+        "retry_now_action",
+        "pause_action",
+        "extend_grace_action",
+        "resolve_action",
+    ]
+    assert buttons(finance, paused) == [
+        "retry_now_action",
+        "resume_action",
+        "extend_grace_action",
+        "resolve_action",
+    ]
+    assert buttons(finance, closed) == []
+    assert buttons(support, open_case) == []
+
+
+def test_a_button_on_the_case_page_runs_the_action_and_returns_to_the_case() -> None:
+    case = DunningCaseFactory()
+    response = _login("finance").post(
+        CHANGELIST,
+        {"action": "pause_action", "_selected_action": [case.pk], "index": "0", "_case_page": "1"},
+    )
+    assert (response.status_code, response["Location"]) == (302, f"{CHANGELIST}{case.pk}/change/")
+    assert DunningCase.objects.get(pk=case.pk).paused is True
+
+
+def test_the_case_page_shows_amounts_in_the_currency_and_stripe_ids_as_links() -> None:
+    case = DunningCaseFactory(amount_due=14800, currency="JPY", stage="recovered", recovered_amount=14800)
+    page = _login("support").get(f"{CHANGELIST}{case.pk}/change/").content.decode()
+    assert page.count("¥14,800") == 2  # amount due and recovered
+    assert f'href="/admin/djstripe/invoice/?q={case.stripe_invoice_id}"' in page
+    assert f'href="/admin/djstripe/customer/?q={case.stripe_customer_id}"' in page
+
+
+def test_a_customers_cases_are_listed_by_user_id() -> None:
+    mine = DunningCaseFactory()
+    DunningCaseFactory()  # another customer's
+    response = _login("support").get(CHANGELIST, {"subscription__user__id__exact": mine.subscription.user_id})
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [mine]
