@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import NoReverseMatch, get_script_prefix, reverse
-from django_prometheus.middleware import Metrics
 
 from entitlements import hotpath
+from payments_project.observability import early_answer_count
 
 Answer = Callable[[HttpRequest], HttpResponse | None]
 
@@ -64,7 +63,9 @@ class EntitlementHotPathMiddleware:
             start = time.perf_counter()
             response = answer(request)
             if response is not None:
-                _count(answer, request.method or "", response.status_code, time.perf_counter() - start)
+                early_answer_count(
+                    _VIEWS[answer], request.method or "", response.status_code, time.perf_counter() - start
+                )
                 return response
         return self.get_response(request)
 
@@ -73,23 +74,3 @@ _VIEWS: dict[Answer, str] = {
     hotpath.check_fast: "entitlement-check",
     hotpath.bulk_check_fast: "entitlement-bulk-check",
 }
-_bound: dict[tuple[Answer, str, int], tuple[Any, ...]] = {}
-
-
-def _count(answer: Answer, method: str, status: int, seconds: float) -> None:
-    """django-prometheus's request/response series for a hot-path answer (children bound once)."""
-    children = _bound.get((answer, method, status))
-    if children is None:
-        metrics = Metrics.get_instance()
-        view = _VIEWS[answer]
-        children = _bound[(answer, method, status)] = (
-            metrics.requests_by_method.labels(method),
-            metrics.responses_by_status.labels(str(status)),
-            metrics.responses_by_status_view_method.labels(str(status), view, method),
-            metrics.requests_latency_by_view_method.labels(view, method),
-        )
-    by_method, by_status, by_view, latency = children
-    by_method.inc()
-    by_status.inc()
-    by_view.inc()
-    latency.observe(seconds)

@@ -27,7 +27,7 @@ def on_subscription_suspended(sender: Any, *, subscription: Subscription, **kwar
     # Past due (a renewal being retried): the plan's dunning policy says what stays usable.
     kept = (
         past_due_kept_features(subscription=subscription)
-        if subscription.status == "past_due"
+        if subscription.status == Subscription.Status.PAST_DUE
         else frozenset()
     )
     if kept is None:

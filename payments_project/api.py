@@ -203,7 +203,7 @@ def _ratelimit_usage(request: Request, scope: str, rate: str) -> dict[str, Any] 
 def ratelimit_rate(scope: str) -> str | None:
     """The rate of a view scope (settings.RATELIMIT_RATES, else its default); None: no limit
     (none set, or RATELIMIT_ENABLE off)."""
-    if not getattr(settings, "RATELIMIT_ENABLE", True):
+    if not settings.RATELIMIT_ENABLE:
         return None
     rates = settings.RATELIMIT_RATES
     return rates.get(scope, rates.get("default")) or None
@@ -211,7 +211,7 @@ def ratelimit_rate(scope: str) -> str | None:
 
 def ratelimit_cache_name() -> str:
     """The cache that holds the counters (django-ratelimit's RATELIMIT_USE_CACHE)."""
-    return str(getattr(settings, "RATELIMIT_USE_CACHE", "default"))
+    return str(settings.RATELIMIT_USE_CACHE)
 
 
 def ratelimit_usage(*, count: int, limit: int, window: int) -> dict[str, Any]:

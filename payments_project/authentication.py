@@ -88,7 +88,7 @@ _keys = token_cache_keys
 
 
 def token_cache_ttl() -> int:
-    return int(getattr(settings, "AUTH_TOKEN_CACHE_TTL_SECONDS", 60))
+    return int(settings.AUTH_TOKEN_CACHE_TTL_SECONDS)
 
 
 def token_header_key(header: str | bytes, *, keyword: str = TokenAuthentication.keyword) -> str | None:

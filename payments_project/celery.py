@@ -23,10 +23,10 @@ def ensure_broker_folders() -> None:
     """The filesystem broker fails on a missing folder: create them before any worker or publish."""
     from django.conf import settings
 
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder", "bad_folder"):
         if key in options:
-            os.makedirs(options[key], exist_ok=True)
+            os.makedirs(str(options[key]), exist_ok=True)
 
 
 @app.on_after_configure.connect

@@ -52,3 +52,29 @@ def celery_bind_request_id(task: Any = None, **_: Any) -> None:
     """task_prerun: log the task's lines under the id of the request that enqueued it."""
     request_id = getattr(getattr(task, "request", None), "request_id", None)
     bind_request_id(request_id if isinstance(request_id, str) else None)
+
+
+_bound: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+
+
+def early_answer_count(view: str, method: str, status: int, seconds: float) -> None:
+    """django-prometheus's request/response series for an answer given by a middleware before
+    PrometheusAfterMiddleware (which then never sees it): requests by method, responses by status
+    and by status/view/method, latency by view/method, `view` named as the URL pattern is (as
+    for the view's own answer). Children bound once per label set."""
+    children = _bound.get((view, method, status))
+    if children is None:
+        from django_prometheus.middleware import Metrics
+
+        metrics = Metrics.get_instance()
+        children = _bound[(view, method, status)] = (
+            metrics.requests_by_method.labels(method),
+            metrics.responses_by_status.labels(str(status)),
+            metrics.responses_by_status_view_method.labels(str(status), view, method),
+            metrics.requests_latency_by_view_method.labels(view, method),
+        )
+    by_method, by_status, by_view, latency = children
+    by_method.inc()
+    by_status.inc()
+    by_view.inc()
+    latency.observe(seconds)

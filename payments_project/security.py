@@ -185,8 +185,13 @@ class InputGuardMiddleware:
         answered as the API answers it (payments_project.api.error_answer): 400 or 409, not 500."""
         if not isinstance(exception, (DataError, IntegrityError)) or request.path_info.startswith("/admin/"):
             return None
-        answer = error_answer(exception)
-        return JsonResponse(answer.body, status=answer.status, headers=answer.headers)
+        return database_refusal_response(exception)
+
+
+def database_refusal_response(exception: DataError | IntegrityError) -> JsonResponse:
+    """A database refusal of client input as the API answers it: 400 or 409, not 500."""
+    answer = error_answer(exception)
+    return JsonResponse(answer.body, status=answer.status, headers=answer.headers)
 
 
 # --- operations endpoints ------------------------------------------------------------------------

@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Answers warm token-authenticated entitlement checks here; everything else goes on.
     "entitlements.middleware.EntitlementHotPathMiddleware",
+    # Takes signed Stripe webhook deliveries that verify; everything else goes on to the view.
+    "billing.stripe.middleware.StripeWebhookFastPathMiddleware",
     # One Stripe time budget per request (the hot path above never calls Stripe).
     "billing.stripe.gateway.StripeBudgetMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -174,7 +176,8 @@ AXES_VERBOSE = False
 AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 # A TOTP code at login for superusers and finance (payments_project/accounts/otp.py).
 ADMIN_OTP_REQUIRED = env_bool("ADMIN_OTP_REQUIRED", default=PRODUCTION)
-OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Payments back-office")
+# Empty (as .env.example leaves it) is the default too: an authenticator app shows the issuer.
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER").strip() or "Payments back-office"
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -37,6 +37,7 @@ from subscriptions.transitions import (
     BLOCKS_NEW_CHECKOUT,
     ENDED,
     GIVES_ACCESS,
+    RENEWAL_UNPAID,
     STRIPE_STATUS,
     is_allowed,
     signals_for,
@@ -743,13 +744,6 @@ _APPLY: dict[str, Callable[[Subscription, SubscriptionStripeCall], list[Signal]]
 }
 
 
-UNPAID_STATUSES = (
-    Subscription.Status.PAST_DUE,
-    Subscription.Status.UNPAID,
-    Subscription.Status.SUSPENDED,
-)
-
-
 def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: bool = False) -> Subscription:
     """Cancel at the period end (Stripe keeps billing until then), or now (staff only; and anyone's
     cancellation of a subscription whose renewal is unpaid)."""
@@ -766,7 +760,7 @@ def subscription_cancel(*, subscription: Subscription, actor: Any, immediately: 
         # Unpaid (a renewal failed, dunning runs): the period ahead was never paid for, so a
         # cancellation ends it now. At the period end instead, the customer would keep access to
         # an unpaid period, its invoice voided, and could resume without ever paying it.
-        immediately = immediately or sub.status in UNPAID_STATUSES
+        immediately = immediately or sub.status in RENEWAL_UNPAID
         if immediately:
             call = _call_record(
                 subscription=sub,

@@ -30,6 +30,9 @@ ENDED = frozenset({S.CANCELLED, S.INCOMPLETE_EXPIRED})
 HOLDS_FAMILY_SEATS = GIVES_ACCESS | ACCESS_SUSPENDED
 # At most one per user and per family, enforced by the database (models.LIVE_STATUSES, the same set).
 BLOCKS_NEW_CHECKOUT = GIVES_ACCESS | ACCESS_SUSPENDED
+# A renewal failed and is not paid yet (dunning runs): a cancellation ends these now, and a
+# payment that recovers one makes it active again.
+RENEWAL_UNPAID = frozenset({S.PAST_DUE, S.UNPAID, S.SUSPENDED})
 
 ALLOWED: dict[str, frozenset[str]] = {
     S.INCOMPLETE: frozenset(

@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from djstripe.event_handlers import djstripe_receiver
+
+from billing.stripe.handlers import stripe_event_handler
 
 TABLE = "bench_webhook_effects"
 
 
-@djstripe_receiver("balance.available")
-def count_effect(sender: Any, event: Any, **kwargs: Any) -> None:
+@stripe_event_handler("balance.available")
+def count_effect(event: Any) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {TABLE} (event_id, at) VALUES (%s, clock_timestamp())", [event.id])  # noqa: S608 - constant table

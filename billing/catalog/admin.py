@@ -1,4 +1,7 @@
-"""Staff console for the catalog: features, plans with their limits and prices, pricing zones."""
+"""Staff console for the catalog: features, plans with their limits and prices, pricing zones.
+
+Every add, change and delete of a catalog row (inline rows included) and every push to Stripe goes
+through the catalog services, which write the audit log with the staff user."""
 
 from __future__ import annotations
 
@@ -6,12 +9,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from billing.catalog.services import (
     catalog_plan_changed_record,
     catalog_push_to_stripe,
+    catalog_row_delete,
+    catalog_row_save,
     catalog_zone_changed_record,
     customer_pricing_override,
     metered_prices_push,
@@ -33,8 +39,33 @@ from billing.money import format_money, is_currency, is_stripe_currency
 from payments_project.errors import DomainError
 
 
+class AuditedCatalogAdmin(admin.ModelAdmin):
+    """Saves and deletes the page's row and its inline rows through the audited catalog services."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        catalog_row_save(row=obj, actor=request.user, created=not change, changed=form.changed_data)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        catalog_row_delete(row=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                catalog_row_delete(row=obj, actor=request.user)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        formset.save(commit=False)  # fills new_objects, changed_objects and deleted_objects
+        for obj in formset.deleted_objects:
+            catalog_row_delete(row=obj, actor=request.user)
+        for obj in formset.new_objects:
+            catalog_row_save(row=obj, actor=request.user, created=True)
+        for obj, fields in formset.changed_objects:
+            catalog_row_save(row=obj, actor=request.user, created=False, changed=fields)
+        formset.save_m2m()
+
+
 @admin.register(Feature)
-class FeatureAdmin(admin.ModelAdmin):
+class FeatureAdmin(AuditedCatalogAdmin):
     list_display = ["code", "name", "kind", "unit", "meter_event_name", "plan_count"]
     list_filter = ["kind"]
     search_fields = ["code", "name", "meter_event_name"]
@@ -97,7 +128,7 @@ class MeteredPriceForm(forms.ModelForm):
 
 
 @admin.register(MeteredPrice)
-class MeteredPriceAdmin(admin.ModelAdmin):
+class MeteredPriceAdmin(AuditedCatalogAdmin):
     form = MeteredPriceForm
     list_display = ["plan_feature", "zone", "per_unit", "stripe_price_id"]
     list_filter = ["zone", "plan_feature__plan"]
@@ -113,7 +144,7 @@ class MeteredPriceAdmin(admin.ModelAdmin):
     @admin.action(description="Create missing Stripe meters and metered prices", permissions=["change"])
     def push_to_stripe(self, request: HttpRequest, queryset: QuerySet[MeteredPrice]) -> None:
         try:
-            created = metered_prices_push()
+            created = metered_prices_push(actor=request.user)
         except DomainError as exc:
             self.message_user(request, f"Stripe push failed: {exc.message}", messages.ERROR)
             return
@@ -161,7 +192,7 @@ class PriceInline(admin.TabularInline):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(AuditedCatalogAdmin):
     list_display = ["code", "name", "interval", "trial_days", "is_family", "active", "list_prices"]
     list_filter = ["active", "interval", "is_family"]
     search_fields = ["code", "name"]
@@ -191,7 +222,7 @@ class PlanAdmin(admin.ModelAdmin):
     @admin.action(description="Create missing Stripe products and prices", permissions=["change"])
     def push_to_stripe(self, request: HttpRequest, queryset: QuerySet[Plan]) -> None:
         try:
-            created = catalog_push_to_stripe()
+            created = catalog_push_to_stripe(actor=request.user)
         except DomainError as exc:
             self.message_user(request, f"Stripe push failed: {exc.message}", messages.ERROR)
             return
@@ -238,7 +269,7 @@ class ZonePriceInline(admin.TabularInline):
 
 
 @admin.register(PricingZone)
-class PricingZoneAdmin(admin.ModelAdmin):
+class PricingZoneAdmin(AuditedCatalogAdmin):
     list_display = ["code", "name", "currency", "multiplier", "rounding", "is_default", "country_list"]
     list_filter = ["currency", "rounding", "is_default"]
     search_fields = ["code", "name", "countries__country"]

@@ -1,4 +1,5 @@
-"""Writes to the catalog: load it from a file (idempotently) and push it to Stripe."""
+"""Writes to the catalog: load it from a file (idempotently), staff edits in the admin (audited), and
+push it to Stripe."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from billing.catalog.selectors import plan_list, plan_quote, stripe_price_find, zone_for_country
@@ -479,11 +480,16 @@ def metered_price_ensure(*, metered_price: MeteredPrice) -> bool:
     return True
 
 
-def metered_prices_push() -> int:
+def metered_prices_push(*, actor: Any = None) -> int:
     """Push every metered price Stripe lacks (or whose amount changed); returns how many were created.
 
     Rows that cannot be billed (the feature lost its meter event name, the plan became one-time)
-    are left for staff (the admin form refuses them) rather than stopping the whole push."""
+    are left for staff (the admin form refuses them) rather than stopping the whole push. Staff's
+    push (an `actor`) is audited, whatever its outcome."""
+    if actor is not None:
+        return _audited_push(
+            actor=actor, action="metered_prices.push_to_stripe", target=MeteredPrice, push=metered_prices_push
+        )
     rows = (
         MeteredPrice.objects.select_related("plan_feature__plan", "plan_feature__feature", "zone")
         .filter(plan_feature__plan__active=True)
@@ -494,10 +500,20 @@ def metered_prices_push() -> int:
 
 
 def catalog_push_to_stripe(
-    *, items: Iterable[PushItem] | None = None, progress: Callable[[PushItem], None] | None = None
+    *,
+    items: Iterable[PushItem] | None = None,
+    progress: Callable[[PushItem], None] | None = None,
+    actor: Any = None,
 ) -> int:
     """Create the products and prices Stripe lacks, metered ones included (with their meters);
-    returns how many prices were created."""
+    returns how many prices were created. Staff's push (an `actor`) is audited, whatever its outcome."""
+    if actor is not None:
+        return _audited_push(
+            actor=actor,
+            action="catalog.push_to_stripe",
+            target=Plan,
+            push=lambda: catalog_push_to_stripe(items=items, progress=progress),
+        )
     created = 0
     for item in catalog_push_items() if items is None else items:
         before = stripe_price_find(plan=item.plan, currency=item.currency, amount=item.amount) is not None
@@ -506,6 +522,68 @@ def catalog_push_to_stripe(
         if progress is not None:
             progress(item)
     return created + metered_prices_push()
+
+
+def _audited_push(*, actor: Any, action: str, target: type[models.Model], push: Callable[[], int]) -> int:
+    """Run a push (it calls Stripe: outside any transaction), then audit it with its outcome: the
+    whole catalog is pushed, so the entry's target is the table, not a row."""
+    outcome: dict[str, Any] = {}
+    try:
+        outcome["created"] = push()
+    except DomainError as exc:
+        outcome["error"] = exc.message
+        raise
+    finally:
+        audit_record(actor=actor, action=action, target=target, data=outcome)
+    return int(outcome["created"])
+
+
+# --- staff edits in the admin ---------------------------------------------------------------------
+
+# Audit names of the catalog's rows (e.g. "plan_feature.change").
+_CATALOG_NAMES: dict[type[models.Model], str] = {
+    Feature: "feature",
+    Plan: "plan",
+    PlanFeature: "plan_feature",
+    Price: "price",
+    MeteredPrice: "metered_price",
+    PricingZone: "pricing_zone",
+    ZoneCountry: "zone_country",
+    ZonePrice: "zone_price",
+}
+
+
+def _catalog_name(row: models.Model) -> str:
+    name = _CATALOG_NAMES.get(type(row))
+    if name is None:
+        raise TypeError(f"{type(row).__name__} is not a catalog row")
+    return name
+
+
+def catalog_row_save(*, row: models.Model, actor: Any, created: bool, changed: Iterable[str] = ()) -> None:
+    """Staff add or change a catalog row (feature, plan, plan feature, price, metered price, pricing
+    zone, zone country, zone price), audited in the same transaction. A row saved unchanged (the
+    page around a changed inline row) is not an action of its own: no entry."""
+    name = _catalog_name(row)
+    changed = list(changed)
+    with transaction.atomic():
+        row.save()
+        if not created and not changed:
+            return
+        audit_record(
+            actor=actor,
+            action=f"{name}.{'add' if created else 'change'}",
+            target=row,
+            data={"str": str(row)[:200], "fields": sorted(changed)},
+        )
+
+
+def catalog_row_delete(*, row: models.Model, actor: Any) -> None:
+    """Staff delete a catalog row, audited in the same transaction (the entry keeps its id)."""
+    name = _catalog_name(row)
+    with transaction.atomic():
+        audit_record(actor=actor, action=f"{name}.delete", target=row, data={"str": str(row)[:200]})
+        row.delete()
 
 
 # --- Webhook endpoint -----------------------------------------------------------------------------

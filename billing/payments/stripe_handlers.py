@@ -1,8 +1,9 @@
 """What billing does with each Stripe event, once dj-stripe has verified and mirrored it.
 
-Handlers run inside the inbox task's transaction (billing.stripe.services), after dj-stripe
-re-read the object from Stripe; they read that current state, so duplicates and out-of-order
-deliveries land on the same result.
+Handlers run in the inbox's short transaction (billing.stripe.services), after dj-stripe re-read
+the object from Stripe outside it; they read that current state, so duplicates and out-of-order
+deliveries land on the same result. What else they need from Stripe their `fetch` reads first,
+outside the transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from djstripe import models as djstripe_models
-from djstripe.event_handlers import djstripe_receiver
 
 from billing.catalog.services import customer_pricing_card_check
 from billing.models import Payment
@@ -20,13 +20,18 @@ from billing.payments.services import (
     payment_from_checkout,
     payment_from_invoice,
     payment_sync_from_intent,
-    refund_sync,
+)
+from billing.payments.services.refunds import (
+    ChargeRefunds,
+    charge_refunds_fetch,
+    refund_charge_refunds_fetch,
     refunds_sync_for_charge,
 )
+from billing.stripe.handlers import stripe_event_handler
 from billing.stripe.selectors import current_object
 
 
-@djstripe_receiver(
+@stripe_event_handler(
     [
         "payment_intent.succeeded",
         "payment_intent.payment_failed",
@@ -35,12 +40,12 @@ from billing.stripe.selectors import current_object
         "payment_intent.requires_action",
     ]
 )
-def on_payment_intent(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
+def on_payment_intent(event: djstripe_models.Event) -> None:
     payment_sync_from_intent(intent=current_object(event))
 
 
-@djstripe_receiver("charge.succeeded")
-def on_charge_succeeded(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
+@stripe_event_handler("charge.succeeded")
+def on_charge_succeeded(event: djstripe_models.Event) -> None:
     charge = current_object(event)
     payment = Payment.objects.filter(stripe_payment_intent_id=charge.get("payment_intent")).first()
     if payment is not None and charge.get("status") == "succeeded" and charge.get("captured", True):
@@ -65,25 +70,36 @@ def _card_country_check(charge: Any, payment: Payment | None) -> None:
         customer_pricing_card_check(user_id=user_id, card_country=card_country)
 
 
-@djstripe_receiver(["invoice.paid", "invoice.payment_succeeded"])
-def on_invoice_paid(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
+@stripe_event_handler(["invoice.paid", "invoice.payment_succeeded"])
+def on_invoice_paid(event: djstripe_models.Event) -> None:
     """A subscription's charge (first payment or renewal): listed and refundable with the others.
     What the invoice does to the subscription itself is the subscriptions app's."""
     payment_from_invoice(invoice=current_object(event))
 
 
-@djstripe_receiver("charge.refunded")
-def on_charge_refunded(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
-    refunds_sync_for_charge(charge=current_object(event))
+def _charge_refunds(event: djstripe_models.Event) -> ChargeRefunds | None:
+    return charge_refunds_fetch(charge=current_object(event))
 
 
-@djstripe_receiver(["refund.created", "refund.updated", "refund.failed", "charge.refund.updated"])
-def on_refund(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
-    refund_sync(refund=(event.data or {}).get("object", {}))
+@stripe_event_handler("charge.refunded", fetch=_charge_refunds)
+def on_charge_refunded(event: djstripe_models.Event, fetched: ChargeRefunds | None) -> None:
+    refunds_sync_for_charge(charge_refunds=fetched)
 
 
-@djstripe_receiver("checkout.session.completed")
-def on_checkout_completed(sender: Any, event: djstripe_models.Event, **kwargs: Any) -> None:
+def _refund_charge_refunds(event: djstripe_models.Event) -> ChargeRefunds | None:
+    return refund_charge_refunds_fetch(refund=(event.data or {}).get("object", {}))
+
+
+@stripe_event_handler(
+    ["refund.created", "refund.updated", "refund.failed", "charge.refund.updated"],
+    fetch=_refund_charge_refunds,
+)
+def on_refund(event: djstripe_models.Event, fetched: ChargeRefunds | None) -> None:
+    refunds_sync_for_charge(charge_refunds=fetched)
+
+
+@stripe_event_handler("checkout.session.completed")
+def on_checkout_completed(event: djstripe_models.Event) -> None:
     session = current_object(event)
     if session.get("mode") == "payment":
         payment_from_checkout(session=session)

@@ -1,19 +1,24 @@
-"""The inbound Stripe event inbox: dj-stripe verifies each delivery; we record it once per Stripe event id and
-process it off the request path, in a Celery task, with retries.
+"""The inbound Stripe event inbox: each verified delivery (billing.stripe.verification) is recorded once per
+Stripe event id and processed off the request path, in a Celery task, with retries.
 
-Processing is dj-stripe's `Event.process`: it re-reads the object from Stripe (so an old or
-out-of-order delivery applies Stripe's *current* state, never a stale one), mirrors it into
-dj-stripe's tables, then sends the per-type signal that our handlers (billing.payments.stripe_handlers,
-subscriptions.stripe_handlers) receive, all in one transaction: a failure rolls all of it back.
+Processing never waits on Stripe inside a transaction. First, outside any transaction, dj-stripe's
+own receivers re-read the object from Stripe (so an old or out-of-order delivery applies Stripe's
+*current* state, never a stale one) and refresh its mirror, and our handlers' `fetch`es read what
+else they need. Then one short transaction records dj-stripe's Event (its unique Stripe id makes a
+second run a no-op), runs our handlers (billing.payments.stripe_handlers,
+subscriptions.stripe_handlers; billing.stripe.handlers) and marks the row done: a failure there rolls
+all of our writes back, and the retry reads Stripe again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from celery import current_app
 from django.conf import settings
@@ -23,6 +28,8 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from djstripe.models import Event, WebhookEndpoint, WebhookEventTrigger
 
+from billing.stripe import publisher
+from billing.stripe.handlers import stripe_event_handlers
 from billing.stripe.models import StripeEvent
 from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError
@@ -65,55 +72,186 @@ def stripe_event_refs(body: dict[str, Any]) -> tuple[str, str]:
     return str(obj.get("id") or "")[:255], str(customer or "")[:255]
 
 
-def stripe_event_accept(*, trigger: WebhookEventTrigger) -> None:
-    """A verified delivery: record the event in the inbox (a second delivery of the same id only
-    counts itself, and makes a failed or dead event pending again) and enqueue its processing after
-    commit. Never calls Stripe. One statement: this is the whole of a webhook's database work beside
-    dj-stripe's delivery row."""
-    body = trigger.json_body
-    created = body.get("created")
-    object_id, customer_id = stripe_event_refs(body)
-    table = StripeEvent._meta.db_table
+# The intake's write: on PostgreSQL one statement (autocommit: durable when it returns) that checks
+# the endpoint still has the secret and tolerance the delivery was verified with, records the
+# delivery as dj-stripe's WebhookEventTrigger (processing reads the body from it, staff see every
+# delivery) and upserts the inbox row. In the SET clause, columns name the row as it was.
+_INBOX_UPSERT = """
+    ON CONFLICT (stripe_event_id) DO UPDATE SET
+        deliveries = {table}.deliveries + 1,
+        trigger_id = CASE WHEN {table}.status IN (%s, %s)
+                     THEN excluded.trigger_id ELSE {table}.trigger_id END,
+        status = CASE WHEN {table}.status IN (%s, %s) THEN %s ELSE {table}.status END"""
+_INBOX_COLUMNS = """stripe_event_id, type, object_id, stripe_customer_id, livemode, stripe_created, status,
+    attempts, deliveries, last_error, trigger_id, received_at"""
+_DELIVERY_RECORD = """
+    WITH endpoint AS (
+        SELECT id, djstripe_owner_account_id FROM {endpoints}
+        WHERE djstripe_uuid = %s AND secret = %s AND djstripe_tolerance = %s
+    ), delivery AS (
+        INSERT INTO {triggers} (remote_ip, headers, body, valid, processed, exception, traceback,
+            djstripe_version, created, updated, stripe_trigger_account_id, webhook_endpoint_id)
+        SELECT %s::inet, %s::jsonb, %s, true, false, '', '', %s, %s::timestamptz, %s::timestamptz,
+            djstripe_owner_account_id, id
+        FROM endpoint
+        RETURNING id
+    )
+    INSERT INTO {table} ({columns})
+    SELECT %s, %s, %s, %s, %s, %s::timestamptz, %s, 0, 1, '', delivery.id, %s::timestamptz FROM delivery
+    {upsert}
+    RETURNING id, trigger_id, (SELECT id FROM delivery)"""
+
+
+@functools.cache
+def _delivery_record_sql() -> str:
+    inbox = StripeEvent._meta.db_table
+    return _DELIVERY_RECORD.format(
+        endpoints=WebhookEndpoint._meta.db_table,
+        triggers=WebhookEventTrigger._meta.db_table,
+        table=inbox,
+        columns=_INBOX_COLUMNS,
+        upsert=_INBOX_UPSERT.format(table=inbox),
+    )
+
+
+def _inbox_values(event: dict[str, Any], now: datetime) -> list[Any]:
+    """The inbox row's values for the placeholders of _INBOX_COLUMNS (trigger_id excepted)."""
+    created = event.get("created")
+    object_id, customer_id = stripe_event_refs(event)
     ops = connection.ops
-    status = StripeEvent.Status
     stripe_created = datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int) else None
-    with connection.cursor() as cursor:
-        # In the SET clause, columns name the row as it was (PostgreSQL and SQLite alike).
-        cursor.execute(
-            f"""INSERT INTO {table} (stripe_event_id, type, object_id, stripe_customer_id, livemode,
-                    stripe_created, status, attempts, deliveries, last_error, trigger_id, received_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, 0, 1, '', %s, %s)
-                ON CONFLICT (stripe_event_id) DO UPDATE SET
-                    deliveries = {table}.deliveries + 1,
-                    trigger_id = CASE WHEN {table}.status IN (%s, %s)
-                                 THEN excluded.trigger_id ELSE {table}.trigger_id END,
-                    status = CASE WHEN {table}.status IN (%s, %s) THEN %s ELSE {table}.status END
-                RETURNING id, trigger_id""",  # noqa: S608 - the model's table name
-            [
-                body["id"],
-                str(body.get("type", ""))[:128],
-                object_id,
-                customer_id,
-                bool(body.get("livemode")),
-                ops.adapt_datetimefield_value(stripe_created),
-                status.PENDING,
-                trigger.pk,
-                ops.adapt_datetimefield_value(timezone.now()),
-                status.FAILED,
-                status.DEAD,
-                status.FAILED,
-                status.DEAD,
-                status.PENDING,
-            ],
+    return [
+        event["id"],
+        str(event.get("type", ""))[:128],
+        object_id,
+        customer_id,
+        bool(event.get("livemode")),
+        ops.adapt_datetimefield_value(stripe_created),
+        StripeEvent.Status.PENDING,
+        ops.adapt_datetimefield_value(now),
+    ]
+
+
+def _upsert_values() -> list[str]:
+    status = StripeEvent.Status
+    return [status.FAILED, status.DEAD, status.FAILED, status.DEAD, status.PENDING]
+
+
+@sensitive_variables("secret")
+def stripe_delivery_accept(
+    *,
+    endpoint_uuid: UUID,
+    secret: str,
+    tolerance: int,
+    event: dict[str, Any],
+    body: str,
+    headers: dict[str, str],
+    remote_ip: str,
+) -> bool:
+    """A verified delivery (billing.stripe.verification) to the endpoint `endpoint_uuid`: recorded
+    as dj-stripe's delivery row and in the inbox (a second delivery of the same id only counts
+    itself, and makes a failed or dead event pending again), its processing queued once recorded.
+    Never calls Stripe.
+
+    False, recording nothing, when the endpoint no longer has `secret` and `tolerance` (changed or
+    deleted since the caller read them): the caller verified against what is no longer the endpoint.
+    """
+    if connection.vendor != "postgresql":
+        return _delivery_accept_orm(
+            endpoint_uuid=endpoint_uuid,
+            secret=secret,
+            tolerance=tolerance,
+            event=event,
+            body=body,
+            headers=headers,
+            remote_ip=remote_ip,
         )
-        row_pk, row_trigger = cursor.fetchone()
-    # This delivery's trigger is on the row when the event is new or due to be tried again.
-    if row_trigger == trigger.pk:
-        _enqueue(row_pk)
+    now = timezone.now()
+    fields = {field.name: field for field in WebhookEventTrigger._meta.concrete_fields}
+    delivery = [
+        fields[name].get_db_prep_save(value, connection)
+        for name, value in (
+            ("remote_ip", remote_ip),
+            ("headers", headers),
+            ("body", body),
+            ("djstripe_version", fields["djstripe_version"].get_default()),
+            ("created", now),
+            ("updated", now),
+        )
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _delivery_record_sql(),
+            [endpoint_uuid, secret, tolerance, *delivery, *_inbox_values(event, now), *_upsert_values()],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    row_pk, row_trigger, delivery_pk = row
+    # This delivery is on the row when the event is new or due to be tried again.
+    if row_trigger == delivery_pk:
+        _enqueue_received(row_pk)
+    return True
+
+
+@sensitive_variables("secret")
+def _delivery_accept_orm(
+    *,
+    endpoint_uuid: UUID,
+    secret: str,
+    tolerance: int,
+    event: dict[str, Any],
+    body: str,
+    headers: dict[str, str],
+    remote_ip: str,
+) -> bool:
+    """stripe_delivery_accept on SQLite (`make run`), which has no INSERT in a WITH clause: the same
+    rows in one transaction."""
+    with transaction.atomic():
+        endpoint = (
+            WebhookEndpoint.objects.select_for_update()
+            .filter(djstripe_uuid=endpoint_uuid, secret=secret, djstripe_tolerance=tolerance)
+            .first()
+        )
+        if endpoint is None:
+            return False
+        trigger = WebhookEventTrigger.objects.create(
+            headers=headers,
+            body=body,
+            remote_ip=remote_ip,
+            webhook_endpoint=endpoint,
+            stripe_trigger_account_id=endpoint.djstripe_owner_account_id,
+            valid=True,
+        )
+        inbox = StripeEvent._meta.db_table
+        values = _inbox_values(event, timezone.now())
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {inbox} ({_INBOX_COLUMNS})"  # noqa: S608 - the model's table name
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s, 0, 1, '', %s, %s)"
+                + _INBOX_UPSERT.format(table=inbox)
+                + " RETURNING id, trigger_id",
+                [*values[:-1], trigger.pk, values[-1], *_upsert_values()],
+            )
+            row_pk, row_trigger = cursor.fetchone()
+        if row_trigger == trigger.pk:
+            _enqueue_received(row_pk)
+    return True
 
 
 def _enqueue(stripe_event_pk: int) -> None:
     transaction.on_commit(lambda: _publish(stripe_event_pk))
+
+
+def _enqueue_received(stripe_event_pk: int) -> None:
+    """Queue a just-received event once its row is committed (at once in autocommit): through the
+    process's publisher, which sends what arrived meanwhile as one message, off the request (a
+    Celery publish costs more CPU than the rest of the intake). Should the process die first, the
+    sweep queues the row. Eager Celery (tests, scripts) runs it in place, as _enqueue does."""
+    if current_app.conf.task_always_eager:
+        _enqueue(stripe_event_pk)
+    else:
+        transaction.on_commit(lambda: publisher.stripe_event_publish_soon(stripe_event_pk))
 
 
 # The processing task, named rather than imported: the task module imports these services.
@@ -165,14 +303,8 @@ def stripe_event_process(*, stripe_event_pk: int) -> StripeEvent:
         if trigger is None:
             raise StripeEventFailed("the delivery behind this event was deleted")
         # Domain events recorded while processing are attributed to this Stripe event.
-        with actor_bound(Actor.stripe(row.stripe_event_id)), transaction.atomic():
-            event = Event.process(trigger.json_body, api_key=settings.STRIPE_SECRET_KEY)
-            WebhookEventTrigger.objects.filter(pk=trigger.pk).update(
-                event=event, processed=True, exception="", traceback=""
-            )
-            StripeEvent.objects.filter(pk=row.pk).update(
-                status=StripeEvent.Status.DONE, processed_at=timezone.now(), last_error=""
-            )
+        with actor_bound(Actor.stripe(row.stripe_event_id)):
+            _process(row=row, trigger=trigger)
     except Exception as exc:
         logger.warning("Stripe event %s %s failed: %s", row.type, row.stripe_event_id, exc)
         error = f"{type(exc).__name__}: {exc}"
@@ -187,6 +319,43 @@ def stripe_event_process(*, stripe_event_pk: int) -> StripeEvent:
         raise StripeEventFailed(error) from exc
     row.refresh_from_db()
     return row
+
+
+def _process(*, row: StripeEvent, trigger: WebhookEventTrigger) -> None:
+    data = trigger.json_body
+    event = Event.objects.filter(id=data["id"]).first()
+    if event is None:
+        # Outside any transaction: everything that calls Stripe.
+        event = _stripe_read(data)
+        fetched = [
+            (handler, handler.fetch(event) if handler.fetch else None)
+            for handler in stripe_event_handlers(event.type)
+        ]
+    else:
+        fetched = []  # processed already (its Event row commits with our handlers' writes)
+    with transaction.atomic():
+        if event.pk is None:
+            # Unique Stripe id: had another run committed this event meanwhile, this fails and the
+            # retry finds it done.
+            event.save()
+            for handler, answer in fetched:
+                handler.run(event, answer)
+        WebhookEventTrigger.objects.filter(pk=trigger.pk).update(
+            event=event, processed=True, exception="", traceback=""
+        )
+        StripeEvent.objects.filter(pk=row.pk).update(
+            status=StripeEvent.Status.DONE, processed_at=timezone.now(), last_error=""
+        )
+
+
+def _stripe_read(data: dict[str, Any]) -> Event:
+    """dj-stripe's processing minus its enclosing transaction: the Event, unsaved, and dj-stripe's
+    receivers, which re-read the event's object from Stripe and refresh the mirror (each mirror
+    write commits on its own: the mirror is a copy of Stripe's state, right whenever it is written).
+    Must not run in a transaction: a slow Stripe would hold it open for the gateway's whole timeout."""
+    event: Event = Event._create_from_stripe_object(data, api_key=settings.STRIPE_SECRET_KEY, save=False)
+    event.invoke_webhook_handlers()
+    return event
 
 
 def stripe_event_give_up(*, stripe_event_pk: int) -> None:

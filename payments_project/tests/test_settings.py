@@ -130,3 +130,15 @@ def test_with_redis_the_snapshot_drops_redis_missed_are_retried_every_two_second
         "options": {"expire_seconds": 10},
     }
     assert json.loads(embedded.stdout) is None  # the local-memory cache holds no snapshots
+
+
+def test_the_totp_issuer_is_the_default_when_unset_or_empty_and_the_value_when_set() -> None:
+    read = "import django; from django.conf import settings as s; django.setup(); print(s.OTP_TOTP_ISSUER)"
+    # given the variable unset, empty as .env.example leaves it, or set
+    answers = [_run(env, "-c", read) for env in ({}, {"OTP_TOTP_ISSUER": ""}, {"OTP_TOTP_ISSUER": "Acme"})]
+    # then the first two are the default and the third is the value
+    assert [(a.returncode, a.stdout.strip()) for a in answers] == [
+        (0, "Payments back-office"),
+        (0, "Payments back-office"),
+        (0, "Acme"),
+    ]

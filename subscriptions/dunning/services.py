@@ -49,7 +49,7 @@ from subscriptions.dunning.selectors import (
 )
 from subscriptions.models import Subscription, SubscriptionHistory
 from subscriptions.services import _lock, _send, _transition_locked
-from subscriptions.transitions import ENDED
+from subscriptions.transitions import ENDED, RENEWAL_UNPAID
 
 logger = logging.getLogger(__name__)
 Stage = DunningCase.Stage
@@ -760,11 +760,7 @@ def _recover_locked(case: DunningCase, *, reason: str, staff_user: Any = None) -
     case.save(update_fields=["recovered_amount", "updated_at"])
     _stage_locked(case, Stage.RECOVERED, reason=reason, staff_user=staff_user)
     sub = _lock(case.subscription)
-    if sub.status in (
-        Subscription.Status.PAST_DUE,
-        Subscription.Status.SUSPENDED,
-        Subscription.Status.UNPAID,
-    ):
+    if sub.status in RENEWAL_UNPAID:
         _send(
             sub,
             _transition_locked(

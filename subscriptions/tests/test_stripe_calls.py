@@ -11,13 +11,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import requests
 import stripe
 from django.db import connection, transaction
+from django.test import Client
 from django.utils import timezone
 
 from billing.catalog.tests.factories import (
@@ -28,9 +27,11 @@ from billing.catalog.tests.factories import (
     ZoneCountryFactory,
     ZonePriceFactory,
 )
-from billing.models import Plan, StripePrice
+from billing.models import Plan, StripeEvent, StripePrice
 from billing.stripe import gateway as stripe_gateway
-from devtools.testing import StandinServer
+from billing.stripe import services as stripe_services
+from billing.stripe.tests.events import deliver, event
+from devtools.testing import StandinServer, StripeProxy
 from payments_project.accounts.tests.factories import UserFactory
 from payments_project.errors import DomainError
 from subscriptions import services
@@ -41,71 +42,6 @@ from subscriptions.tests.factories import PERIOD_START, SubscriptionFactory
 CallStatus = SubscriptionStripeCall.Status
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    idempotency_key: str | None
-    replayed: str | None = None  # the stand-in's Idempotent-Replayed header; None when hung
-
-
-class StripeProxy(ThreadingHTTPServer):
-    """Forwards to the stand-in and records each request; while `hang` is set, writes are
-    accepted and never answered (the connection stays open until `stop`)."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.upstream = upstream
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self.seen: list[Seen] = []
-        self.hang = threading.Event()
-        self.hung = threading.Semaphore(0)  # released once per write that is being held
-        self._released = threading.Event()
-
-    def writes(self, path: str) -> list[Seen]:
-        return [s for s in self.seen if s.method != "GET" and s.path == path]
-
-    def stop(self) -> None:
-        self._released.set()
-        self.shutdown()
-        self.server_close()
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    server: StripeProxy
-
-    def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        seen = Seen(self.command, self.path, self.headers.get("Idempotency-Key"))
-        self.server.seen.append(seen)
-        if self.command != "GET" and self.server.hang.is_set():
-            self.server.hung.release()
-            self.server._released.wait(timeout=60)
-            self.close_connection = True
-            return
-        drop = {"host", "content-length", "connection", "accept-encoding"}
-        answer = requests.request(
-            self.command,
-            self.server.upstream + self.path,
-            headers={k: v for k, v in self.headers.items() if k.lower() not in drop},
-            data=body,
-            timeout=10,
-        )
-        seen.replayed = answer.headers.get("Idempotent-Replayed", "false")
-        self.send_response(answer.status_code)
-        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
-        self.send_header("Content-Length", str(len(answer.content)))
-        self.end_headers()
-        self.wfile.write(answer.content)
-
-    do_GET = do_POST = do_DELETE = _forward
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def proxy(stripe_standin: StandinServer, settings: Any) -> Iterator[StripeProxy]:
     server = StripeProxy(stripe_standin.url)
@@ -113,9 +49,12 @@ def proxy(stripe_standin: StandinServer, settings: Any) -> Iterator[StripeProxy]
     settings.STRIPE_API_BASE = server.url
     settings.STRIPE_MAX_NETWORK_RETRIES = 1
     stripe_gateway.client.cache_clear()
+    stripe_gateway.configure_sdk_globals()  # dj-stripe's calls (Stripe event processing) too
     yield server
     server.stop()
+    settings.STRIPE_API_BASE = stripe_standin.url
     stripe_gateway.client.cache_clear()
+    stripe_gateway.configure_sdk_globals()
 
 
 def _remote_subscription(client: stripe.StripeClient) -> str:
@@ -427,3 +366,51 @@ def test_the_sweep_gives_up_before_stripe_forgets_the_key(proxy: StripeProxy) ->
     call.refresh_from_db()
     assert (call.status, call.error) == (CallStatus.FAILED, "given up: Stripe never confirmed it")
     assert proxy.seen == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stripe_event_waiting_on_a_hanging_stripe_holds_no_transaction_and_no_row_lock(
+    subscription: Subscription, proxy: StripeProxy, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given Stripe's customer.subscription.updated in the inbox, not yet processed
+    remote = stripe_gateway.client().v1.subscriptions.update(
+        subscription.stripe_subscription_id, {"cancel_at_period_end": True}
+    )
+    monkeypatch.setattr(stripe_services, "_publish", lambda pk: None)
+    assert deliver(Client(), event("customer.subscription.updated", remote)).status_code == 200
+    row = StripeEvent.objects.get()
+
+    # and a Stripe that never answers dj-stripe's re-read of the subscription
+    settings.STRIPE_TIMEOUT_SECONDS = 1.0
+    stripe_gateway.configure_sdk_globals()
+    proxy.hang_reads_under = f"/v1/subscriptions/{subscription.stripe_subscription_id}"
+    outcome: list[BaseException | StripeEvent] = []
+
+    def process() -> None:
+        try:
+            outcome.append(stripe_services.stripe_event_process(stripe_event_pk=row.pk))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    # when a worker processes it, for the timeout and the SDK's retry
+    worker = threading.Thread(target=process)
+    worker.start()
+    try:
+        for _ in range(2):
+            assert proxy.hung.acquire(timeout=20), "the read never reached Stripe"
+            # then meanwhile no transaction is open and the subscription row locks at once
+            assert _other_idle_transactions() == 0
+            with transaction.atomic():
+                locked = Subscription.objects.select_for_update(nowait=True).get(pk=subscription.pk)
+                assert locked.pk == subscription.pk
+    finally:
+        worker.join(timeout=30)
+    assert isinstance(outcome[0], stripe_services.StripeEventFailed)
+    assert not Subscription.objects.get(pk=subscription.pk).cancel_at_period_end
+
+    # when Stripe answers again and the retry runs, the change is applied
+    proxy.hang_reads_under = None
+    assert stripe_services.stripe_event_process(stripe_event_pk=row.pk).status == "done"
+    assert Subscription.objects.get(pk=subscription.pk).cancel_at_period_end

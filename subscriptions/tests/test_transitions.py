@@ -7,7 +7,7 @@ import pytest
 from subscriptions.models import LIVE_STATUSES, Subscription, SubscriptionHistory
 from subscriptions.services import IllegalTransition, subscription_transition
 from subscriptions.tests.factories import SubscriptionFactory
-from subscriptions.transitions import ALLOWED, BLOCKS_NEW_CHECKOUT
+from subscriptions.transitions import ACCESS_SUSPENDED, ALLOWED, BLOCKS_NEW_CHECKOUT, RENEWAL_UNPAID
 
 S = Subscription.Status
 ALL = list(S.values)
@@ -126,3 +126,9 @@ def test_cancelling_stamps_cancelled_at() -> None:
 
 def test_the_statuses_the_database_allows_once_per_user_are_those_that_block_a_new_checkout() -> None:
     assert frozenset(LIVE_STATUSES) == BLOCKS_NEW_CHECKOUT
+
+
+def test_an_unpaid_renewal_is_past_due_unpaid_or_suspended_and_keeps_its_access_suspended() -> None:
+    # a paused subscription is not one whose renewal failed: it is left out
+    assert frozenset({S.PAST_DUE, S.UNPAID, S.SUSPENDED}) == RENEWAL_UNPAID
+    assert RENEWAL_UNPAID < ACCESS_SUSPENDED

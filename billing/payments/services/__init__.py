@@ -13,11 +13,13 @@ from billing.payments.services.payments import (
     plan_price_check,
 )
 from billing.payments.services.refunds import (
+    ChargeRefunds,
     RefundPending,
     RefundRefused,
+    charge_refunds_fetch,
+    refund_charge_refunds_fetch,
     refund_create,
     refund_submit,
-    refund_sync,
     refunds_resubmit,
     refunds_sync_for_charge,
 )
@@ -25,8 +27,10 @@ from billing.payments.services.subscription_charges import payment_attach_charge
 
 __all__ = [
     "FINAL",
+    "ChargeRefunds",
     "RefundPending",
     "RefundRefused",
+    "charge_refunds_fetch",
     "customer_ensure",
     "money_validate",
     "payment_apply_intent_status",
@@ -37,9 +41,9 @@ __all__ = [
     "payment_status_set",
     "payment_sync_from_intent",
     "plan_price_check",
+    "refund_charge_refunds_fetch",
     "refund_create",
     "refund_submit",
-    "refund_sync",
     "refunds_resubmit",
     "refunds_sync_for_charge",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -195,25 +196,61 @@ def refunds_resubmit() -> int:
     return done
 
 
-def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
-    """Make our refund rows match Stripe's refunds of a charge (charge.refunded, refund.updated).
+@dataclass(frozen=True)
+class ChargeRefunds:
+    """Stripe's refunds of one of our payments' charges, as read from Stripe (outside any transaction)."""
 
-    Re-reads the refunds from Stripe, so a late or reordered event still lands on the current
-    state. Refunds made outside this app get a row without a staff user.
-    """
+    charge: Mapping[str, Any]  # the charge's "id" and "payment_intent"
+    refunds: list[Any]
+
+
+def _charge_payment(charge: Mapping[str, Any]) -> Payment | None:
     intent_id = charge.get("payment_intent")
     payment = Payment.objects.filter(stripe_payment_intent_id=intent_id).first() if intent_id else None
     if payment is None and charge.get("id"):
         payment = Payment.objects.filter(stripe_charge_id=charge["id"]).first()
-    if payment is None:
-        return []
+    return payment
+
+
+def charge_refunds_fetch(*, charge: Mapping[str, Any]) -> ChargeRefunds | None:
+    """Stripe's current refunds of a charge (charge.refunded): None for a charge not ours.
+
+    Calls Stripe: run it outside any transaction, then hand the answer to `refunds_sync_for_charge`.
+    """
+    if _charge_payment(charge) is None:
+        return None
     remote = stripe_gateway.call(
         stripe_gateway.client().v1.refunds.list, {"charge": charge["id"], "limit": 100}
     )
+    return ChargeRefunds(charge=charge, refunds=list(remote.data))
+
+
+def refund_charge_refunds_fetch(*, refund: Mapping[str, Any]) -> ChargeRefunds | None:
+    """refund.created / refund.updated: every refund of that refund's charge, read from Stripe."""
+    charge_id = refund.get("charge")
+    if not charge_id:
+        return None
+    charge = stripe_gateway.call(stripe_gateway.client().v1.charges.retrieve, charge_id)
+    return charge_refunds_fetch(charge={"id": charge.id, "payment_intent": charge.payment_intent})
+
+
+def refunds_sync_for_charge(*, charge_refunds: ChargeRefunds | None) -> list[Refund]:
+    """Make our refund rows match Stripe's refunds of a charge (charge.refunded, refund.updated).
+
+    Applies what `charge_refunds_fetch` re-read from Stripe, so a late or reordered event still lands
+    on the current state; never calls Stripe itself. Refunds made outside this app get a row without
+    a staff user.
+    """
+    if charge_refunds is None:
+        return []
+    charge = charge_refunds.charge
+    payment = _charge_payment(charge)
+    if payment is None:
+        return []
     rows = []
     with transaction.atomic():
         Payment.objects.select_for_update().filter(pk=payment.pk).first()
-        for item in remote.data:
+        for item in charge_refunds.refunds:
             status = _STATUS.get(str(item.status), Refund.Status.PENDING)
             remote_reason = getattr(item, "reason", None)
             reason = (
@@ -251,12 +288,3 @@ def refunds_sync_for_charge(*, charge: Mapping[str, Any]) -> list[Refund]:
                 payment_refunded.send(sender=Refund, payment=payment, refund=row, revoke_entitlements=False)
         _recount(payment.pk)
     return rows
-
-
-def refund_sync(*, refund: Mapping[str, Any]) -> list[Refund]:
-    """refund.created / refund.updated: sync every refund of that refund's charge."""
-    charge_id = refund.get("charge")
-    if not charge_id:
-        return []
-    charge = stripe_gateway.call(stripe_gateway.client().v1.charges.retrieve, charge_id)
-    return refunds_sync_for_charge(charge={"id": charge.id, "payment_intent": charge.payment_intent})
