@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from billing.models import Plan
 from payments_project.accounts.selectors import can_act_for_any_user, can_read_any_user
 from payments_project.api import subject_user_for_read
+from payments_project.ids import int_id
 from subscriptions import services
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_list
@@ -74,7 +75,8 @@ class SubscriptionViewSet(viewsets.GenericViewSet):
     def _subscription(self, *, write: bool = True) -> Subscription:
         pk = self.kwargs["pk"]
         rows = self._writable() if write else self.get_queryset()
-        subscription = rows.filter(pk=pk).first() if str(pk).isdigit() else None
+        subscription_id = int_id(pk)
+        subscription = rows.filter(pk=subscription_id).first() if subscription_id else None
         if subscription is None:
             raise NotFound("No such subscription.")
         return subscription

@@ -9,6 +9,7 @@ from typing import Any
 from payments_project.events.envelope import rfc3339
 from payments_project.events.registry import amount, boolean, currency, event_type, integer, string, timestamp
 from payments_project.events.services import Actor, event_record
+from payments_project.ids import int_id
 from subscriptions.models import Family, Subscription, SubscriptionHistory
 
 Status = Subscription.Status
@@ -223,7 +224,7 @@ def checkout_payload(session: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "session_id": str(session["id"])[:255],
         "mode": str(session.get("mode") or "payment"),
-        "user_id": int(user_id) if user_id.isdigit() and int(user_id) > 0 else None,
+        "user_id": int_id(user_id),
         "plan": str(metadata["plan_code"])[:64] if metadata.get("plan_code") else None,
         "pricing_zone": str(metadata["pricing_zone"])[:64] if metadata.get("pricing_zone") else None,
         "amount_total": session.get("amount_total"),

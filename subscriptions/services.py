@@ -29,6 +29,7 @@ from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound, constraint_name
+from payments_project.ids import int_id
 from subscriptions import events, signals
 from subscriptions.dunning.models import OPEN_STAGES as DUNNING_OPEN_STAGES
 from subscriptions.dunning.models import DunningCase
@@ -182,19 +183,20 @@ def _new_row_fields(metadata: Mapping[str, Any], price: Mapping[str, Any] | None
     """Who and what a subscription we have never seen is for, from our own metadata."""
     user = None
     user_id = str(metadata.get("user_id") or "")
-    if user_id.isdigit():
-        user = get_user_model().objects.filter(pk=int(user_id)).first()
+    user_pk = int_id(user_id)
+    if user_pk is not None:
+        user = get_user_model().objects.filter(pk=user_pk).first()
     if user is None:
         raise NotFound(f"No user {user_id or '(missing)'} for this subscription.", code="unknown_user")
     plan = _plan_from(metadata, price)
     if plan is None:
         raise NotFound("No plan matches this subscription.", code="unknown_plan")
-    family_id = str(metadata.get("family_id") or "")
+    family_pk = int_id(metadata.get("family_id") or "")
     zone_code = metadata.get("pricing_zone") or ""
     return {
         "user": user,
         "plan": plan,
-        "family": Family.objects.filter(pk=int(family_id)).first() if family_id.isdigit() else None,
+        "family": Family.objects.filter(pk=family_pk).first() if family_pk is not None else None,
         "pricing_zone": PricingZone.objects.filter(code=zone_code).first() if zone_code else None,
     }
 

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from payments_project.accounts.links import customer_link
 from payments_project.errors import DomainError
+from payments_project.ids import int_id
 from usage.models import UsageAdjustment, UsageCounter, UsageRecord, UsageReservation, UsageThreshold
 from usage.services import MAX_QUANTITY, usage_adjustment_create
 
@@ -125,9 +126,10 @@ class AdjustmentForm(forms.ModelForm):
         # Say which counter is corrected (whose, which feature and period, where it stands): a
         # bare counter id tells staff nothing.
         raw = str(self.data.get("counter_id") or self.initial.get("counter_id") or "")
+        counter_id = int_id(raw)
         counter = (
-            UsageCounter.objects.select_related("user", "family").filter(pk=int(raw)).first()
-            if raw.isdigit() and len(raw) < 19
+            UsageCounter.objects.select_related("user", "family").filter(pk=counter_id).first()
+            if counter_id
             else None
         )
         if counter is not None:

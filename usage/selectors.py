@@ -74,7 +74,7 @@ def _aware(value: Any) -> datetime | None:
     return None if parsed is None else parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # bounded: batches name any mix of users and codes
 def _quotas_sql(users: int, codes: int) -> str:
     """The live metered entitlements of some users and feature codes: their own (for_user = the
     holder) UNION ALL their family's (for_user = each member asked about), each with the feature's
@@ -82,7 +82,7 @@ def _quotas_sql(users: int, codes: int) -> str:
 
     Hand-written rather than built by the ORM: it runs on every usage event, and compiling the
     ORM's version cost more than running it. Only the placeholders' counts vary, so each shape is
-    built once.
+    built once (the last few hundred shapes kept).
     """
     e, f, p = Entitlement._meta.db_table, Feature._meta.db_table, Plan._meta.db_table
     s, pf, m = Subscription._meta.db_table, PlanFeature._meta.db_table, FamilyMember._meta.db_table

@@ -26,6 +26,7 @@ from payments_project.api import (
     subject_user,
     subject_user_for_read,
 )
+from payments_project.ids import int_id
 from payments_project.security import INT64_MAX
 
 
@@ -223,8 +224,9 @@ class PaymentViewSet(viewsets.GenericViewSet):
     def set_status(self, request: Request, pk: str) -> Response:
         data = PaymentStatusInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        if not str(pk).isdigit():
+        payment_id = int_id(pk)
+        if payment_id is None:
             raise exceptions.NotFound("No such payment.")
         # Finance acts on anyone's payment: looked up by id, not through the caller's own list.
-        payment = payment_status_set(payment_id=int(pk), staff_user=request.user, **data.validated_data)
+        payment = payment_status_set(payment_id=payment_id, staff_user=request.user, **data.validated_data)
         return Response(PaymentOutputSerializer(payment).data)

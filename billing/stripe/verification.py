@@ -12,6 +12,9 @@ from django.views.decorators.debug import sensitive_variables
 from payments_project.api import STRIPE_ID_MAX_LENGTH
 from payments_project.security import json_loads, nul_path
 
+# Stripe's default tolerance (stripe.Webhook.DEFAULT_TOLERANCE), in seconds.
+DEFAULT_TOLERANCE = 300
+
 
 @sensitive_variables("signature", "secret")
 def webhook_event_verified(
@@ -27,6 +30,10 @@ def webhook_event_verified(
     with DEBUG on, lets an `X-Djstripe-Webhook-Secret` header replace the secret: anyone reaching
     a development server could then forge events.
     """
+    if tolerance <= 0:
+        # Stripe's check skips the age test for a tolerance of 0 (dj-stripe allows one): any
+        # captured delivery would then replay forever. Stripe's own default applies instead.
+        tolerance = DEFAULT_TOLERANCE
     try:
         stripe.WebhookSignature.verify_header(body, signature, secret, tolerance)
     except stripe.SignatureVerificationError:
@@ -93,9 +100,14 @@ def _timestamps_in_range(value: object, key: str = "") -> bool:
 
 
 def _signed_at(signature: str) -> int:
-    """The `t=` timestamp of a Stripe-Signature header (verify_header has checked it exists)."""
+    """The `t=` timestamp of a Stripe-Signature header, read as Stripe's verify_header reads it
+    (the first item whose key is exactly `t`), so both judge the same value; verify_header has
+    already parsed it."""
     for item in signature.split(","):
-        key, _, value = item.strip().partition("=")
-        if key == "t" and value.isdigit():
-            return int(value)
+        parts = item.split("=", 2)
+        if parts[0] == "t":
+            try:
+                return int(parts[1])
+            except (IndexError, ValueError):
+                return 0
     return 0

@@ -22,6 +22,7 @@ from payments_project.backoffice.selectors import (
     customer_overview,
     customer_search_filter,
 )
+from payments_project.ids import int_id
 from subscriptions.transitions import GIVES_ACCESS
 
 
@@ -62,11 +63,12 @@ class CustomerAdmin(admin.ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         """The customer page (read-only for everyone who may view customers)."""
-        if not object_id.isdigit():
+        user_id = int_id(object_id)
+        if user_id is None:
             raise Http404("No such customer.")
         if not self.has_view_permission(request):
             raise PermissionDenied
-        overview = customer_overview(user_id=int(object_id))
+        overview = customer_overview(user_id=user_id)
         if overview is None:
             raise Http404("No such customer.")
         feature = request.GET.get("feature", "").strip()

@@ -16,6 +16,7 @@ from entitlements.models import Entitlement
 from entitlements.selectors import entitlement_check
 from payments_project.accounts.models import AuditLogEntry
 from payments_project.accounts.selectors import audit_entries_for
+from payments_project.ids import int_id
 from subscriptions.dunning.models import DunningCase
 from subscriptions.dunning.selectors import dunning_cases_for_user
 from subscriptions.families.models import Family
@@ -82,8 +83,9 @@ def customer_search_filter(query: str) -> Q | None:
     text = query.strip()
     if not text:
         return None
-    if text.isdigit():
-        return Q(pk=int(text)) if len(text) < 19 else Q(pk__in=[])
+    if text.isascii() and text.isdigit():
+        user_id = int_id(text)
+        return Q(pk=user_id) if user_id else Q(pk__in=[])
     if _STRIPE_ID.match(text):
         return Q(pk__in=_stripe_id_user_ids(text))
     if "@" in text:

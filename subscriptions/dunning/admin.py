@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from billing.money import format_money, is_currency
 from payments_project.accounts.links import customer_link
 from payments_project.errors import DomainError
+from payments_project.ids import int_id
 from subscriptions.dunning import services
 from subscriptions.dunning.models import DeclineRule, DunningAttempt, DunningCase, DunningEmail, DunningPolicy
 from subscriptions.dunning.selectors import case_timeline, dunning_timeline, next_retry_at
@@ -115,7 +116,8 @@ class DunningCaseAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         """The case page, with buttons for the list's actions that apply to this case and that
         the role may run (none for support, none once the case is closed)."""
-        case = DunningCase.objects.filter(pk=int(object_id)).first() if object_id.isdigit() else None
+        case_id = int_id(object_id)
+        case = DunningCase.objects.filter(pk=case_id).first() if case_id else None
         buttons: list[tuple[str, str]] = []
         if case is not None and case.is_open:
             allowed = self.get_actions(request)

@@ -29,7 +29,7 @@ from billing.models import Feature, Plan
 from billing.money import format_money
 from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.services import audit_record
-from payments_project.errors import DomainError
+from payments_project.errors import DomainError, ServiceUnavailable
 from subscriptions import signals
 from subscriptions.dunning import events, metrics
 from subscriptions.dunning.models import (
@@ -849,8 +849,15 @@ def dunning_invoice_end(*, case_id: int) -> str:
             uncollectible=case.policy.invoice_end == DunningPolicy.InvoiceEnd.UNCOLLECTIBLE,
             idempotency_key=f"dunning:{case.stripe_invoice_id}:end",
         )
-    except DomainError:
+    except ServiceUnavailable:
         pending.update(invoice_end_due_at=timezone.now() + STRIPE_ASK_AGAIN)
+        raise
+    except DomainError:
+        # Stripe answered and refused (the invoice is gone, or cannot be ended from its state):
+        # asking again would be refused again, every few minutes for ever. The case keeps its
+        # invoice id for staff, and the error is logged for them.
+        logger.error("invoice %s of dunning case %s cannot be ended", case.stripe_invoice_id, case_id)
+        pending.update(invoice_end_due_at=None)
         raise
     if status in INVOICE_ENDED:
         pending.update(invoice_end_due_at=None)

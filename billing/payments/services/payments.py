@@ -25,6 +25,7 @@ from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound
 from payments_project.events.services import Actor, event_record
+from payments_project.ids import int_id
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +336,8 @@ def payment_from_checkout(*, session: Mapping[str, Any]) -> Payment | None:
     metadata = session.get("metadata") or {}
     intent_id = session.get("payment_intent")
     user_id = str(metadata.get("user_id") or "")
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id.isdigit() else None
+    user_pk = int_id(user_id)
+    user = get_user_model().objects.filter(pk=user_pk).first() if user_pk else None
     if not intent_id or user is None:
         logger.warning("checkout session %s has no payment intent or known user", session.get("id"))
         return None

@@ -21,6 +21,7 @@ from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.services import audit_record
 from payments_project.errors import DomainError, NotFound
 from payments_project.events.services import Actor, event_record
+from payments_project.ids import int_id
 
 logger = logging.getLogger(__name__)
 
@@ -259,8 +260,9 @@ def refunds_sync_for_charge(*, charge_refunds: ChargeRefunds | None) -> list[Ref
                 else Refund.Reason.REQUESTED_BY_CUSTOMER
             )
             ours = str((getattr(item, "metadata", None) or {}).get("refund_id") or "")
-            if ours.isdigit() and _attach(
-                refund_id=int(ours), stripe_refund_id=item.id, status=str(item.status), payment_id=payment.pk
+            our_id = int_id(ours)
+            if our_id is not None and _attach(
+                refund_id=our_id, stripe_refund_id=item.id, status=str(item.status), payment_id=payment.pk
             ):
                 continue  # our own pending refund, whose API answer was lost or has not arrived yet
             row, created = Refund.objects.get_or_create(

@@ -16,6 +16,7 @@ from djstripe.models import Customer
 
 from billing.models import Payment
 from billing.money import is_currency
+from payments_project.ids import int_id
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _invoice_user_id(invoice: Mapping[str, Any]) -> int | None:
     details = (invoice.get("parent") or {}).get("subscription_details") or {}
     metadata = details.get("metadata") or (invoice.get("subscription_details") or {}).get("metadata") or {}
     user_id = str(metadata.get("user_id") or "")
-    return int(user_id) if user_id.isdigit() else None
+    return int_id(user_id)
 
 
 def _period_line(invoice: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -33,7 +33,7 @@ from payments_project.events.tests.conftest import make_relay, read_topic
 from payments_project.events.tests.test_catalog import EXPECTED_TYPES
 from payments_project.tests.helpers import token_client
 from subscriptions.dunning.models import DunningAttempt
-from subscriptions.dunning.services import dunning_attempt_run, dunning_invoice_failed
+from subscriptions.dunning.services import dunning_attempt_run, dunning_decline_fetch, dunning_invoice_failed
 from subscriptions.models import Subscription
 
 CATALOG = {
@@ -143,6 +143,8 @@ def test_the_real_flows_publish_every_event_type_once_per_fact_with_valid_payloa
     renewal = sdk.v1.invoices.create({"customer": remote.customer, "subscription": remote.id})
     case = dunning_invoice_failed(data={**renewal.to_dict(), "status": "open"})
     assert case is not None
+    # (the event carried no card codes: they are read from Stripe after commit, as the task does)
+    assert dunning_decline_fetch(case_id=case.pk) == "retry"
     first = case.attempts.get(number=1)
     DunningAttempt.objects.filter(pk=first.pk).update(
         status="claimed", claimed_until=timezone.now() + timedelta(minutes=5)

@@ -219,6 +219,41 @@ def test_a_void_that_keeps_failing_is_retried_by_the_sweep_under_its_key_until_s
     assert not case.attempts.filter(status__in=("scheduled", "claimed", "running")).exists()
 
 
+def test_a_void_that_stripe_refuses_for_good_is_not_asked_again_every_few_minutes(
+    failed_renewal: Callable[..., Renewal],
+    stripe_client: stripe.StripeClient,
+    stripe_standin: StandinServer,
+    settings: Any,
+) -> None:
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0  # one request per call: the log counts our asks
+    stripe_gateway.client.cache_clear()
+    with time_machine.travel(START, tick=False) as traveller:
+        renewal = failed_renewal()
+        case = renewal.deliver_failed(stripe_client)
+        assert case is not None
+        void = f"/v1/invoices/{renewal.invoice_id}/void"
+        invoice = f"/v1/invoices/{renewal.invoice_id}"
+        # given Stripe refuses the void (400) and then cannot find the invoice (404): a refusal,
+        # not an outage
+        for path, status in ((void, 400), (invoice, 404)):
+            requests.post(
+                f"{stripe_standin.url}/_dev/faults",
+                json={"path": path, "status": status, "times": 1},
+                timeout=5,
+            ).raise_for_status()
+        # when the customer cancels mid-dunning, and the sweep runs for the next half hour
+        traveller.move_to(START + timedelta(days=2))
+        subscription_cancel(subscription=renewal.subscription, actor=renewal.subscription.user)
+        for minutes in (1, 6, 12, 18, 30):
+            traveller.move_to(START + timedelta(days=2, minutes=minutes))
+            dunning_sweep()
+    # then the case stopped with no pending end, and Stripe was asked to void it once, not again
+    case.refresh_from_db()
+    assert (case.stage, case.invoice_end_due_at) == ("stopped", None)
+    voids = [entry for entry in standin_clock.requests_log() if entry[1] == void]
+    assert voids == [("POST", void, f"dunning:{renewal.invoice_id}:end")]
+
+
 def test_a_customer_cancelling_mid_dunning_stops_retries_and_voids_the_invoice(
     failed_renewal: Callable[..., Renewal], stripe_client: stripe.StripeClient
 ) -> None:
