@@ -286,10 +286,19 @@ def usage_summary(*, user_id: int, feature_code: str, at: datetime) -> UsageSumm
         return quota
     start, end = quota.period(at)
     counter = counter_get(subject=quota.subject, feature_code=feature_code, period_start=start)
+    return _summary(feature_code, quota, (start, end), counter)
+
+
+def _summary(
+    code: str, quota: Quota, period: tuple[datetime, datetime | None], counter: UsageCounter | None
+) -> UsageSummary:
+    """A feature's consumption in one period; no counter yet: nothing used. A limit that never
+    resets has no period (None), not the epoch its counter is keyed by."""
+    start, end = period
     used = counter.used if counter else 0
     reserved = counter.reserved if counter else 0
     return UsageSummary(
-        feature=feature_code,
+        feature=code,
         subject=quota.subject,
         period_start=start if end is not None else None,
         period_end=end,
@@ -376,22 +385,4 @@ def usage_summaries_for_user(*, user_id: int, at: datetime) -> list[UsageSummary
     for code, quota in quotas.items():
         wanted |= Q(subject=quota.subject, feature_code=code, period_start=periods[code][0])
     counters = {counter.feature_code: counter for counter in UsageCounter.objects.filter(wanted)}
-    out = []
-    for code in sorted(quotas):
-        quota, (start, end), counter = quotas[code], periods[code], counters.get(code)
-        used = counter.used if counter else 0
-        reserved = counter.reserved if counter else 0
-        out.append(
-            UsageSummary(
-                feature=code,
-                subject=quota.subject,
-                period_start=start if end is not None else None,
-                period_end=end,
-                limit=quota.limit,
-                used=used,
-                reserved=reserved,
-                remaining=None if quota.limit is None else max(quota.limit - used - reserved, 0),
-                policy=quota.policy,
-            )
-        )
-    return out
+    return [_summary(code, quotas[code], periods[code], counters.get(code)) for code in sorted(quotas)]

@@ -1,0 +1,1 @@
+"""English display formats of the staff console (formats.py)."""
