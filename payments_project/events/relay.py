@@ -158,6 +158,7 @@ class Relay:
         )
         logger.info("relay %s publishing to %s", self.relay_id, self.config.topic)
         try:
+            self._warm_up()
             while not stop.is_set():
                 close_old_connections()
                 self._housekeeping()
@@ -274,6 +275,16 @@ class Relay:
         else:
             self._backoff = 0.0
             self._set_state(State.PUBLISHING)
+
+    def _warm_up(self) -> None:
+        """Connect the producer before the first event commits. A producer built on demand holds
+        its first messages ~0.5 s while it connects, gets its idempotent producer id and learns the
+        topic's partitions: a stall the events committed meanwhile all wait out (the latency bench's
+        whole p99). A broker down now is handled by the loop's first publish, as any outage."""
+        try:
+            self._ensure_producer().list_topics(self.config.topic, timeout=2.0)
+        except KafkaException as exc:
+            logger.info("relay %s: broker not reachable at start: %s", self.relay_id, exc)
 
     def _back_off(self, error: str) -> None:
         self.last_error = error[:1000]

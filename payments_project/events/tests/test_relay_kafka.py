@@ -4,15 +4,25 @@ at the worst moments, two relays at once, a broker outage, and the NOTIFY wake-u
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.utils import timezone
 
 from devtools.kafka_broker import TansuBroker
 from payments_project.events.kafka import TopicMessage
@@ -21,7 +31,7 @@ from payments_project.events.relay import Outcome, Relay
 from payments_project.events.selectors import event_envelope, events_backlog
 from payments_project.events.services import ClaimedEvent, event_record
 from payments_project.events.tests.conftest import make_relay, read_topic
-from payments_project.events.tests.factories import TEST_EVENT
+from payments_project.events.tests.factories import TEST_EVENT, DomainEventFactory
 
 
 class Killed(BaseException):
@@ -270,3 +280,64 @@ def test_without_a_broker_the_relay_command_says_it_is_off(settings: Any) -> Non
     call_command("events_relay", stdout=out)
 
     assert out.getvalue() == "events relay off: KAFKA_BOOTSTRAP_SERVERS is not set\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The relay's /metrics, unlabelled samples by name; empty while it is not serving yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    return {m[1]: float(m[2]) for m in re.finditer(r"^([a-z_]+) ([0-9.e+-]+)$", text, re.M) if m}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_command_serves_its_published_count_and_the_backlog_on_its_metrics_port(
+    kafka_topic: str,
+) -> None:
+    # given an event leased to another relay (not ours to publish) and the relay command running
+    # against this test database with a metrics port
+    DomainEventFactory(claimed_by="elsewhere", lease_until=timezone.now() + timedelta(minutes=10))
+    port = _free_port()
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "KAFKA_BOOTSTRAP_SERVERS": django_settings.KAFKA_BOOTSTRAP_SERVERS,
+        "KAFKA_TOPIC": kafka_topic,
+        "EVENTS_RELAY_METRICS_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "events_relay", "--relay-id", "r-metrics"],
+        cwd=django_settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert _wait_for(lambda: _scrape(port).get("events_relays_live") == 1.0)
+        before = _scrape(port)
+
+        # when three events commit
+        _record(SPEC[:3])
+
+        # then its metrics port counts them published, and the backlog is the other relay's row
+        assert _wait_for(lambda: _scrape(port).get("events_relay_published_total") == 3.0)
+        after = _scrape(port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=20)
+
+    assert (before["events_relay_published_total"], before["events_outbox_backlog_rows"]) == (0.0, 1.0)
+    assert (after["events_relay_published_total"], after["events_outbox_backlog_rows"]) == (3.0, 1.0)
+    assert after["events_relay_publish_errors_total"] == 0.0
+    assert exit_code == 0
+    connection.close()
