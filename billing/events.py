@@ -133,6 +133,26 @@ CATALOG_ZONE_CHANGED = event_type(
 )
 
 
+CATALOG_PLAN_DELETED = event_type(
+    name="catalog.plan_deleted",
+    aggregate="plan",
+    description="A plan was deleted, with its features and list prices (its last state before).",
+    properties=CATALOG_PLAN_CHANGED.properties,
+)
+CATALOG_PRICE_DELETED = event_type(
+    name="catalog.price_deleted",
+    aggregate="plan",
+    description="A plan's list price in one currency was deleted (ordered with the plan).",
+    properties=_PRICE,
+)
+CATALOG_ZONE_DELETED = event_type(
+    name="catalog.zone_deleted",
+    aggregate="pricing_zone",
+    description="A pricing zone was deleted, with its countries and overrides (its last state before).",
+    properties=CATALOG_ZONE_CHANGED.properties,
+)
+
+
 # --- payloads ------------------------------------------------------------------------------------
 def payment_payload(payment: Payment) -> dict[str, Any]:
     return {

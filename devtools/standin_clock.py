@@ -114,16 +114,25 @@ def _cancel(subscription: Any, *, at: int) -> None:
 
 
 def _renew(subscription: Any, *, period_start: int) -> str:
-    """The next period starts: its invoice is issued and its payment attempted once."""
+    """The next period starts: its invoice is issued and its payment attempted once. Metered
+    items bill the usage of the period that ended (devtools/standin_meters.py)."""
+    ended = (subscription.start_date, period_start)
     subscription.start_date = period_start  # localstripe derives the period from it
     if subscription.status == "trialing":
         subscription.status = "active"
-    invoice = ls.Invoice(
-        customer=subscription.customer,
-        subscription=subscription.id,
-        items=list(subscription.items._list),
-        date=period_start,
-    )
+    items = list(subscription.items._list)
+    for item in items:
+        item._billing_window = ended
+    try:
+        invoice = ls.Invoice(
+            customer=subscription.customer,
+            subscription=subscription.id,
+            items=items,
+            date=period_start,
+        )
+    finally:
+        for item in items:
+            item._billing_window = None
     invoice.created = period_start
     invoice.billing_reason = "subscription_cycle"
     invoice._finalize()

@@ -14,6 +14,10 @@ As Stripe does (https://docs.stripe.com/api/billing/meter-event/create):
 - event summaries (`GET /v1/billing/meters/{id}/event_summaries`) take a customer and a
   minute-aligned [start_time, end_time), optionally grouped by `hour` or `day`.
 
+A subscription item of a metered price is billed at renewal (devtools/standin_clock.py): the
+meter's aggregated value for the subscription's customer over the period that ended, times the
+price's unit amount; the first invoice bills no usage.
+
 Where it differs (known, accepted): Stripe validates an event's meter and customer asynchronously
 (an error report webhook); the stand-in refuses an unknown event name or customer at once, with a
 400, and its summaries count an event as soon as it is accepted (Stripe's are eventually consistent).
@@ -25,7 +29,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
@@ -320,6 +324,47 @@ def _recurring_with_meter(recurring: dict | None) -> dict | None:
     return result
 
 
+# --- billing metered items ---------------------------------------------------------------------------
+# A subscription item of a metered price is billed in arrears: the renewal invoice of
+# devtools/standin_clock.py sets `_billing_window` to the period that just ended, and the item's
+# line then bills its meter's usage by the subscription's customer over that window (the meter's
+# own aggregation), at the price's unit amount. Any other invoice bills it nothing.
+_plain_calculate_amount: Any = None
+_plain_line_init: Any = None
+
+
+def metered_usage(item: Any) -> Decimal | None:
+    """What a metered item's line bills (None for a licensed item)."""
+    price = ls.store.get("price:" + item.plan.id)
+    recurring = getattr(price, "recurring", None) or {}
+    if recurring.get("usage_type") != "metered":
+        return None
+    window = getattr(item, "_billing_window", None)
+    meter = ls.store.get(f"billing.meter:{recurring.get('meter')}")
+    if window is None or meter is None or not item._subscription:
+        return Decimal(0)
+    customer = ls.Subscription._api_retrieve(item._subscription).customer
+    value = _aggregate(meter["default_aggregation"]["formula"], _events_of(meter, customer, *window))
+    return Decimal(str(value))
+
+
+def _calculate_amount_with_usage(self: Any) -> int:
+    usage = metered_usage(self)
+    if usage is None:
+        return int(_plain_calculate_amount(self))
+    return int((usage * self.plan.amount).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def _line_init_with_usage(self: Any, item: Any) -> None:
+    _plain_line_init(self, item)
+    usage = metered_usage(item) if isinstance(item, ls.SubscriptionItem) else None
+    if usage is not None:
+        self.quantity = int(usage) if usage == usage.to_integral_value() else float(usage)
+        window = getattr(item, "_billing_window", None)
+        if window is not None:  # the usage billed is the past period's
+            self.period = {"start": window[0], "end": window[1]}
+
+
 # --- routes ------------------------------------------------------------------------------------------
 
 
@@ -353,9 +398,13 @@ async def _list_event_summaries(request: web.Request) -> web.Response:
 def install(router: web.UrlDispatcher, standin: Any) -> None:
     """Add the routes and make prices take a meter; `standin` is the stripe_standin module
     (called from its _install)."""
-    global _standin, _plain_recurring
+    global _standin, _plain_recurring, _plain_calculate_amount, _plain_line_init
     _standin, _plain_recurring = standin, standin._recurring
     standin._recurring = _recurring_with_meter
+    _plain_calculate_amount = ls.SubscriptionItem._calculate_amount
+    ls.SubscriptionItem._calculate_amount = _calculate_amount_with_usage
+    _plain_line_init = ls.InvoiceLineItem.__init__
+    ls.InvoiceLineItem.__init__ = _line_init_with_usage
     router.add_post("/v1/billing/meters", _post_meter)
     router.add_get("/v1/billing/meters", _list_meters)
     router.add_get("/v1/billing/meters/{id}", _get_meter)

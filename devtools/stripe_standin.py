@@ -21,7 +21,8 @@ Where it still differs from Stripe (known, accepted for development and tests):
 - never sends checkout.session.expired on its own; no webhook retries; renewals happen only when
   its clock is advanced (devtools/standin_clock.py: `POST /_dev/clock/advance`, not Stripe's
   test-clock API);
-- one recurring price per subscription; no coupons, taxes, setup mode, Billing Portal;
+- one licensed price per subscription (plus any metered prices: devtools/standin_meters.py bills
+  them at renewal); no coupons, taxes, setup mode, Billing Portal;
 - a trialing subscription keeps its first period's end (Stripe: the trial end) and gets no
   $0 invoice; in payment mode a Checkout Session always creates a customer;
 - 3-D Secure cards are refused with 402 authentication_required instead of a challenge.
@@ -137,6 +138,8 @@ def _export(self: Any, expand: list[str] | None = None) -> dict:
     obj = _plain_export(self, expand=expand)
     if "default_tax_rates" in obj and obj["default_tax_rates"] is None:
         obj["default_tax_rates"] = []  # Stripe sends a list; dj-stripe iterates it
+    if obj.get("object") in ("subscription_item", "item") and obj.get("quantity") is None:
+        obj.pop("quantity", None)  # a metered price's item has no quantity at Stripe
     # Stripe sends "includable" fields only when expanded; localstripe must hold them to expand.
     for path in getattr(self, "_includable", ()):
         if not any(e == path or e.startswith(path + ".") for e in expand or []):
@@ -233,6 +236,7 @@ class Price(ls.StripeObject):
                 interval=recurring["interval"],
                 interval_count=recurring["interval_count"],
                 nickname=nickname,
+                usage_type=recurring["usage_type"],
                 metadata=dict(self.metadata),
             )
         schedule_webhook(ls.Event("price.created", self))
@@ -341,11 +345,87 @@ def _plan_items(items: Any) -> Any:
     return items
 
 
+def _is_metered(plan_id: str) -> bool:
+    """A price on a Billing Meter (`recurring.usage_type=metered`): billed in arrears from the
+    meter's usage, and its subscription item has no quantity."""
+    price = ls.store.get("price:" + plan_id)
+    return bool(price is not None and (price.recurring or {}).get("usage_type") == "metered")
+
+
+def _checked_items(items: Any, param: str = "items") -> list[dict]:
+    """`items[]` (prices already turned into plans) as Stripe takes them: a metered price takes no
+    quantity, and every price of one subscription bills on the same interval."""
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+        raise UserError(400, "Bad request", {"param": param})
+    for index, item in enumerate(items):
+        plan_id = item.get("plan")
+        if isinstance(plan_id, str) and _is_metered(plan_id) and item.get("quantity") is not None:
+            raise UserError(
+                400,
+                f"Quantity should not be specified where usage_type is `metered`. "
+                f"Remove quantity from `{param}[{index}]`.",
+                {"param": f"{param}[{index}][quantity]"},
+            )
+    return items
+
+
+def _same_interval(plans: list[Any]) -> None:
+    if len({(plan.interval, plan.interval_count) for plan in plans}) > 1:
+        raise UserError(
+            400,
+            "All prices on a subscription must have the same `recurring.interval` and "
+            "`recurring.interval_count`.",
+            {"param": "items"},
+        )
+
+
+def _new_item(subscription_id: str, spec: dict) -> Any:
+    metered = _is_metered(spec["plan"])
+    item = ls.SubscriptionItem(
+        subscription=subscription_id,
+        plan=spec["plan"],
+        quantity=1 if metered else spec.get("quantity") or 1,
+        metadata=spec.get("metadata"),
+    )
+    if metered:
+        item.quantity = None  # exported without one (see _export)
+    return item
+
+
+def _refresh_event(subscription: Any, event_type: str) -> None:
+    """localstripe snapshots an event's object when it is created; the items added after that
+    belong in it (the event is sent later, from the event loop)."""
+    for key, event in list(ls.store.items()):
+        if (
+            str(key).startswith("event:")
+            and event.type == event_type
+            and event.data["object"].get("id") == subscription.id
+        ):
+            event.data = {"object": subscription._export()}
+
+
 _subscription_init, _subscription_update = ls.Subscription.__init__, ls.Subscription._update
 
 
 def _subscription_init_with_prices(self: Any, items: Any = None, **kwargs: Any) -> None:
-    _subscription_init(self, items=_plan_items(items), **kwargs)
+    """Stripe's subscriptions take several prices (one licensed plan price and the metered prices
+    of its features, in our checkout); localstripe's hold one: it gets the first licensed price,
+    and the others become items of the subscription once it exists."""
+    items = _plan_items(items)
+    rest: list[dict] = []
+    if isinstance(items, list) and items:
+        items = sorted(_checked_items(items), key=lambda i: _is_metered(str(i.get("plan"))))
+        _same_interval([ls.Plan._api_retrieve(str(i.get("plan"))) for i in items])
+        items, rest = items[:1], items[1:]
+        for spec in items:
+            if _is_metered(str(spec.get("plan"))):
+                spec["quantity"] = None
+    _subscription_init(self, items=items, **kwargs)
+    for item in self.items._list:
+        if _is_metered(item.plan.id):
+            item.quantity = None
+    for spec in rest:
+        self.items._list.append(_new_item(self.id, spec))
     # localstripe leaves a trial subscription "incomplete" and never starts it; Stripe starts the
     # trial at once ("trialing", the first charge at trial_end).
     if self.trial_end is not None or self.trial_period_days is not None:
@@ -353,6 +433,66 @@ def _subscription_init_with_prices(self: Any, items: Any = None, **kwargs: Any) 
         self.trial_start = self.start_date
         if self.trial_end is None:
             self.trial_end = self.start_date + int(self.trial_period_days) * 86400
+    if rest:
+        _refresh_event(self, "customer.subscription.created")
+
+
+def _item_changes(subscription: Any, items: list[dict]) -> tuple[dict | None, set[str], list[dict]]:
+    """An update's `items[]` against a subscription's items: the change of its licensed item (kept
+    first, as localstripe expects), the ids of the items deleted, the items added. Everything is
+    checked before anything changes."""
+    current = {item.id: item for item in subscription.items._list}
+    licensed_id = subscription.items._list[0].id
+    licensed: dict | None = None
+    deleted: set[str] = set()
+    added: list[dict] = []
+    for index, spec in enumerate(items):
+        item_id = spec.get("id")
+        if item_id is not None and item_id not in current:
+            raise _no_such("subscription_item", str(item_id))
+        if ls.try_convert_to_bool(spec.get("deleted", False)) is True:
+            if item_id is None:
+                raise UserError(400, "Deleting an item needs its id.", {"param": f"items[{index}][id]"})
+            if item_id == licensed_id:
+                raise UserError(
+                    400,
+                    "The stand-in keeps a subscription's licensed item: swap its price instead.",
+                    {"param": f"items[{index}][deleted]"},
+                )
+            if spec.get("clear_usage") is not None and not _is_metered(current[item_id].plan.id):
+                raise UserError(
+                    400,
+                    "clear_usage is only for items of metered prices.",
+                    {"param": f"items[{index}][clear_usage]"},
+                )
+            deleted.add(item_id)
+        elif item_id == licensed_id:
+            licensed = {
+                "plan": spec.get("plan") or current[item_id].plan.id,
+                "quantity": spec.get("quantity"),
+            }
+        elif item_id is not None:
+            if spec.get("plan") not in (None, current[item_id].plan.id):
+                raise UserError(
+                    400,
+                    "The stand-in does not swap a metered item's price: delete it and add the new one.",
+                    {"param": f"items[{index}][price]"},
+                )
+        else:
+            if not isinstance(spec.get("plan"), str):
+                raise UserError(400, "A new item needs a price.", {"param": f"items[{index}][price]"})
+            if not _is_metered(spec["plan"]):
+                raise UserError(
+                    400,
+                    "The stand-in holds one licensed price per subscription: swap its price instead.",
+                    {"param": f"items[{index}][price]"},
+                )
+            added.append(spec)
+    kept = [item for item in subscription.items._list if item.id not in deleted]
+    plans = [item.plan for item in kept[1:]] + [ls.Plan._api_retrieve(spec["plan"]) for spec in added]
+    plans.append(ls.Plan._api_retrieve(licensed["plan"] if licensed else kept[0].plan.id))
+    _same_interval(plans)
+    return licensed, deleted, added
 
 
 def _subscription_update_with_prices(
@@ -365,7 +505,15 @@ def _subscription_update_with_prices(
                 400, f"Invalid proration_behavior: {proration_behavior}", {"param": "proration_behavior"}
             )
         kwargs.setdefault("prorate", proration_behavior != "none")
-    _subscription_update(self, items=_plan_items(items), **kwargs)
+    items = _plan_items(items)
+    if items is None:
+        _subscription_update(self, items=None, **kwargs)
+        return
+    licensed, deleted, added = _item_changes(self, _checked_items(items))
+    others = [item for item in self.items._list[1:] if item.id not in deleted]
+    # localstripe replaces its one item on a price swap (with its proration); the others follow.
+    _subscription_update(self, items=[licensed] if licensed else None, **kwargs)
+    self.items._list = [self.items._list[0], *others, *(_new_item(self.id, spec) for spec in added)]
 
 
 ls.Subscription.__init__ = _subscription_init_with_prices
@@ -450,10 +598,11 @@ class CheckoutLineItem(ls.StripeObject):
     object = "item"
     _id_prefix = "li_"
 
-    def __init__(self, price: Price, quantity: int) -> None:
+    def __init__(self, price: Price, quantity: int | None) -> None:
         super().__init__()
         self.amount_discount = 0
-        self.amount_subtotal = self.amount_total = price.unit_amount * quantity
+        # A metered price is billed in arrears: nothing of it is due at checkout.
+        self.amount_subtotal = self.amount_total = price.unit_amount * (quantity or 0)
         self.amount_tax = 0
         self.currency = price.currency
         self.description = ls.Product._api_retrieve(price.product).name
@@ -580,10 +729,14 @@ class CheckoutSession(ls.StripeObject):
         ls.PaymentMethod._api_attach(pm.id, customer=customer.id)
         # localstripe charges invoices to the customer's default method (Stripe: the sub's).
         customer.invoice_settings["default_payment_method"] = pm.id
-        item = self.line_items._list[0]
         subscription = ls.Subscription._api_create(
             customer=customer.id,
-            items=[{"plan": item.price.id, "quantity": item.quantity}],
+            items=[
+                {"plan": item.price.id}
+                if item.quantity is None
+                else {"plan": item.price.id, "quantity": item.quantity}
+                for item in self.line_items._list
+            ],
             metadata=dict(self._subscription_metadata),
             payment_behavior="error_if_incomplete",
             trial_period_days=self._trial_period_days,
@@ -641,20 +794,36 @@ class CheckoutSession(ls.StripeObject):
         return page
 
 
-def _checkout_line_items(line_items: Any, mode: str) -> list[tuple[Price, int]]:
+def _checkout_line_items(line_items: Any, mode: str) -> list[tuple[Price, int | None]]:
+    """Stripe's rules for `line_items[]`: a price each (no price_data in the stand-in), a positive
+    quantity for a licensed price and none for a metered one, one currency, and in subscription
+    mode recurring prices of one interval (at least one of them licensed, in the stand-in)."""
     if not isinstance(line_items, list) or not line_items:
         raise UserError(400, "Missing required param: line_items.", {"param": "line_items"})
-    items = []
-    for item in line_items:
+    items: list[tuple[Price, int | None]] = []
+    for index, item in enumerate(line_items):
         price_id = item.get("price") if isinstance(item, dict) else None
-        quantity = ls.try_convert_to_int(item.get("quantity", 1)) if price_id else None
-        if not isinstance(price_id, str) or not isinstance(quantity, int) or quantity < 1:
+        if not isinstance(price_id, str):
             raise UserError(
-                400,
-                "Each line item needs a price and a positive quantity (no price_data).",
-                {"param": "line_items"},
+                400, "Each line item needs a price (no price_data).", {"param": f"line_items[{index}][price]"}
             )
-        items.append((Price._api_retrieve(price_id), quantity))
+        price = Price._api_retrieve(price_id)
+        if (price.recurring or {}).get("usage_type") == "metered":
+            if item.get("quantity") is not None:
+                raise UserError(
+                    400,
+                    "Quantity should not be specified where usage_type is `metered`. "
+                    f"Remove quantity from `line_items[{index}]`.",
+                    {"param": f"line_items[{index}][quantity]"},
+                )
+            items.append((price, None))
+            continue
+        quantity = ls.try_convert_to_int(item.get("quantity", 1))
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            raise UserError(
+                400, "Each line item needs a positive quantity.", {"param": f"line_items[{index}][quantity]"}
+            )
+        items.append((price, quantity))
     if len({price.currency for price, _ in items}) != 1:
         raise UserError(400, "All line items must share one currency.", {"param": "line_items"})
     recurring = [price for price, _ in items if price.recurring is not None]
@@ -664,13 +833,32 @@ def _checkout_line_items(line_items: Any, mode: str) -> list[tuple[Price, int]]:
             "You must be in subscription mode to use recurring prices.",
             {"param": "line_items"},
         )
-    if mode == "subscription" and (len(items) != 1 or not recurring):
-        # localstripe subscriptions hold exactly one item.
-        raise UserError(
-            400,
-            "The stand-in supports exactly one recurring price in subscription mode.",
-            {"param": "line_items"},
-        )
+    if mode == "subscription":
+        if len(recurring) != len(items):
+            raise UserError(
+                400,
+                "In subscription mode every line item must be a recurring price (the stand-in "
+                "does not add one-time prices to a first invoice).",
+                {"param": "line_items"},
+            )
+        intervals = {
+            ((p.recurring or {}).get("interval"), (p.recurring or {}).get("interval_count"))
+            for p in recurring
+        }
+        if len(intervals) != 1:
+            raise UserError(
+                400,
+                "All recurring prices of a Checkout Session must have the same interval.",
+                {"param": "line_items"},
+            )
+        if sum(1 for _, quantity in items if quantity is not None) != 1:
+            # localstripe subscriptions are built around one licensed item.
+            raise UserError(
+                400,
+                "The stand-in supports exactly one licensed price (and any metered ones) in "
+                "subscription mode.",
+                {"param": "line_items"},
+            )
     return items
 
 
@@ -838,15 +1026,30 @@ def _every(interval: str, count: int) -> str:
     return f"/{interval}" if count == 1 else f" every {count} {interval}s"
 
 
+def _per_unit(price: Any) -> str:
+    """A metered price as the buyer reads it: '€0.01 per call (API calls)', from the unit and the
+    feature name our catalog puts in its metadata (Stripe's page shows the price's own terms)."""
+    metadata = price.metadata or {}
+    unit = str(metadata.get("unit_label") or "unit")
+    unit = unit[:-1] if unit.endswith("s") and len(unit) > 1 else unit
+    name = str(metadata.get("feature_name") or "")
+    amount = format_money(price.unit_amount, price.currency.upper())
+    return f"{amount} per {unit}" + (f" ({name})" if name else "")
+
+
 def checkout_terms(session: CheckoutSession) -> str:
     """What the buyer agrees to, as Stripe's page says it: '14 days free, then €8.99/month',
-    '€8.99/month', '€89.00/year', or '€15.00' for a one-time payment."""
+    '€8.99/month', '€89.00/year', '€15.00' for a one-time payment; metered prices follow, billed
+    at each period's end: '€8.99/month, plus €0.01 per call (API calls)'."""
     item = session.line_items._list[0]
     amount = format_money(session.amount_total, session.currency.upper())
     recurring = getattr(item.price, "recurring", None)
     if session.mode != "subscription" or not recurring:
         return amount
     price = f"{amount}{_every(recurring['interval'], int(recurring.get('interval_count') or 1))}"
+    metered = [_per_unit(i.price) for i in session.line_items._list if i.quantity is None]
+    if metered:
+        price += ", plus " + " and ".join(metered)
     trial = ls.try_convert_to_int(session._trial_period_days)
     if isinstance(trial, int) and trial > 0:
         return f"{trial} day{'s' if trial > 1 else ''} free, then {price}"
@@ -855,7 +1058,7 @@ def checkout_terms(session: CheckoutSession) -> str:
 
 def _render_checkout(session: CheckoutSession, error: str | None = None, decline_code: str = "") -> str:
     e = html.escape
-    names = ", ".join(e(item.description) for item in session.line_items._list)
+    names = ", ".join(e(item.description) for item in session.line_items._list if item.quantity is not None)
     alert = ""
     if error:
         reason = DECLINE_REASONS.get(decline_code, decline_code.replace("_", " "))
@@ -892,7 +1095,7 @@ async def _return_page(request: web.Request) -> web.Response:
     if done:
         what = (
             f"<p>{e(checkout_terms(session))} for "
-            f"{e(', '.join(i.description for i in session.line_items._list))}.</p>"
+            f"{e(', '.join(i.description for i in session.line_items._list if i.quantity is not None))}.</p>"
             if isinstance(session, CheckoutSession)
             else ""
         )

@@ -23,7 +23,8 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from billing.catalog.selectors import Quote, plan_quote, stripe_price_find
-from billing.models import Plan, PricingZone, StripePrice
+from billing.catalog.services import plan_metered_prices_ensure
+from billing.models import MeteredPrice, Plan, PricingZone, StripePrice
 from billing.money import format_money
 from billing.stripe import gateway as stripe_gateway
 from payments_project.accounts.selectors import can_act_for_any_user
@@ -152,8 +153,50 @@ def _ts(value: Any) -> datetime | None:
     return None if value in (None, "") else datetime.fromtimestamp(int(value), tz=UTC)
 
 
-def _first_item(data: Mapping[str, Any]) -> Mapping[str, Any]:
+def _price_id_of(obj: Mapping[str, Any]) -> str:
+    """The price of a subscription item or invoice line, in any API version's shape."""
+    price = obj.get("price")
+    if isinstance(price, Mapping):
+        return str(price.get("id") or "")
+    if isinstance(price, str):
+        return price
+    details = (obj.get("pricing") or {}).get("price_details") or {}
+    return str(details.get("price") or _mapping(obj.get("plan")).get("id") or "")
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _metered_price_ids(objs: list[Mapping[str, Any]]) -> set[str]:
+    """Which of these items' or lines' prices are metered: Stripe says so on an expanded price
+    (`recurring.usage_type`) or plan (`usage_type`); a bare price id is looked up in our catalog."""
+    metered: set[str] = set()
+    unknown: set[str] = set()
+    for obj in objs:
+        price_id = _price_id_of(obj)
+        recurring = _mapping(_mapping(obj.get("price")).get("recurring"))
+        usage_type = recurring.get("usage_type") or _mapping(obj.get("plan")).get("usage_type")
+        if usage_type == "metered":
+            metered.add(price_id)
+        elif usage_type is None and price_id:
+            unknown.add(price_id)
+    if unknown:
+        known = MeteredPrice.objects.filter(stripe_price_id__in=unknown).values_list(
+            "stripe_price_id", flat=True
+        )
+        metered.update(price_id for price_id in known if price_id)
+    return metered
+
+
+def _licensed_item(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The item billing the plan's own price. A subscription also carries one metered item per
+    usage-priced feature (added at checkout), which never says which plan is bought."""
     items = (data.get("items") or {}).get("data") or []
+    metered = _metered_price_ids(items)
+    for item in items:
+        if _price_id_of(item) not in metered:
+            return item
     return items[0] if items else {}
 
 
@@ -343,7 +386,7 @@ def subscription_sync_from_stripe(
 ) -> Subscription:
     """Apply a Stripe Subscription object (customer.subscription.created/updated/deleted, or one
     read from Stripe by the reconcile job: cause SCHEDULE)."""
-    item = _first_item(data)
+    item = _licensed_item(data)
     metadata = data.get("metadata") or {}
     with transaction.atomic():
         sub = _lock_or_create(data["id"], lambda: _new_row_fields(metadata, item.get("price")))
@@ -405,9 +448,13 @@ def _invoice_metadata(data: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _invoice_subscription_line(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The line that bills the subscription's period (not an invoice item, not a proration)."""
+    """The line that bills the subscription's period (not an invoice item, not a proration, not
+    a metered feature's usage: that line's period is the one that ended)."""
     lines = (data.get("lines") or {}).get("data") or []
+    metered = _metered_price_ids(lines)
     for line in lines:
+        if metered and _price_id_of(line) in metered:
+            continue
         parent = line.get("parent") or {}
         details = parent.get("subscription_item_details") or {}
         is_subscription = line.get("type") == "subscription" or parent.get("type") == (
@@ -842,10 +889,43 @@ def _plan_change_check(*, subscription: Subscription, plan: Plan) -> tuple[Quote
     return quote, price
 
 
+def _plan_change_items(
+    *, remote: Mapping[str, Any], price: StripePrice, metered: list[MeteredPrice]
+) -> list[dict[str, Any]]:
+    """Stripe's `items[]` moving a subscription to another plan: the licensed item takes the new
+    plan's price (one item, so Stripe prorates it); the old plan's metered items are deleted and
+    the new plan's metered prices added, so that usage is billed at the new plan's rates from now on.
+
+    No `clear_usage`: Stripe ignores it for prices on a Billing Meter, whose usage lives on the
+    meter (our ledger, reconciled against the meter's summaries, keeps it whatever Stripe bills).
+    """
+    items = list((remote.get("items") or {}).get("data") or [])
+    licensed = _licensed_item(remote)
+    if not licensed.get("id"):
+        raise Conflict(
+            "Stripe lists no item for this subscription.", code="stripe_subscription_without_items"
+        )
+    metered_now = _metered_price_ids(items)
+    wanted = [row.stripe_price_id for row in metered if row.stripe_price_id]
+    changes: list[dict[str, Any]] = [{"id": licensed["id"], "price": price.stripe_price_id}]
+    kept: set[str] = set()
+    for item in items:
+        price_id = _price_id_of(item)
+        if item.get("id") == licensed.get("id") or price_id not in metered_now:
+            continue
+        if price_id in wanted:
+            kept.add(price_id)
+        else:
+            changes.append({"id": item["id"], "deleted": True})
+    changes.extend({"price": price_id} for price_id in wanted if price_id not in kept)
+    return changes
+
+
 def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: Any) -> Subscription:
-    """Move to `plan` at its price in the subscription's zone, prorated by Stripe."""
+    """Move to `plan` at its price in the subscription's zone, prorated by Stripe, with the new
+    plan's metered prices in place of the old plan's."""
     _check_actor(subscription, actor)
-    _plan_change_check(subscription=subscription, plan=plan)  # refused before any Stripe call
+    quote, _ = _plan_change_check(subscription=subscription, plan=plan)  # refused before any Stripe call
     in_flight = SubscriptionStripeCall.objects.filter(
         subscription=subscription, status=CallStatus.PENDING, in_flight_until__gt=timezone.now()
     )
@@ -856,8 +936,10 @@ def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: A
             "A change of this subscription is being sent to Stripe; try again shortly.",
             headers={"Retry-After": "5"},
         )
+    # Pushed (when missing) before the row is locked: creating a Stripe price is a Stripe call.
+    metered = plan_metered_prices_ensure(plan=plan, zone=subscription.pricing_zone, currency=quote.currency)
     remote = stripe_gateway.call(stripe_gateway.client().v1.subscriptions.retrieve, _stripe_id(subscription))
-    item_id = remote["items"]["data"][0]["id"]
+    remote_data = remote.to_dict()
     with transaction.atomic():
         sub = _lock(subscription)
         quote, price = _plan_change_check(subscription=sub, plan=plan)  # the row may have moved since
@@ -867,7 +949,7 @@ def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: A
             action=Action.CHANGE_PLAN,
             key=_key(sub, f"plan:{plan.code}"),
             stripe_params={
-                "items": [{"id": item_id, "price": price.stripe_price_id}],
+                "items": _plan_change_items(remote=remote_data, price=price, metered=metered),
                 "proration_behavior": "create_prorations",
                 "metadata": {"plan_code": plan.code},
             },

@@ -12,6 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from entitlements.periods import EPOCH
 from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.api import Pagination, subject_user, subject_user_for_read, subject_users
 from payments_project.errors import DomainError
@@ -130,8 +131,17 @@ class HistoryQuerySerializer(serializers.Serializer):
     user_id = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
 
 
+class _PeriodStartField(serializers.DateTimeField):
+    """A record's period start, null for a limit that never resets (its one period is keyed by
+    the epoch), as event results and the summary show it."""
+
+    def to_representation(self, value: Any) -> Any:
+        return None if value == EPOCH else super().to_representation(value)
+
+
 class RecordSerializer(serializers.ModelSerializer):
     feature = serializers.CharField(source="feature_code")
+    period_start = _PeriodStartField(read_only=True, allow_null=True)
 
     class Meta:
         model = UsageRecord

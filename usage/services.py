@@ -37,6 +37,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.metering.services import meter_report_record, meter_window
+from entitlements.periods import EPOCH
 from payments_project.accounts.services import audit_record
 from payments_project.errors import Conflict, DomainError, NotFound
 from usage import mirror
@@ -116,6 +117,12 @@ REFUSAL_MESSAGES = {
     "quota_exceeded": "The quota for this period is used up.",
     "idempotency_key_reused": "This idempotency key was used with another body.",
 }
+
+
+def _shown_start(period: tuple[datetime, datetime | None]) -> datetime | None:
+    """A period's start as answers show it: none for a limit that never resets (whose counter is
+    keyed by the epoch), as the usage summary and entitlement checks say it."""
+    return None if period[1] is None else period[0]
 
 
 def _refused(code: str, **extra: Any) -> EventResult:
@@ -392,7 +399,7 @@ def _record_pending(
                 used=used,
                 remaining=_remaining(limit, used, reserved),
                 resets_at=resets_at,
-                period_start=item.period[0],
+                period_start=_shown_start(item.period),
             )
             continue
         state[1] = used = used + quantity
@@ -405,7 +412,7 @@ def _record_pending(
             record_id=pk,
             quantity=quantity,
             over_limit=over,
-            period_start=item.period[0],
+            period_start=_shown_start(item.period),
             limit=limit,
             used=used,
             remaining=_remaining(limit, used, reserved),
@@ -495,7 +502,8 @@ def _answer_duplicates(duplicates: list[_Pending], results: list[EventResult | N
             record_id=row[0],
             quantity=row[5],
             over_limit=bool(row[6]),
-            period_start=_dt(row[7]),
+            # The first answer's period: the epoch keys only the one period of a never-resetting limit.
+            period_start=None if _dt(row[7]) == EPOCH else _dt(row[7]),
             limit=item.quota.limit,
         )
 

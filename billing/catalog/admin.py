@@ -209,10 +209,8 @@ class PlanAdmin(AuditedCatalogAdmin):
         prices: list[Price] = []
         for formset in formsets:
             if formset.model is Price:
+                # (a deleted price was announced by catalog_row_delete as it went)
                 prices += [*formset.new_objects, *(obj for obj, _fields in formset.changed_objects)]
-                for deleted in formset.deleted_objects:
-                    deleted.active = False
-                    prices.append(deleted)
         catalog_plan_changed_record(plan=form.instance, changed_prices=prices, actor=request.user)
 
     @admin.display(description="prices")

@@ -19,8 +19,11 @@ from django.utils import timezone
 from billing.catalog.selectors import plan_list, plan_quote, stripe_price_find, zone_for_country
 from billing.events import (
     CATALOG_PLAN_CHANGED,
+    CATALOG_PLAN_DELETED,
     CATALOG_PRICE_CHANGED,
+    CATALOG_PRICE_DELETED,
     CATALOG_ZONE_CHANGED,
+    CATALOG_ZONE_DELETED,
     plan_payload,
     price_payload,
     zone_payload,
@@ -354,6 +357,29 @@ def catalog_zone_changed_record(*, zone: PricingZone, actor: Any = None) -> None
         )
 
 
+def catalog_deleted_record(*, row: Plan | Price | PricingZone, actor: Any = None) -> None:
+    """Announce a plan, list price or pricing zone being deleted (catalog.*_deleted) with its last
+    state, in the deleting transaction. Before a plan's or zone's delete: their payloads read the
+    features, prices, countries and overrides that go with them."""
+    who = Actor.of_user(actor) if actor is not None else None
+    with transaction.atomic():
+        if isinstance(row, Plan):
+            event_record(
+                event_type=CATALOG_PLAN_DELETED, aggregate_id=row.code, payload=plan_payload(row), actor=who
+            )
+        elif isinstance(row, Price):
+            event_record(
+                event_type=CATALOG_PRICE_DELETED,
+                aggregate_id=row.plan.code,
+                payload=price_payload(row),
+                actor=who,
+            )
+        else:
+            event_record(
+                event_type=CATALOG_ZONE_DELETED, aggregate_id=row.code, payload=zone_payload(row), actor=who
+            )
+
+
 # --- Stripe ---------------------------------------------------------------------------------------
 
 
@@ -467,6 +493,9 @@ def metered_price_ensure(*, metered_price: MeteredPrice) -> bool:
             "plan_code": plan.code,
             "feature_code": feature.code,
             "zone_code": metered_price.zone.code,
+            # What a unit is, for pages that show the price ("€0.01 per call").
+            "feature_name": feature.name[:500],
+            "unit_label": feature.unit,
         },
     }
     # The key names the price; the digest of every parameter keeps Stripe from refusing a retry
@@ -478,6 +507,24 @@ def metered_price_ensure(*, metered_price: MeteredPrice) -> bool:
     MeteredPrice.objects.filter(pk=metered_price.pk).update(stripe_price_id=price.id, stripe_price_key=key)
     metered_price.stripe_price_id, metered_price.stripe_price_key = price.id, key
     return True
+
+
+def plan_metered_prices_ensure(*, plan: Plan, zone: PricingZone | None, currency: str) -> list[MeteredPrice]:
+    """The metered prices a subscription to `plan` in `zone` carries next to its plan price, each
+    pushed to Stripe (created, or re-created for a new amount or plan interval) so that it bills
+    in `currency` on the plan's interval, as Stripe requires of one subscription's prices. Calls
+    Stripe: never inside a transaction."""
+    if zone is None or plan.interval == Plan.Interval.ONE_TIME or zone.currency != currency:
+        return []
+    rows = list(
+        MeteredPrice.objects.select_related("plan_feature__plan", "plan_feature__feature", "zone")
+        .filter(plan_feature__plan=plan, zone=zone)
+        .exclude(plan_feature__feature__meter_event_name="")
+        .order_by("plan_feature__feature__code")
+    )
+    for row in rows:
+        metered_price_ensure(metered_price=row)
+    return rows
 
 
 def metered_prices_push(*, actor: Any = None) -> int:
@@ -579,10 +626,13 @@ def catalog_row_save(*, row: models.Model, actor: Any, created: bool, changed: I
 
 
 def catalog_row_delete(*, row: models.Model, actor: Any) -> None:
-    """Staff delete a catalog row, audited in the same transaction (the entry keeps its id)."""
+    """Staff delete a catalog row, audited (the entry keeps its id) and, for a plan, list price or
+    zone, announced (catalog.*_deleted), in the same transaction."""
     name = _catalog_name(row)
     with transaction.atomic():
         audit_record(actor=actor, action=f"{name}.delete", target=row, data={"str": str(row)[:200]})
+        if isinstance(row, Plan | Price | PricingZone):
+            catalog_deleted_record(row=row, actor=actor)  # announced with its last state, before it goes
         row.delete()
 
 

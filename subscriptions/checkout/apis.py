@@ -34,6 +34,12 @@ class CheckoutSessionInputSerializer(serializers.Serializer):
         return attrs
 
 
+class CheckoutMeteredPriceSerializer(serializers.Serializer):
+    feature = serializers.CharField()
+    unit_amount = serializers.IntegerField(help_text="Minor units of `currency` per unit used.")
+    currency = serializers.CharField()
+
+
 class CheckoutSessionOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     url = serializers.URLField()
@@ -42,6 +48,9 @@ class CheckoutSessionOutputSerializer(serializers.Serializer):
     amount = serializers.IntegerField()
     currency = serializers.CharField()
     zone = serializers.CharField(allow_null=True)
+    metered = CheckoutMeteredPriceSerializer(
+        many=True, help_text="Features billed by usage at each period's end, on top of `amount`."
+    )
 
 
 class CheckoutSessionViewSet(viewsets.ViewSet):

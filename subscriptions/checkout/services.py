@@ -14,7 +14,12 @@ from django.db import transaction
 
 from billing.catalog.models import Plan, PricingZone
 from billing.catalog.selectors import plan_list, plan_quote
-from billing.catalog.services import PushItem, customer_pricing_zone, stripe_price_ensure
+from billing.catalog.services import (
+    PushItem,
+    customer_pricing_zone,
+    plan_metered_prices_ensure,
+    stripe_price_ensure,
+)
 from billing.payments.services import customer_ensure
 from billing.stripe import gateway as stripe_gateway
 from payments_project.errors import Conflict, DomainError, NotFound
@@ -96,6 +101,9 @@ def checkout_session_create(
     if plan.interval != Plan.Interval.ONE_TIME:
         _refuse_second_subscription(user=user)
     price = stripe_price_ensure(item=PushItem(plan, quote.currency, quote.amount))
+    # Usage-priced features ride on the subscription as metered items, or Stripe would record
+    # their meter events and never invoice them.
+    metered = plan_metered_prices_ensure(plan=plan, zone=zone, currency=quote.currency)
     customer_id = customer_ensure(user=user)
     if plan.interval != Plan.Interval.ONE_TIME:
         _expire_open_subscription_sessions(customer_id=customer_id)
@@ -104,7 +112,11 @@ def checkout_session_create(
         "mode": "payment" if plan.interval == Plan.Interval.ONE_TIME else "subscription",
         "customer": customer_id,
         "client_reference_id": str(user.pk),
-        "line_items": [{"price": price.stripe_price_id, "quantity": 1}],
+        # Stripe refuses a quantity on a metered price's line item.
+        "line_items": [
+            {"price": price.stripe_price_id, "quantity": 1},
+            *({"price": row.stripe_price_id} for row in metered),
+        ],
         "success_url": success_url,
         "cancel_url": cancel_url,
         "metadata": metadata,
@@ -127,6 +139,14 @@ def checkout_session_create(
         "amount": quote.amount,
         "currency": quote.currency,
         "zone": zone.code if zone else None,
+        "metered": [
+            {
+                "feature": row.plan_feature.feature.code,
+                "unit_amount": row.unit_amount,
+                "currency": row.zone.currency,
+            }
+            for row in metered
+        ],
     }
 
 

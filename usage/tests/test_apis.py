@@ -237,3 +237,44 @@ def test_only_the_owner_or_a_service_account_closes_a_reservation(quota: Callabl
 
     assert by_other.status_code == 404
     assert (by_service.status_code, by_service.json()["status"]) == (200, "released")
+
+
+def test_a_limit_that_never_resets_has_no_period_in_results_summary_and_history(
+    quota: Callable[..., Any],
+) -> None:
+    # given a limit feature (projects) that never resets
+    from billing.catalog.tests.factories import FeatureFactory
+    from billing.models import Feature, PlanFeature
+
+    FeatureFactory(code="projects", kind=Feature.Kind.LIMIT)
+    user = quota("projects", limit=3, reset_period=PlanFeature.Reset.NEVER)
+    client = _client(user)
+    body = {"feature": "projects", "quantity": 1, "idempotency_key": "p1"}
+    # when an event is recorded, replayed, refused and sent in a batch
+    recorded = client.post("/api/v1/usage/events/", body, format="json").json()
+    replayed = client.post("/api/v1/usage/events/", body, format="json").json()
+    refused = client.post(
+        "/api/v1/usage/events/", {**body, "quantity": 5, "idempotency_key": "p2"}, format="json"
+    ).json()
+    batch = client.post(
+        "/api/v1/usage/batch/",
+        {
+            "events": [
+                {"feature": "projects", "quantity": 1, "idempotency_key": "p3"},
+                {"feature": "projects", "quantity": 9, "idempotency_key": "p4"},
+            ]
+        },
+        format="json",
+    ).json()
+    summary = client.get("/api/v1/usage/summary/?feature=projects").json()
+    history = client.get("/api/v1/usage/?feature=projects").json()
+    # then none of them names a period (no 1970-01-01), and the summary agrees
+    assert (recorded["status"], recorded["period_start"], recorded["resets_at"]) == ("recorded", None, None)
+    assert (replayed["status"], replayed["period_start"]) == ("duplicate", None)
+    assert (refused["error"]["code"], refused["error"]["resets_at"]) == ("quota_exceeded", None)
+    assert [(r["status"], r["period_start"]) for r in batch["results"]] == [
+        ("recorded", None),
+        ("refused", None),
+    ]
+    assert (summary["period_start"], summary["period_end"], summary["used"]) == (None, None, 2)
+    assert [r["period_start"] for r in history["results"]] == [None, None]

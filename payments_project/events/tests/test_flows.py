@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from billing.catalog.services import catalog_load, catalog_push_to_stripe
 from billing.catalog.tests.factories import FeatureFactory
-from billing.models import Payment
+from billing.catalog.tests.test_events import admin_delete, admin_price_delete
+from billing.models import Payment, Plan, PricingZone
 from billing.payments.services import refund_create
 from billing.stripe import gateway as stripe_gateway
 from billing.stripe.tests.events import deliver, event
@@ -40,6 +41,7 @@ CATALOG = {
     "features": [{"code": "export_pdf", "name": "PDF export"}, {"code": "family_share", "name": "Sharing"}],
     "plans": [
         {"code": "pro", "name": "Pro", "prices": {"USD": 999}, "features": [{"feature": "export_pdf"}]},
+        {"code": "basic", "name": "Basic", "prices": {"USD": 499, "EUR": 449}},
         {
             "code": "team",
             "name": "Team",
@@ -50,15 +52,19 @@ CATALOG = {
         },
     ],
     "zones": [
-        {"code": "us", "name": "United States", "currency": "USD", "countries": ["US"], "default": True}
+        {"code": "us", "name": "United States", "currency": "USD", "countries": ["US"], "default": True},
+        {"code": "eu", "name": "Europe", "currency": "EUR", "countries": ["FR"]},
     ],
 }
 
 # What the flows below must have published: (type, how many times).
 EXPECTED = {
-    "catalog.price_changed": 2,  # pro and team, each one list price
-    "catalog.plan_changed": 2,
-    "catalog.zone_changed": 1,
+    "catalog.price_changed": 4,  # pro's and team's list price, basic's two
+    "catalog.plan_changed": 4,  # pro, basic, team, then basic again when its EUR price is deleted
+    "catalog.zone_changed": 2,
+    "catalog.price_deleted": 1,  # basic's EUR price, deleted in the admin
+    "catalog.plan_deleted": 1,  # then basic, never sold
+    "catalog.zone_deleted": 1,  # eu
     "dunning.case_opened": 1,  # a renewal that failed
     "dunning.retry_finished": 1,  # its first retry paid it
     "dunning.stage_changed": 1,  # past_due -> recovered
@@ -108,6 +114,13 @@ def test_the_real_flows_publish_every_event_type_once_per_fact_with_valid_payloa
 ) -> None:
     # the catalog, loaded and pushed to Stripe as `manage.py catalog_load --push` does
     catalog_load(data=CATALOG)
+    # staff delete a price, a plan never sold and a zone in the admin (before the push: a plan
+    # with prices at Stripe cannot be deleted)
+    catalog_staff = Client()
+    catalog_staff.force_login(UserFactory(is_staff=True, is_superuser=True))
+    assert admin_price_delete(catalog_staff, plan="basic", currency="EUR").status_code == 302
+    assert admin_delete(catalog_staff, Plan.objects.get(code="basic")).status_code == 302
+    assert admin_delete(catalog_staff, PricingZone.objects.get(code="eu")).status_code == 302
     catalog_push_to_stripe()
 
     # a customer buys Team through Checkout; Stripe's events arrive signed (checkout's twice)
