@@ -66,12 +66,15 @@ def subject_of(*, user_id: int | None = None, family_id: int | None = None) -> s
 _INF = float("inf")
 
 
-def _aware(value: Any) -> datetime | None:
-    """A datetime column read by raw SQL (SQLite hands back text)."""
-    if value is None or isinstance(value, datetime):
-        return value
-    parsed = parse_datetime(str(value))
-    return None if parsed is None else parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+def aware_utc(value: Any) -> datetime | None:
+    """A datetime column read by raw SQL, aware in UTC: SQLite (`make run`) hands back naive
+    datetimes, or text, where PostgreSQL gives aware ones."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else parse_datetime(str(value))
+    if parsed is None:
+        return None
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
 @functools.lru_cache(maxsize=256)  # bounded: batches name any mix of users and codes
@@ -137,9 +140,9 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
                     kind,
                     limit,
                     reset,
-                    _aware(expires),
-                    _aware(granted),
-                    _aware(start),
+                    aware_utc(expires),
+                    aware_utc(granted),
+                    aware_utc(start),
                     *rest,
                 )
             )

@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,7 +34,6 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from billing.metering.services import meter_report_record, meter_window
 from entitlements.periods import EPOCH
@@ -49,7 +48,7 @@ from usage.models import (
     UsageRecord,
     UsageReservation,
 )
-from usage.selectors import METER_SETTLE, Quota, quotas_resolve, usage_metered_totals
+from usage.selectors import METER_SETTLE, Quota, aware_utc, quotas_resolve, usage_metered_totals
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +129,10 @@ def _refused(code: str, **extra: Any) -> EventResult:
 
 
 def _dt(value: Any) -> datetime:
-    """A datetime read back from raw SQL (SQLite returns it naive, in UTC, or as text)."""
-    if isinstance(value, datetime):
-        return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
-    parsed = parse_datetime(str(value))
+    """A datetime read back from raw SQL, aware in UTC (see usage.selectors.aware_utc)."""
+    parsed = aware_utc(value)
     assert parsed is not None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+    return parsed
 
 
 def _db_dt(value: datetime) -> Any:

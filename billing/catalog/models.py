@@ -318,6 +318,7 @@ class CustomerPricing(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "customer pricing country"
+        verbose_name_plural = "customer pricing countries"
         indexes = [
             models.Index(
                 fields=["card_mismatch"], condition=Q(card_mismatch=True), name="pricing_card_mismatch"
