@@ -59,6 +59,14 @@ class StandinServer:
         # On the server's loop, so that no request sees a half-cleared store.
         _on_server_loop(_clear_store())
 
+    def fail(self, path: str, *, status: int, times: int) -> None:
+        """Answer the next `times` requests to `path` with `status` (the `POST /_dev/faults` hook of
+        devtools.standin_clock), as a Stripe outage or refusal would."""
+        response = requests.post(
+            f"{self.url}/_dev/faults", json={"path": path, "status": status, "times": times}, timeout=5
+        )
+        response.raise_for_status()
+
     def __enter__(self) -> StandinServer:
         return self.start()
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 import stripe
 import time_machine
 from django.core import mail
@@ -195,9 +194,7 @@ def test_a_void_that_keeps_failing_is_retried_by_the_sweep_under_its_key_until_s
         assert case is not None
         void = f"/v1/invoices/{renewal.invoice_id}/void"
         # given Stripe answers the void with 500 three times (the task's own try, then two sweeps)
-        requests.post(
-            f"{stripe_standin.url}/_dev/faults", json={"path": void, "status": 500, "times": 3}, timeout=5
-        ).raise_for_status()
+        stripe_standin.fail(void, status=500, times=3)
         # when the customer cancels mid-dunning
         traveller.move_to(START + timedelta(days=2))
         subscription_cancel(subscription=renewal.subscription, actor=renewal.subscription.user)
@@ -235,12 +232,8 @@ def test_a_void_that_stripe_refuses_for_good_is_not_asked_again_every_few_minute
         invoice = f"/v1/invoices/{renewal.invoice_id}"
         # given Stripe refuses the void (400) and then cannot find the invoice (404): a refusal,
         # not an outage
-        for path, status in ((void, 400), (invoice, 404)):
-            requests.post(
-                f"{stripe_standin.url}/_dev/faults",
-                json={"path": path, "status": status, "times": 1},
-                timeout=5,
-            ).raise_for_status()
+        stripe_standin.fail(void, status=400, times=1)
+        stripe_standin.fail(invoice, status=404, times=1)
         # when the customer cancels mid-dunning, and the sweep runs for the next half hour
         traveller.move_to(START + timedelta(days=2))
         subscription_cancel(subscription=renewal.subscription, actor=renewal.subscription.user)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import requests
 import stripe
 import time_machine
 from django.core import mail
@@ -177,9 +176,7 @@ def test_no_retry_runs_while_stripe_cannot_say_why_the_renewal_failed(
         # intent (where the card's codes are)
         renewal = failed_renewal(decline_later={"decline_code": "stolen_card"})
         read = f"/v1/payment_intents/{stripe_client.v1.invoices.retrieve(renewal.invoice_id).payment_intent}"
-        requests.post(
-            f"{stripe_standin.url}/_dev/faults", json={"path": read, "status": 500, "times": 3}, timeout=5
-        ).raise_for_status()
+        stripe_standin.fail(read, status=500, times=3)
         # when the failure is delivered: the read after commit fails
         case = renewal.deliver_failed(stripe_client)
         assert case is not None
