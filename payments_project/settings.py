@@ -77,8 +77,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Answers warm token-authenticated entitlement checks here; everything else goes on.
-    "entitlements.middleware.EntitlementHotPathMiddleware",
+    # Answers warm token-authenticated requests of HOT_PATHS here; everything else goes on.
+    "payments_project.hotpath.HotPathMiddleware",
     # Takes signed Stripe webhook deliveries that verify; everything else goes on to the view.
     "billing.stripe.middleware.StripeWebhookFastPathMiddleware",
     # One Stripe time budget per request (the hot path above never calls Stripe).
@@ -93,6 +93,14 @@ MIDDLEWARE = [
     # Last, as django-axes asks: answers a locked-out login attempt.
     "axes.middleware.AxesMiddleware",
 ]
+
+# URL name -> the function that answers its warm token requests before the rest of the middleware
+# (or returns None to let the request go on): payments_project.hotpath.
+HOT_PATHS = {
+    "entitlement-check": "entitlements.hotpath.check_fast",
+    "entitlement-bulk-check": "entitlements.hotpath.bulk_check_fast",
+    "usage-events": "usage.hotpath.event_fast",
+}
 
 ROOT_URLCONF = "payments_project.urls"
 WSGI_APPLICATION = "payments_project.wsgi.application"
@@ -132,6 +140,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 3)
+    # Statements run through payments_project.db.prepared_cursor() are prepared on their first run
+    # in a connection, and planned once (a generic plan) rather than again on each run; Django's own
+    # (client-binding) cursors never prepare, whatever these say.
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 0
+    DATABASES["default"]["OPTIONS"]["options"] = "-c plan_cache_mode=force_generic_plan"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (Redis when REDIS_URL is set) --------------------------------------------------------

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import DatabaseError
 
@@ -24,37 +26,68 @@ from usage.models import UsageCounter
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CounterValues:
+    """A counter's values as its writer left them (under its lock, so `seq` orders them)."""
+
+    user_id: int | None
+    family_id: int | None
+    feature: str
+    period_start: datetime
+    used: int
+    reserved: int
+    seq: int
+
+
 def counters_mirror(*, counter_ids: Sequence[int]) -> None:
-    """Copy the counters' values into the snapshots of the users who draw on them. Never raises."""
+    """Copy the counters' values, read again, into the snapshots of the users who draw on them.
+    Never raises."""
     if not counter_ids or not cache.redis_configured():
         return
     try:
-        rows = list(
-            UsageCounter.objects.filter(pk__in=list(counter_ids)).values_list(
+        counters = [
+            CounterValues(*row)
+            for row in UsageCounter.objects.filter(pk__in=list(counter_ids)).values_list(
                 "user_id", "family_id", "feature_code", "period_start", "used", "reserved", "seq"
             )
-        )
-        families = {family_id for _, family_id, *_ in rows if family_id is not None}
-        members: dict[int, list[int]] = defaultdict(list)
-        for user_id, family_id in FamilyMember.objects.filter(family_id__in=families).values_list(
-            "user_id", "family_id"
-        ):
-            members[family_id].append(user_id)
+        ]
     except DatabaseError:
         logger.warning("usage counters %s not mirrored (database)", list(counter_ids), exc_info=True)
         return
+    counters_mirror_values(counters=counters)
+
+
+def counters_mirror_values(*, counters: Sequence[CounterValues]) -> None:
+    """Copy counters' values as their writer returned them (no read again) into the snapshots of
+    the users who draw on them. Never raises."""
+    if not counters or not cache.redis_configured():
+        return
+    members: dict[int, list[int]] = defaultdict(list)
+    families = {counter.family_id for counter in counters if counter.family_id is not None}
+    if families:
+        try:
+            for user_id, family_id in FamilyMember.objects.filter(family_id__in=families).values_list(
+                "user_id", "family_id"
+            ):
+                members[family_id].append(user_id)
+        except DatabaseError:
+            logger.warning("usage counters of families %s not mirrored (database)", families, exc_info=True)
+            return
     updates: list[cache.UsageMirror] = []
-    for user_id, family_id, code, start, used, reserved, seq in rows:
-        users = members.get(family_id, []) if family_id is not None else [user_id]
+    for counter in counters:
+        if counter.family_id is not None:
+            users = members.get(counter.family_id, [])
+        else:
+            users = [counter.user_id] if counter.user_id is not None else []
         for member in users:
             updates.append(
                 cache.UsageMirror(
                     user_id=member,
-                    feature=code,
-                    period_start=start.timestamp(),
-                    used=used,
-                    reserved=reserved,
-                    seq=seq,
+                    feature=counter.feature,
+                    period_start=counter.period_start.timestamp(),
+                    used=counter.used,
+                    reserved=counter.reserved,
+                    seq=counter.seq,
                 )
             )
     if cache.usage_mirror_write(updates=updates):

@@ -19,6 +19,7 @@ from billing.metering.services import meter_window
 from billing.models import Feature, Plan, PlanFeature
 from entitlements.models import Entitlement
 from entitlements.periods import period_bounds
+from payments_project.db import prepared_cursor
 from subscriptions.models import Family, FamilyMember, Subscription
 from usage.models import UsageAdjustment, UsageCounter, UsageRecord
 
@@ -77,21 +78,24 @@ def aware_utc(value: Any) -> datetime | None:
     return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
-@functools.lru_cache(maxsize=256)  # bounded: batches name any mix of users and codes
+@functools.lru_cache(maxsize=256)  # bounded: on SQLite batches name any mix of users and codes
 def _quotas_sql(users: int, codes: int) -> str:
     """The live metered entitlements of some users and feature codes: their own (for_user = the
     holder) UNION ALL their family's (for_user = each member asked about), each with the feature's
     kind, the plan's interval and the plan feature's quota policy.
 
     Hand-written rather than built by the ORM: it runs on every usage event, and compiling the
-    ORM's version cost more than running it. Only the placeholders' counts vary, so each shape is
-    built once (the last few hundred shapes kept).
+    ORM's version cost more than running it. On PostgreSQL (users and codes 0) one text takes the
+    users and the codes as two arrays, so it is prepared once per connection
+    (payments_project.db); on SQLite each count of placeholders is a shape of its own, built once.
     """
+    if users and codes:
+        code_in, user_in = f"IN ({', '.join(['%s'] * codes)})", f"IN ({', '.join(['%s'] * users)})"
+    else:
+        code_in, user_in = "= ANY(%s)", "= ANY(%s)"
     e, f, p = Entitlement._meta.db_table, Feature._meta.db_table, Plan._meta.db_table
     s, pf, m = Subscription._meta.db_table, PlanFeature._meta.db_table, FamilyMember._meta.db_table
     kinds = ", ".join(f"'{kind}'" for kind in METERED_KINDS)
-    code_in = ", ".join(["%s"] * codes)
-    user_in = ", ".join(["%s"] * users)
     columns = (
         'e.user_id, e.family_id, f.code, f.kind, e."limit", e.reset_period, e.expires_at, e.granted_at, '
         'sub.current_period_start, p."interval", p.interval_count, pf.quota_policy, pf.overage_percent'
@@ -102,13 +106,13 @@ def _quotas_sql(users: int, codes: int) -> str:
         f"LEFT JOIN {s} sub ON sub.id = e.subscription_id "
         f"LEFT JOIN {pf} pf ON pf.plan_id = e.plan_id AND pf.feature_id = e.feature_id "
     )
-    live = f"e.status = '{Entitlement.Status.ACTIVE}' AND f.kind IN ({kinds}) AND f.code IN ({code_in})"
+    live = f"e.status = '{Entitlement.Status.ACTIVE}' AND f.kind IN ({kinds}) AND f.code {code_in}"
     return (
         f"SELECT e.user_id, {columns} FROM {e} e {joins}"  # noqa: S608 - names from the models, values as parameters
-        f"WHERE {live} AND e.user_id IN ({user_in}) "
+        f"WHERE {live} AND e.user_id {user_in} "
         f"UNION ALL SELECT m.user_id, {columns} FROM {e} e {joins}"
         f"JOIN {m} m ON m.family_id = e.family_id "
-        f"WHERE {live} AND m.user_id IN ({user_in})"
+        f"WHERE {live} AND m.user_id {user_in}"
     )
 
 
@@ -128,8 +132,12 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
     user_ids = sorted({user_id for user_id, _ in wanted})
     codes = sorted({code for _, code in wanted})
     by_user: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
-    with connection.cursor() as cursor:
-        cursor.execute(_quotas_sql(len(user_ids), len(codes)), [*codes, *user_ids, *codes, *user_ids])
+    if connection.vendor == "postgresql":
+        sql, params = _quotas_sql(0, 0), [codes, user_ids, codes, user_ids]
+    else:
+        sql, params = _quotas_sql(len(user_ids), len(codes)), [*codes, *user_ids, *codes, *user_ids]
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, params)
         for row in cursor.fetchall():
             for_user, user_id, family_id, code, kind, limit, reset, expires, granted, start, *rest = row
             by_user.setdefault((for_user, code), []).append(

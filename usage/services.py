@@ -5,17 +5,21 @@ A batch of any size is a fixed handful of statements, whatever the number of eve
 1. INSERT the records ... ON CONFLICT (user, feature, idempotency key) DO NOTHING RETURNING id, in
    one sorted key order: those not returned are duplicates, looked up in one SELECT to tell a
    replay from a reused key;
-2. INSERT the counters it touches ... ON CONFLICT DO NOTHING (a new period is just a new row);
-3. SELECT them ... ORDER BY id FOR UPDATE (one order for every writer: no deadlock);
-4. with the counters held, each new event is accepted in order while `used + reserved + n` stays
-   within the allowance; the refused ones are DELETEd (one statement);
-5. ONE conditional UPDATE adds each counter's accepted sum `WHERE used + reserved + n <= allowance`
-   RETURNING the new values (the lock makes it succeed; the condition makes it impossible to
-   overrun even if it did not);
-6. thresholds crossed are INSERTed ... ON CONFLICT DO NOTHING RETURNING, and the returned ones
+2. ONE upsert over the counters the new records draw on, in key order (one order for every
+   writer: no deadlock): a missing counter is created, and each counter takes the batch's total
+   for it where `used + reserved + total` fits the allowance (INSERT ... ON CONFLICT DO UPDATE ...
+   WHERE ... RETURNING: check and increment in one atomic statement). Every counter it names is
+   locked by it, counted or not;
+3. only for the counters whose total did not fit (a quota running out): SELECT their values
+   (already locked), accept each event in order while `used + reserved + n` stays within the
+   allowance, DELETE the refused records (one statement) and add the accepted sums in ONE
+   conditional UPDATE `WHERE used + reserved + n <= allowance` (the lock makes it succeed; the
+   condition makes an overrun impossible even if it did not);
+4. thresholds crossed are INSERTed ... ON CONFLICT DO NOTHING RETURNING, and the returned ones
    become domain events in the outbox.
 
-A single event is a batch of one. Redis is told after commit (usage.mirror): it only mirrors.
+A single event is a batch of one: two statements in its transaction while its quota lasts. Redis
+is told after commit the values the statements returned (usage.mirror): it only mirrors.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from django.utils import timezone
 from billing.metering.services import meter_report_record, meter_window
 from entitlements.periods import EPOCH
 from payments_project.accounts.services import audit_record
+from payments_project.db import prepared_cursor
 from payments_project.errors import Conflict, DomainError, NotFound
 from usage import mirror
 from usage.events import Crossing, thresholds_record
@@ -316,7 +321,7 @@ def _records_insert(pending: Sequence[_Pending], now: datetime) -> dict[tuple[in
             "SELECT u, f, s, c, q, rt, rs, op, k, fp, m, o, %s, p, false "
             f"FROM json_to_recordset(%s::json) AS t({_RECORD_SHAPE}) {returning}"
         )
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(sql, [now, rows])
             return {(user_id, code, key): pk for pk, user_id, code, key in cursor.fetchall()}
     params: list[Any] = []
@@ -348,59 +353,179 @@ def _records_insert(pending: Sequence[_Pending], now: datetime) -> dict[tuple[in
         return {(user_id, code, key): pk for pk, user_id, code, key in cursor.fetchall()}
 
 
+def _counters_upsert(
+    keys: dict[tuple[str, str, datetime], _Pending],
+    totals: dict[tuple[str, str, datetime], int],
+    now: datetime,
+) -> tuple[dict[tuple[str, str, datetime], list[int]], set[tuple[str, str, datetime]]]:
+    """ONE statement over every counter the batch touches, in key order: a missing counter is
+    created, and each counter takes its batch total `n` at once where `used + reserved + n` fits
+    its allowance (INSERT ... ON CONFLICT DO UPDATE ... WHERE: the check and the increment are
+    one atomic statement). Returns ({key: [id, used, reserved, seq]} of the counters counted,
+    the keys left to decide event by event).
+
+    Every row the statement considers is locked by it, counted or not, so the caller decides the
+    others under those locks; and every writer of several counters takes them here in one order
+    (reservations and corrections take one counter): no deadlock. A total that cannot fit even an
+    empty counter is proposed as 0 so the row is created (and locked) but never counted.
+    """
+    table = UsageCounter._meta.db_table
+    proposed: dict[tuple[str, str, datetime], int] = {}
+    rows: list[dict[str, Any]] = []
+    for key, item in keys.items():
+        total = totals.get(key, 0)
+        allowance = item.quota.allowance
+        proposed[key] = n = total if allowance is None or total <= allowance else 0
+        rows.append(
+            {
+                "s": key[0],
+                "u": item.quota.user_id if item.quota.family_id is None else None,
+                "f": item.quota.family_id,
+                "c": key[1],
+                "p": key[2],
+                "e": item.period[1],
+                "l": item.quota.limit,
+                "a": allowance,
+                "n": n,
+            }
+        )
+    columns = (
+        'subject, user_id, family_id, feature_code, period_start, period_end, "limit", allowance, used, '
+        "reserved, seq, updated_at"
+    )
+    upsert = (
+        "ON CONFLICT (subject, feature_code, period_start) DO UPDATE SET used = c.used + excluded.used, "
+        '"limit" = excluded."limit", allowance = excluded.allowance, seq = c.seq + 1, '
+        "updated_at = excluded.updated_at "
+        "WHERE excluded.used > 0 AND "
+        "(excluded.allowance IS NULL OR c.used + c.reserved + excluded.used <= excluded.allowance) "
+        "RETURNING id, subject, feature_code, period_start, used, reserved, seq"
+    )
+    if connection.vendor == "postgresql":
+        source = (
+            "SELECT s, u, f, c, p, e, l, a, n, 0, CASE WHEN n > 0 THEN 1 ELSE 0 END, %s FROM "
+            "json_to_recordset(%s::json) AS t(s text, u bigint, f bigint, c text, p timestamptz, "
+            "e timestamptz, l bigint, a bigint, n bigint) ORDER BY s, c, p"
+        )
+        params: list[Any] = [now, orjson.dumps(rows).decode()]
+    else:
+        # SQLite (`make run`): the same statement over a VALUES list ("WHERE true": SQLite's
+        # grammar needs it before an upsert clause).
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        source = (
+            "SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, 0, "  # noqa: S608 - placeholders only
+            f"CASE WHEN column9 > 0 THEN 1 ELSE 0 END, %s FROM (VALUES {values}) WHERE true "
+            "ORDER BY column1, column4, column5"
+        )
+        params = [_db_dt(now)]
+        for row in rows:
+            params += [
+                row["s"],
+                row["u"],
+                row["f"],
+                row["c"],
+                _db_dt(row["p"]),
+                None if row["e"] is None else _db_dt(row["e"]),
+                row["l"],
+                row["a"],
+                row["n"],
+            ]
+    with prepared_cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} AS c ({columns}) {source} {upsert}", params)
+        returned = cursor.fetchall()
+    counted: dict[tuple[str, str, datetime], list[int]] = {}
+    for pk, subject, code, start, used, reserved, seq in returned:
+        key = (subject, code, _dt(start))
+        if proposed.get(key):
+            counted[key] = [pk, used, reserved, seq]
+    return counted, set(keys) - set(counted)
+
+
+def _counters_read(keys: Sequence[tuple[str, str, datetime]]) -> dict[tuple[str, str, datetime], list[int]]:
+    """{key: [id, used, reserved, seq]} of counters this transaction already holds locked."""
+    table = UsageCounter._meta.db_table
+    wanted = ", ".join(["(%s, %s, %s)"] * len(keys))
+    params: list[Any] = []
+    for subject, code, start in keys:
+        params += [subject, code, _db_dt(start)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, subject, feature_code, period_start, used, reserved, seq FROM {table} "  # noqa: S608 - table names from the models, values as parameters
+            f"WHERE (subject, feature_code, period_start) IN (VALUES {wanted})",
+            params,
+        )
+        found = cursor.fetchall()
+    return {
+        (subject, code, _dt(start)): [pk, used, reserved, seq]
+        for pk, subject, code, start, used, reserved, seq in found
+    }
+
+
 def _record_pending(
     pending: list[_Pending], results: list[EventResult | None], now: datetime, *, started: float
 ) -> None:
     # The records go in BEFORE the counters are locked, so that concurrent batches on the same
     # counters (one customer's events, a service sending batches in parallel) hold those locks only
     # for the short decide-and-count part, not for the insert. Inserts take their keys in one order
-    # (sorted in _records_insert) and never wait for a counter, and counters are locked in id
-    # order by writers that no longer wait for a key: no deadlock.
+    # (sorted in _records_insert) and never wait for a counter, and counters are locked in one
+    # order (_counters_upsert) by writers that no longer wait for a key: no deadlock.
     # recorded_at is when the records went in, measured from `now` (a given `now` stays the
     # clock). The meter windows (usage_meter_windows_report) go by it and read a window only
     # METER_SETTLE after it closes, so a record must commit soon after its stamp: if the counters'
     # locks kept it waiting longer than RESTAMP_AFTER, it is stamped again once they are held.
     recorded_at = now + timedelta(seconds=time.monotonic() - started)
     inserted = _records_insert(pending, recorded_at)
-    keys = _counter_keys(pending)
-    counters = _counters_lock(keys, now)
-    waited = now + timedelta(seconds=time.monotonic() - started)
-    if inserted and waited - recorded_at > RESTAMP_AFTER:
-        UsageRecord.objects.filter(pk__in=inserted.values()).update(recorded_at=waited)
-    duplicates = [
-        p for p in pending if (p.event.user_id, p.event.feature, p.event.idempotency_key) not in inserted
-    ]
+    duplicates: list[_Pending] = []
+    new: list[tuple[_Pending, int, tuple[str, str, datetime]]] = []
+    totals: dict[tuple[str, str, datetime], int] = defaultdict(int)
+    for item in pending:
+        pk = inserted.get((item.event.user_id, item.event.feature, item.event.idempotency_key))
+        if pk is None:
+            duplicates.append(item)
+            continue
+        counter_key = (item.quota.subject, item.event.feature, item.period[0])
+        new.append((item, pk, counter_key))
+        totals[counter_key] += item.event.quantity
     if duplicates:
         _answer_duplicates(duplicates, results, now)
-    before = {key: (values[1], values[2]) for key, values in counters.items()}
+    if not new:
+        return
+    keys = _counter_keys([item for item, _, _ in new])
+    counted, undecided = _counters_upsert(keys, totals, now)
+    waited = now + timedelta(seconds=time.monotonic() - started)
+    if waited - recorded_at > RESTAMP_AFTER:
+        UsageRecord.objects.filter(pk__in=inserted.values()).update(recorded_at=waited)
+    # Used before this batch, per counter; then the running value as each event is answered.
+    state: dict[tuple[str, str, datetime], list[int]] = {
+        key: [values[0], values[1] - totals[key], values[2], values[3]] for key, values in counted.items()
+    }
+    if undecided:
+        state.update(_counters_read(sorted(undecided)))
+    before = {key: values[1] for key, values in state.items()}
     refused_ids: list[int] = []
     over_ids: list[int] = []
     added: dict[tuple[str, str, datetime], int] = defaultdict(int)
-    for item in pending:
-        key = (item.event.user_id, item.event.feature, item.event.idempotency_key)
-        pk = inserted.get(key)
-        if pk is None:
-            continue
-        counter_key = (item.quota.subject, item.event.feature, item.period[0])
-        state = counters[counter_key]
-        used, reserved = state[1], state[2]
+    for item, pk, counter_key in new:
+        values = state[counter_key]
+        used, reserved = values[1], values[2]
         quantity = item.event.quantity
-        allowance = item.quota.allowance
         limit = item.quota.limit
         resets_at = item.period[1]
-        if allowance is not None and used + reserved + quantity > allowance:
-            refused_ids.append(pk)
-            results[item.index] = _refused(
-                "quota_exceeded",
-                limit=limit,
-                used=used,
-                remaining=_remaining(limit, used, reserved),
-                resets_at=resets_at,
-                period_start=_shown_start(item.period),
-            )
-            continue
-        state[1] = used = used + quantity
-        added[counter_key] += quantity
+        if counter_key in undecided:
+            allowance = item.quota.allowance
+            if allowance is not None and used + reserved + quantity > allowance:
+                refused_ids.append(pk)
+                results[item.index] = _refused(
+                    "quota_exceeded",
+                    limit=limit,
+                    used=used,
+                    remaining=_remaining(limit, used, reserved),
+                    resets_at=resets_at,
+                    period_start=_shown_start(item.period),
+                )
+                continue
+            added[counter_key] += quantity
+        values[1] = used = used + quantity
         over = limit is not None and used > limit
         if over:
             over_ids.append(pk)
@@ -429,21 +554,37 @@ def _record_pending(
                 over_ids,
             )
     if added:
-        allowances = {ck: keys[ck].quota.allowance for ck in added}
-        limits = {ck: keys[ck].quota.limit for ck in added}
-        _counters_add({counters[ck][0]: (n, allowances[ck], limits[ck]) for ck, n in added.items()})
-        crossings: list[Crossing] = []
+        updated = _counters_add(
+            {state[ck][0]: (n, keys[ck].quota.allowance, keys[ck].quota.limit) for ck, n in added.items()}
+        )
         for ck in added:
-            limit_of = limits[ck]
-            if limit_of is not None:
-                crossings.append((ck, counters[ck][0], limit_of, before[ck][0], counters[ck][1]))
-        thresholds_record(crossings=crossings, now=now)
-        changed = [counters[ck][0] for ck in added]
-        transaction.on_commit(lambda: mirror.counters_mirror(counter_ids=changed))
+            state[ck][3] = updated[state[ck][0]]
+    changed = [ck for ck in state if ck in counted or ck in added]
+    crossings: list[Crossing] = []
+    for ck in changed:
+        limit_of = keys[ck].quota.limit
+        if limit_of is not None:
+            crossings.append((ck, state[ck][0], limit_of, before[ck], state[ck][1]))
+    thresholds_record(crossings=crossings, now=now)
+    mirrored = [
+        mirror.CounterValues(
+            user_id=keys[ck].quota.user_id if keys[ck].quota.family_id is None else None,
+            family_id=keys[ck].quota.family_id,
+            feature=ck[1],
+            period_start=ck[2],
+            used=state[ck][1],
+            reserved=state[ck][2],
+            seq=state[ck][3],
+        )
+        for ck in changed
+    ]
+    if mirrored:
+        transaction.on_commit(lambda: mirror.counters_mirror_values(counters=mirrored))
 
 
-def _counters_add(changes: dict[int, tuple[int, int | None, int | None]]) -> None:
-    """ONE conditional UPDATE: each counter's used += n where used + reserved + n fits its allowance.
+def _counters_add(changes: dict[int, tuple[int, int | None, int | None]]) -> dict[int, int]:
+    """ONE conditional UPDATE: each counter's used += n where used + reserved + n fits its allowance;
+    {id: its new seq}.
 
     The caller holds the rows' locks, so every row matches; a row that did not would be an overrun
     the database refused, and the whole batch is rolled back rather than half-counted. The changes
@@ -461,16 +602,19 @@ def _counters_add(changes: dict[int, tuple[int, int | None, int | None]]) -> Non
     # VALUES columns are column1..column4 in both PostgreSQL and SQLite.
     sql = (
         f"UPDATE {table} SET used = {table}.used + v.column2, "  # noqa: S608 - table names from the models, values as parameters
-        f'"limit" = v.column4, seq = {table}.seq + 1, updated_at = %s '
+        f'"limit" = v.column4, allowance = v.column3, seq = {table}.seq + 1, updated_at = %s '
         f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1 AND "
         f"(v.column3 IS NULL OR {table}.used + {table}.reserved + v.column2 <= v.column3) "
-        f"RETURNING {table}.id"
+        f"RETURNING {table}.id, {table}.seq"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        updated = {row[0] for row in cursor.fetchall()}
-    if updated != set(ids):
-        raise RuntimeError(f"usage counters {sorted(set(ids) - updated)} refused an increment under lock")
+        updated = dict(cursor.fetchall())
+    if set(updated) != set(ids):
+        raise RuntimeError(
+            f"usage counters {sorted(set(ids) - set(updated))} refused an increment under lock"
+        )
+    return updated
 
 
 def _answer_duplicates(duplicates: list[_Pending], results: list[EventResult | None], now: datetime) -> None:

@@ -268,3 +268,28 @@ def test_counters_reset_at_the_period_boundary_without_a_job(
     assert (fresh.used, fresh.remaining, fresh.resets_at) == (1, 4, next_end)
     old, new = UsageCounter.objects.order_by("period_start")
     assert (old.used, new.used) == (5, 1)  # the past period stays readable
+
+
+def test_a_batch_that_fits_is_counted_at_once_and_one_that_does_not_event_by_event(
+    quota: Callable[..., Any],
+) -> None:
+    # given 10 units, 7 of them spent by one batch that fits
+    user = quota(limit=10, period_start=START)
+    usage_events_record(events=[_event(user, "a", 4), _event(user, "b", 3)], now=NOW)
+    counted = _counter(user)
+
+    # when a batch of 5 more arrives (it does not fit whole)
+    results = usage_events_record(
+        events=[_event(user, "c", 2), _event(user, "d", 2), _event(user, "e", 1)], now=NOW
+    )
+
+    # then each of its events is taken in order while it fits, and the counter moves once per batch
+    assert [(r.status, r.code, r.used, r.remaining) for r in results] == [
+        ("recorded", None, 9, 1),
+        ("refused", "quota_exceeded", 9, 1),
+        ("recorded", None, 10, 0),
+    ]
+    counter = _counter(user)
+    assert (counted.used, counted.seq, counted.allowance) == (7, 1, 10)
+    assert (counter.used, counter.seq, counter.allowance) == (10, 2, 10)
+    assert sorted(UsageRecord.objects.values_list("idempotency_key", flat=True)) == ["a", "b", "c", "e"]

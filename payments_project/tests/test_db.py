@@ -1,0 +1,41 @@
+"""payments_project.db: the hot statements are planned once per connection on PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from payments_project.db import prepared_cursor
+
+pytestmark = pytest.mark.django_db
+
+STATEMENT = "SELECT count(*) FROM auth_user WHERE id = ANY(%s) AND username <> %s"
+
+
+def test_a_statement_is_prepared_on_its_first_run_and_its_generic_plan_reused() -> None:
+    # when the same statement runs three times with other values
+    for ids in ([1], [2, 3], [4]):
+        with prepared_cursor() as cursor:
+            cursor.execute(STATEMENT, [ids, "nobody"])
+            assert cursor.fetchone() == (0,)
+
+    # then the connection holds it prepared once, run on one generic plan each time
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%auth_user WHERE id = ANY($1)%"],
+        )
+        assert cursor.fetchall() == [(3, 0)]
+
+
+def test_when_django_logs_queries_its_own_cursor_runs_and_logs_the_values(
+    django_assert_num_queries: object,
+) -> None:
+    # when the statement runs while a test captures queries
+    with django_assert_num_queries(1) as captured, prepared_cursor() as cursor:  # type: ignore[operator]
+        cursor.execute(STATEMENT, [[7], "nobody"])
+
+    # then the log shows it with its values (Django's client-side binding)
+    assert captured.captured_queries[0]["sql"] == (
+        "SELECT count(*) FROM auth_user WHERE id = ANY('{7}'::int2[]) AND username <> 'nobody'"
+    )
