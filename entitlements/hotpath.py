@@ -1,8 +1,8 @@
 """GET entitlements/check and POST entitlements/bulk-check answered without DRF when warm.
 
-`check_fast` / `bulk_check_fast` are called by entitlements.middleware.EntitlementHotPathMiddleware,
-ahead of the session, CSRF, authentication and messages middleware (a token request uses none of
-them) and of URL resolution. They answer only the common, warm case:
+`check_fast` / `bulk_check_fast` are called by payments_project.hotpath.HotPathMiddleware
+(settings.HOT_PATHS), ahead of the session, CSRF, authentication and messages middleware (a token
+request uses none of them) and of URL resolution. They answer only the common, warm case:
 
 - a well-formed `Authorization: Token <key>` header, no `format` parameter, an Accept header that
   is absent, `*/*` or `application/json`, input that DRF's serializers would take as is (see
@@ -46,7 +46,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django_redis import get_redis_connection
 from rest_framework import exceptions
-from rest_framework.renderers import JSONRenderer
 
 from entitlements import cache
 from entitlements.apis import (
@@ -58,6 +57,7 @@ from entitlements.apis import (
 from entitlements.selectors import entitlement_check_answer
 from payments_project.api import (
     error_answer,
+    json_bytes,
     ratelimit_cache_name,
     ratelimit_count_lua,
     ratelimit_counter,
@@ -79,8 +79,9 @@ View = Callable[..., HttpResponseBase]
 
 # KEYS[1] token snapshot, KEYS[2] entitlement snapshot, KEYS[3] rate counter (absent: no limit).
 # ARGV[1] token_snapshot_prefix: the start of an ACTIVE snapshot of the expected user; ARGV[2] the
-# counter's ttl; ARGV[3..] the HMGET fields. {0}: not that user (or no snapshot), nothing done. Else
-# {1, count or -1, HMGET values...}; the counter is counted by the throttle's own Lua lines.
+# counter's ttl; ARGV[3..] the HMGET fields (none: only the token and the counter, warm_admit).
+# {0}: not that user (or no snapshot), nothing done. Else {1, count or -1, HMGET values...}; the
+# counter is counted by the throttle's own Lua lines.
 _CHECK = (
     """
 local token = redis.call('GET', KEYS[1])
@@ -90,7 +91,8 @@ if KEYS[3] then
 """
     + ratelimit_count_lua(counter="KEYS[3]", ttl="ARGV[2]")
     + """end
-local values = redis.call('HMGET', KEYS[2], unpack(ARGV, 3))
+local values = {}
+if #ARGV >= 3 then values = redis.call('HMGET', KEYS[2], unpack(ARGV, 3)) end
 local out = {1, count}
 for i = 1, #values do out[i + 2] = values[i] end
 return out
@@ -168,38 +170,28 @@ def _fast_allowed(request: HttpRequest) -> bool:
 
 
 def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> HttpResponse:
-    """Bytes as DRF's JSONRenderer writes them (compact, UTF-8, U+2028/2029 escaped).
-
-    orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes for these
-    str/int/bool/None trees (tested against DRF's renderer), about ten times faster.
-    """
-    try:
-        body = orjson.dumps(data)
-    except TypeError:  # a value orjson does not know (Decimal, lazy text in an error's extra)
-        body = JSONRenderer().render(data)
-    if b"\xe2\x80" in body:  # the UTF-8 lead bytes of U+2028/U+2029 (and other punctuation)
-        body = body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
-    response = HttpResponse(body, status=status, content_type="application/json")
+    """DRF's JSONRenderer's bytes (payments_project.api.json_bytes), faster."""
+    response = HttpResponse(json_bytes(data), status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         response[name] = value
     return response
 
 
 def _warm_read(
-    token_key: str, user_id: int, codes: Sequence[str]
+    token_key: str, user_id: int, codes: Sequence[str], scope: str = _SCOPE
 ) -> tuple[dict[str, Any] | None, list[Any]] | None:
     """ONE round trip: (the rate limit's usage, None when there is none; [meta, *codes] raw).
 
     None: not warm (or Redis unreachable), nothing was counted: the caller delegates.
     """
-    rate = ratelimit_rate(_SCOPE)
+    rate = ratelimit_rate(scope)
     if rate and ratelimit_cache_name() != "default":
         return None  # the counter lives elsewhere: the DRF path counts it
     keys = [token_cache_keys(token_key)[0], cache.snapshot_key(user_id)]
     ttl, limit, window = 0, 0, 0
     if rate:
         # The throttle's user_or_ip value for an authenticated user is its id.
-        counter_key, limit, ttl, window = ratelimit_counter(str(user_id), _SCOPE, rate, "default")
+        counter_key, limit, ttl, window = ratelimit_counter(str(user_id), scope, rate, "default")
         keys.append(counter_key)
     try:
         conn = get_redis_connection("default")
@@ -298,14 +290,7 @@ def learning_view(drf_view: View) -> View:
 
 def _bulk_input(request: HttpRequest, user_id: int) -> list[str] | None:
     """The codes of a body DRF's BulkCheckInputSerializer takes unchanged for this user, else None."""
-    if request.content_type != "application/json":
-        return None
-    if (request.content_params or {}).get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
-        return None  # DRF decodes with the declared charset; orjson only reads UTF-8
-    try:
-        data = orjson.loads(request.body)  # strict: no NaN/Infinity, no lone surrogate, 64-bit ints
-    except ValueError:
-        return None
+    data = json_body(request)
     if not isinstance(data, dict):
         return None
     features = data.get("features")
@@ -330,3 +315,52 @@ def bulk_check_fast(request: HttpRequest) -> HttpResponse | None:
     if user_id is None or codes is None:
         return None
     return _respond(token_key, user_id, codes, bulk=True)
+
+
+# --- for the other token hot paths (usage.hotpath) ------------------------------------------------
+# The same shortcut for another endpoint: this module's token, throttle and rendering, so the
+# rules (which requests qualify, the snapshot check, the counter, the error bytes) stay in one place.
+
+
+def warm_token(request: HttpRequest) -> tuple[str, int] | None:
+    """(token key, user id) of a request a hot path may take: a well-formed Token header whose user
+    this process knows or the token snapshot names, no `format`, JSON accepted; else None."""
+    token_key = _token_key(request)
+    if token_key is None or not _fast_allowed(request):
+        return None
+    user_id = _user_for(token_key)
+    return None if user_id is None else (token_key, user_id)
+
+
+def warm_admit(token_key: str, user_id: int, scope: str) -> HttpResponse | bool:
+    """ONE round trip: the token snapshot still names this active user, and the request is counted
+    in `scope`'s rate limit as the throttle would. True: go on; a response: the throttle's 429;
+    False: not warm (nothing counted), the caller delegates to DRF."""
+    read = _warm_read(token_key, user_id, (), scope)
+    if read is None:
+        return False
+    wait = ratelimit_wait(read[0])
+    return _error(exceptions.Throttled(wait)) if wait is not None else True
+
+
+def json_body(request: HttpRequest) -> Any:
+    """The body as DRF's JSON parser would read it, or None when a hot path should not try (not
+    JSON, another charset, or not valid: DRF then answers)."""
+    if request.content_type != "application/json":
+        return None
+    if (request.content_params or {}).get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+        return None  # DRF decodes with the declared charset; orjson only reads UTF-8
+    try:
+        return orjson.loads(request.body)  # strict: no NaN/Infinity, no lone surrogate, 64-bit ints
+    except ValueError:
+        return None
+
+
+def json_response(status: int, data: Any) -> HttpResponse:
+    """Bytes as DRF's JSONRenderer writes them (see _json)."""
+    return _json(status, data)
+
+
+def error_response(exc: BaseException) -> HttpResponse:
+    """The error as DRF's exception handler answers it."""
+    return _error(exc)

@@ -1,7 +1,7 @@
 """Included by the project at api/v1/: entitlements/ and families/ (trailing slash optional).
 
 Warm entitlements/check and entitlements/bulk-check requests are answered before routing by
-entitlements.middleware; the ones that reach here go to the DRF actions, wrapped by
+payments_project.hotpath; the ones that reach here go to the DRF actions, wrapped by
 hotpath.learning_view so the hot path learns which user a token belongs to (the router's own
 routes stay, so the OpenAPI schema documents them).
 """

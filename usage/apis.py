@@ -9,12 +9,19 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from entitlements.periods import EPOCH
 from payments_project.accounts.selectors import can_act_for_any_user
-from payments_project.api import Pagination, subject_user, subject_user_for_read, subject_users
+from payments_project.api import (
+    FastJSONRenderer,
+    Pagination,
+    subject_user,
+    subject_user_for_read,
+    subject_users,
+)
 from payments_project.errors import DomainError
 from usage.models import FEATURE_CODE_MAX, IDEMPOTENCY_KEY_MAX, RESOURCE_FIELD_MAX, UsageRecord
 from usage.selectors import usage_history, usage_summary
@@ -207,6 +214,21 @@ def _plain_int(value: Any, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
+def fast_event(data: Any) -> dict[str, Any] | None:
+    """One event as EventInputSerializer would validate it, for the common input DRF would take
+    unchanged (the single-event hot path, usage.hotpath); None: anything else."""
+    items = _fast_events({"events": [data]})
+    return None if items is None else items[0]
+
+
+def event_answer(item: dict[str, Any], user_id: int) -> tuple[int, dict[str, Any]]:
+    """Record one validated event for the user: (status, body) of the answer, 201 recorded or 200
+    a replay; a refusal raises (429 quota_exceeded, 409 idempotency_key_reused...)."""
+    result = usage_event_record(event=_event(item, user_id))
+    code = status.HTTP_201_CREATED if result.status == "recorded" else status.HTTP_200_OK
+    return code, _results_json([result])[0]
+
+
 def _fast_events(data: Any) -> list[dict[str, Any]] | None:
     """The batch's events as BatchInputSerializer would validate them, for the common input DRF
     would take unchanged (about ten times faster on 1,000 events); None: anything else (including
@@ -351,9 +373,8 @@ class UsageViewSet(viewsets.GenericViewSet):
         data = EventInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = subject_user(request, data.validated_data.get("user_id"))
-        result = usage_event_record(event=_event(data.validated_data, user.pk))
-        code = status.HTTP_201_CREATED if result.status == "recorded" else status.HTTP_200_OK
-        return Response(EventResultSerializer(_result(result)).data, status=code)
+        code, body = event_answer(data.validated_data, user.pk)
+        return Response(body, status=code)
 
     @extend_schema(
         request=BatchInputSerializer,
@@ -361,7 +382,13 @@ class UsageViewSet(viewsets.GenericViewSet):
         description=f"Up to {MAX_BATCH} events, each answered on its own (recorded, duplicate, refused "
         "with a code); a refused one loses none of the others.",
     )
-    @action(detail=False, methods=["post"], url_path="batch")
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="batch",
+        # 1,000 results: written by orjson (the same bytes as DRF's renderer, ten times faster).
+        renderer_classes=[FastJSONRenderer, BrowsableAPIRenderer],
+    )
     def batch(self, request: Request) -> Response:
         items = _fast_events(request.data)
         if items is None:
