@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
@@ -21,6 +22,7 @@ from django_ratelimit.core import get_usage
 from django_redis import get_redis_connection
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
@@ -156,6 +158,36 @@ def json_error_view(
         return JsonResponse(error_body(code, message), status=status_code)
 
     return view
+
+
+def json_bytes(data: Any) -> bytes:
+    """Bytes as DRF's JSONRenderer writes them (compact, UTF-8, U+2028/2029 escaped).
+
+    orjson writes what json.dumps(ensure_ascii=False, separators=(",", ":")) writes for these
+    str/int/bool/None trees (tested against DRF's renderer), about ten times faster; anything else
+    (a datetime, a Decimal, lazy text) is written by DRF's renderer itself.
+    """
+    try:
+        body = orjson.dumps(data, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+    except TypeError:  # a value orjson does not know or would write its own way
+        body = JSONRenderer().render(data)
+    if b"\xe2\x80" in body:  # the UTF-8 lead bytes of U+2028/U+2029 (and other punctuation)
+        body = body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
+    return body
+
+
+class FastJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer by json_bytes, for the large answers (a 1,000-event batch): the same
+    bytes, without indentation or another media type's parameters (it falls back to DRF's)."""
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if data is None:
+            return b""
+        if self.get_indent(accepted_media_type or "", renderer_context or {}) is not None:
+            return super().render(data, accepted_media_type, renderer_context)
+        return json_bytes(data)
 
 
 class Pagination(PageNumberPagination):

@@ -1,0 +1,112 @@
+"""The JSON input guards and the fast JSON reading and writing (payments_project.security, .api)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.renderers import JSONRenderer
+
+from payments_project.api import FastJSONRenderer, json_bytes
+from payments_project.security import BadInput, BoundedJSONParser, json_body_check, json_loads
+
+DEPTH_CASES = {
+    "three deep": (b"[[[]]]", False),
+    "four deep": (b"[[[[]]]]", True),
+    "siblings then deeper": (b"[[][[]]]", False),
+    "a deeper sibling": (b"[[][[[]]]]", True),
+    "brackets in a string": (b'["[[[[[", [], {}]', False),
+    "an escaped quote before brackets": (b'{"a": "\\"[[[[", "b": [[1]]}', False),
+    "an escaped backslash before the quote": (b'{"a": "\\\\", "b": [[[1]]]}', True),
+    "unclosed, too deep": (b"[[[[", True),
+    "unclosed, deep enough": (b"[[[", False),
+    "closed before opened": (b"]]]][[[", False),
+    "mixed kinds, shallow": (b"[}{]", False),
+    "mixed kinds, deep": (b"[{[{]}]}", True),
+}
+
+
+@pytest.mark.parametrize(("body", "refused"), DEPTH_CASES.values(), ids=DEPTH_CASES.keys())
+def test_depth_is_counted_outside_strings(body: bytes, refused: bool) -> None:
+    # when a body is checked against a depth of 3
+    try:
+        json_body_check(body, max_depth=3)
+        answer = False
+    except BadInput as exc:
+        answer = True
+        assert exc.message == "JSON nested deeper than 3 levels."
+
+    # then
+    assert answer is refused
+
+
+def _parse(body: bytes, encoding: str = "utf-8") -> Any:
+    return BoundedJSONParser().parse(io.BytesIO(body), "application/json", {"encoding": encoding})
+
+
+PARSE_CASES = {
+    "an event": b'{"feature": "api", "quantity": 3, "metadata": {"a": [1.5, null, true]}}',
+    "the largest 64-bit integer": b"[9223372036854775807, -9223372036854775808]",
+    "18 digits": b"[123456789012345678]",
+    "a repeated key": b'{"a": 1, "a": 2}',
+    "a lone surrogate": b'["\\ud800"]',
+    "an escaped backslash then u0000": b'["\\\\u0000"]',
+    "unicode": '{"name": "Zoë 😀"}'.encode(),
+}
+
+
+@pytest.mark.parametrize("body", PARSE_CASES.values(), ids=PARSE_CASES.keys())
+def test_the_parser_reads_what_the_bounded_json_reader_reads(body: bytes) -> None:
+    assert _parse(body) == json_loads(body.decode())
+
+
+REFUSED_CASES = {
+    "past 64 bits": (b"[9223372036854775808]", ParseError),
+    "past 64 bits negative": (b"[-9223372036854775809]", ParseError),
+    "past 64 unsigned bits (orjson reads a float)": (b"[18446744073709551616]", ParseError),
+    "an infinite float": (b"[1e400]", ParseError),
+    "NaN": (b"[NaN]", ParseError),
+    "not JSON": (b"{nope", ParseError),
+    "a NUL escape": (b'{"a": ["x\\u0000y"]}', ValidationError),
+    "a NUL escape in a key": (b'{"a\\u0000": 1}', ValidationError),
+}
+
+
+@pytest.mark.parametrize(("body", "error"), REFUSED_CASES.values(), ids=REFUSED_CASES.keys())
+def test_the_parser_refuses_what_the_bounded_json_reader_refuses(body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _parse(body)
+
+
+def test_a_body_in_another_charset_is_decoded_with_it() -> None:
+    assert _parse('{"name": "Zoë"}'.encode("latin-1"), "latin-1") == {"name": "Zoë"}
+
+
+RENDER_CASES = {
+    "results": {"results": [{"status": "recorded", "used": 3, "over_limit": False, "code": None}]},
+    "unicode and separators": {"text": 'Zoë \u2028 \u2029 😀 "quoted" \\ /'},
+    "an empty list": [],
+}
+
+
+@pytest.mark.parametrize("data", RENDER_CASES.values(), ids=RENDER_CASES.keys())
+def test_the_fast_renderer_writes_the_bytes_of_drfs(data: Any) -> None:
+    assert FastJSONRenderer().render(data) == JSONRenderer().render(data)
+    assert json_bytes(data) == JSONRenderer().render(data)
+
+
+def test_values_orjson_would_write_its_own_way_are_written_by_drf() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    data = {"at": datetime(2026, 11, 30, 8, 0, tzinfo=UTC), "amount": Decimal("1.50")}
+
+    assert json_bytes(data) == JSONRenderer().render(data) == b'{"at":"2026-11-30T08:00:00Z","amount":1.5}'
+
+
+def test_an_indented_answer_is_drfs() -> None:
+    rendered = FastJSONRenderer().render({"a": 1}, "application/json; indent=2", {})
+
+    assert rendered == b'{\n  "a": 1\n}'
