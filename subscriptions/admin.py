@@ -55,7 +55,13 @@ class SubscriptionAdmin(admin.ModelAdmin):
     list_select_related = ["user", "plan"]
     raw_id_fields = ["user", "family"]
     inlines = [HistoryInline]
-    actions = ["cancel_at_period_end_action", "cancel_now_action", "resume_action", "extend_action"]
+    actions = [
+        "cancel_at_period_end_action",
+        "cancel_now_action",
+        "resume_action",
+        "extend_action",
+        "sync_metered_items_action",
+    ]
 
     change_form_template = "admin/subscriptions/subscription/change_form.html"
 
@@ -168,6 +174,19 @@ class SubscriptionAdmin(admin.ModelAdmin):
             ),
             f"Extended by {GOODWILL_DAYS} days",
         )
+
+    @admin.action(description="Sync metered items with the plan", permissions=["change"])
+    def sync_metered_items_action(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        changed = 0
+
+        def sync(subscription: Subscription) -> None:
+            nonlocal changed
+            staff = request.user
+            changed += services.subscription_metered_items_sync(subscription=subscription, staff_user=staff)
+
+        self._each(request, queryset, sync, "Metered items checked")
+        if changed:
+            self.message_user(request, f"Stripe items changed: {changed} subscription(s).", messages.SUCCESS)
 
 
 @admin.register(SubscriptionStripeCall)

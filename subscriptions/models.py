@@ -139,6 +139,7 @@ class SubscriptionStripeCall(models.Model):
         RESUME = "resume", "Resume"
         CHANGE_PLAN = "change_plan", "Change plan"
         EXTEND_PERIOD = "extend_period", "Extend period"
+        SYNC_METERED_ITEMS = "sync_metered_items", "Sync metered items with the plan"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

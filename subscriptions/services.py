@@ -784,12 +784,18 @@ def _apply_extend_period(sub: Subscription, call: SubscriptionStripeCall) -> lis
     return _announce_period(sub, [])
 
 
+def _apply_sync_metered_items(sub: Subscription, call: SubscriptionStripeCall) -> list[Signal]:
+    _audit(sub, call.cause, call.staff_user, call.params["note"])
+    return []
+
+
 _APPLY: dict[str, Callable[[Subscription, SubscriptionStripeCall], list[Signal]]] = {
     Action.CANCEL_NOW: _apply_cancel_now,
     Action.CANCEL_AT_PERIOD_END: _apply_cancel_at_period_end,
     Action.RESUME: _apply_resume,
     Action.CHANGE_PLAN: _apply_change_plan,
     Action.EXTEND_PERIOD: _apply_extend_period,
+    Action.SYNC_METERED_ITEMS: _apply_sync_metered_items,
 }
 
 
@@ -899,15 +905,22 @@ def _plan_change_items(
     No `clear_usage`: Stripe ignores it for prices on a Billing Meter, whose usage lives on the
     meter (our ledger, reconciled against the meter's summaries, keeps it whatever Stripe bills).
     """
-    items = list((remote.get("items") or {}).get("data") or [])
     licensed = _licensed_item(remote)
     if not licensed.get("id"):
         raise Conflict(
             "Stripe lists no item for this subscription.", code="stripe_subscription_without_items"
         )
+    return [{"id": licensed["id"], "price": price.stripe_price_id}, *_metered_items_changes(remote, metered)]
+
+
+def _metered_items_changes(remote: Mapping[str, Any], metered: list[MeteredPrice]) -> list[dict[str, Any]]:
+    """The `items[]` entries that leave a subscription with exactly these metered prices: the
+    other metered items deleted, the missing prices added (the licensed item untouched)."""
+    items = list((remote.get("items") or {}).get("data") or [])
+    licensed = _licensed_item(remote)
     metered_now = _metered_price_ids(items)
     wanted = [row.stripe_price_id for row in metered if row.stripe_price_id]
-    changes: list[dict[str, Any]] = [{"id": licensed["id"], "price": price.stripe_price_id}]
+    changes: list[dict[str, Any]] = []
     kept: set[str] = set()
     for item in items:
         price_id = _price_id_of(item)
@@ -964,6 +977,47 @@ def subscription_change_plan(*, subscription: Subscription, plan: Plan, actor: A
         )
     _refresh_from(subscription, _call_send(call))
     return subscription
+
+
+def subscription_metered_items_sync(*, subscription: Subscription, staff_user: Any) -> bool:
+    """Give a live subscription the metered items its plan bills now in its zone: the items of
+    prices the plan dropped are deleted, those it added (a feature priced by usage after the
+    subscription began) are added; the plan's own item is left as it is. Nothing is prorated: a
+    metered item bills the usage of its own period. False when Stripe already agrees (no call)."""
+    if not staff_user.has_perm(STAFF_PERMISSION):
+        raise DomainError(
+            "Only finance staff may sync a subscription's items.", code="forbidden", status_code=403
+        )
+    if subscription.status not in GIVES_ACCESS:
+        raise Conflict("Only a live subscription bills usage.", code="not_live")
+    # Pushed (when missing) and read before the row is locked: both are Stripe calls.
+    metered = plan_metered_prices_ensure(
+        plan=subscription.plan, zone=subscription.pricing_zone, currency=subscription.currency
+    )
+    remote = stripe_gateway.call(stripe_gateway.client().v1.subscriptions.retrieve, _stripe_id(subscription))
+    remote_data = remote.to_dict()
+    changes = _metered_items_changes(remote_data, metered)
+    if not changes:
+        return False
+    added = sum(1 for change in changes if "price" in change)
+    removed = len(changes) - added
+    with transaction.atomic():
+        sub = _lock(subscription)
+        if sub.status not in GIVES_ACCESS:
+            raise Conflict("Only a live subscription bills usage.", code="not_live")
+        call = _call_record(
+            subscription=sub,
+            action=Action.SYNC_METERED_ITEMS,
+            key=_key(sub, "metered-items"),
+            stripe_params={"items": changes, "proration_behavior": "none"},
+            params={
+                "note": f"metered items synced with plan {sub.plan.code}: {added} added, {removed} removed"
+            },
+            cause=Cause.STAFF,
+            staff_user=staff_user,
+        )
+    _refresh_from(subscription, _call_send(call))
+    return True
 
 
 def subscription_extend_period(

@@ -4,11 +4,15 @@ Stripe stand-in through the official SDK."""
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
 import pytest
 import requests
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from billing.catalog.services import PushItem, stripe_price_ensure
@@ -20,13 +24,14 @@ from billing.catalog.tests.factories import (
     PriceFactory,
     PricingZoneFactory,
 )
-from billing.models import Feature, MeteredPrice
+from billing.models import Feature, MeteredPrice, PlanFeature
 from billing.stripe import gateway as stripe_gateway
 from devtools.testing import StandinServer
 from payments_project.accounts.tests.factories import UserFactory
+from payments_project.errors import Conflict, DomainError
 from subscriptions import services
 from subscriptions.checkout.services import checkout_session_create
-from subscriptions.models import Subscription
+from subscriptions.models import Subscription, SubscriptionStripeCall
 
 pytestmark = pytest.mark.django_db
 
@@ -314,3 +319,140 @@ def test_webhooks_of_a_metered_subscription_keep_the_plan_and_its_period(
     assert (sub.plan.code, sub.status, sub.amount, sub.currency) == ("pro", "active", 2900, "EUR")
     assert renewal.amount_paid == 2900 + 30 * 1
     assert int(sub.current_period_start.timestamp()) == remote["current_period_end"]
+
+
+def _finance() -> Any:
+    user = UserFactory(username="fin", is_staff=True)
+    user.groups.add(Group.objects.get(name="finance"))
+    return user
+
+
+def _subscribed_before_usage_pricing(catalog: dict[str, Any]) -> tuple[Subscription, str]:
+    """ana on Basic, bought while Basic had no price by usage; then API calls priced at €0.02."""
+    catalog["basic_calls"].delete()
+    ana = UserFactory(username="ana")
+    stripe_id = _subscribe(ana, "basic")
+    sub = _sync(stripe_id)
+    assert _items(stripe_id) == [(900, "licensed", 1)]
+    MeteredPriceFactory(
+        plan_feature=PlanFeature.objects.get(plan=catalog["basic"], feature__code="api_calls"),
+        zone=catalog["zone"],
+        unit_amount=2,
+    )
+    return sub, stripe_id
+
+
+def test_a_subscription_from_before_a_usage_price_gets_its_metered_item_once(
+    stripe_standin: StandinServer, catalog: dict[str, Any]
+) -> None:
+    # given ana's subscription, older than Basic's price for API calls
+    sub, stripe_id = _subscribed_before_usage_pricing(catalog)
+    finance = _finance()
+
+    # when finance syncs it, twice
+    first = services.subscription_metered_items_sync(subscription=sub, staff_user=finance)
+    again = services.subscription_metered_items_sync(subscription=sub, staff_user=finance)
+
+    # then Stripe bills API calls by usage beside the plan; the second found nothing to do
+    assert (first, again) == (True, False)
+    assert _items(stripe_id) == [(900, "licensed", 1), (2, "metered", None)]
+    (call,) = SubscriptionStripeCall.objects.filter(subscription=sub)
+    assert (call.action, call.status, call.stripe_params["proration_behavior"]) == (
+        "sync_metered_items",
+        "applied",
+        "none",
+    )
+    assert sub.history.filter(staff_user=finance).values_list("note", flat=True)[0] == (
+        "metered items synced with plan basic: 1 added, 0 removed"
+    )
+
+
+def test_only_finance_syncs_and_only_a_live_subscription(
+    stripe_standin: StandinServer, catalog: dict[str, Any]
+) -> None:
+    # given ana's older subscription and a support agent
+    sub, _ = _subscribed_before_usage_pricing(catalog)
+    support = UserFactory(username="agent", is_staff=True)
+    support.groups.add(Group.objects.get(name="support"))
+
+    # when support tries, then finance tries once it is cancelled
+    with pytest.raises(DomainError) as refused:
+        services.subscription_metered_items_sync(subscription=sub, staff_user=support)
+    Subscription.objects.filter(pk=sub.pk).update(status=Subscription.Status.CANCELLED)
+    sub.refresh_from_db()
+    with pytest.raises(Conflict) as ended:
+        services.subscription_metered_items_sync(subscription=sub, staff_user=_finance())
+
+    # then
+    assert (refused.value.code, refused.value.status_code) == ("forbidden", 403)
+    assert ended.value.code == "not_live"
+    assert SubscriptionStripeCall.objects.count() == 0
+
+
+def test_the_command_syncs_every_live_subscription_and_a_rerun_changes_nothing(
+    stripe_standin: StandinServer, catalog: dict[str, Any]
+) -> None:
+    # given ana's older subscription
+    _, stripe_id = _subscribed_before_usage_pricing(catalog)
+    _finance()
+
+    # when the command runs twice
+    outputs = []
+    for _ in range(2):
+        out = io.StringIO()
+        call_command("subscriptions_metered_items_sync", "--staff", "fin", stdout=out)
+        outputs.append(out.getvalue().strip())
+
+    # then
+    assert outputs == [
+        "metered items: 1 changed, 0 already in sync, 0 failed",
+        "metered items: 0 changed, 1 already in sync, 0 failed",
+    ]
+    assert _items(stripe_id) == [(900, "licensed", 1), (2, "metered", None)]
+
+
+def test_finance_runs_the_admin_action_and_support_is_not_offered_it(
+    stripe_standin: StandinServer, catalog: dict[str, Any], client: Client
+) -> None:
+    # given ana's older subscription, finance and support
+    sub, stripe_id = _subscribed_before_usage_pricing(catalog)
+    support = UserFactory(username="agent", is_staff=True)
+    support.groups.add(Group.objects.get(name="support"))
+    action = {"action": "sync_metered_items_action", "_selected_action": [sub.pk]}
+
+    # when support opens the list and posts the action, then finance does
+    client.force_login(support)
+    support_page = client.get("/admin/subscriptions/subscription/").content.decode()
+    client.post("/admin/subscriptions/subscription/", action)
+    items_after_support = _items(stripe_id)
+    client.force_login(_finance())
+    done = client.post("/admin/subscriptions/subscription/", action, follow=True)
+
+    # then
+    assert "sync_metered_items_action" not in support_page
+    assert items_after_support == [(900, "licensed", 1)]
+    assert done.status_code == 200
+    shown = [str(message) for message in done.context["messages"]]
+    assert shown == ["Metered items checked: 1 subscription(s).", "Stripe items changed: 1 subscription(s)."]
+    assert _items(stripe_id) == [(900, "licensed", 1), (2, "metered", None)]
+
+
+def test_a_new_unit_amount_moves_live_subscriptions_onto_the_new_price(
+    stripe_standin: StandinServer, catalog: dict[str, Any]
+) -> None:
+    # given ana on Basic, API calls at €0.02 by usage
+    ana = UserFactory(username="ana")
+    stripe_id = _subscribe(ana, "basic")
+    sub = _sync(stripe_id)
+    finance = _finance()
+
+    # when finance prices API calls at €0.03 and syncs her subscription
+    MeteredPrice.objects.filter(pk=catalog["basic_calls"].pk).update(unit_amount=3)
+    changed = services.subscription_metered_items_sync(subscription=sub, staff_user=finance)
+
+    # then the €0.02 item is gone and the €0.03 one bills her usage
+    assert changed is True
+    assert _items(stripe_id) == [(900, "licensed", 1), (3, "metered", None)]
+    assert sub.history.filter(staff_user=finance).values_list("note", flat=True)[0] == (
+        "metered items synced with plan basic: 1 added, 1 removed"
+    )

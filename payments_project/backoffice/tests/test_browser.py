@@ -21,11 +21,13 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from billing.catalog.tests.factories import (
     FeatureFactory,
+    MeteredPriceFactory,
     PlanFactory,
     PlanFeatureFactory,
     ZonePriceFactory,
 )
 from billing.models import Feature, Payment, PlanFeature, Refund, ZonePrice
+from billing.stripe import gateway as stripe_gateway
 from devtools.testing import StandinServer
 from entitlements.tests.factories import EntitlementFactory
 from payments_project.accounts.models import AuditLogEntry
@@ -38,6 +40,7 @@ from subscriptions.dunning.tests.factories import (
     DunningCaseFactory,
     DunningEmailFactory,
 )
+from subscriptions.models import Subscription
 from subscriptions.tests.factories import SubscriptionFactory
 from usage.models import UsageAdjustment, UsageCounter
 from usage.services import UsageEvent, usage_events_record
@@ -338,3 +341,35 @@ def test_support_reads_a_customers_usage_and_dunning_on_their_page(data: dict[st
     expect(page).to_have_url(re.compile(rf"/admin/subscriptions/dunningcase/{extra['case'].pk}/change/$"))
     expect(page.locator(".field-timeline")).to_contain_text("insufficient_funds")
     expect(page.locator("#case-actions")).to_have_count(0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_finance_syncs_a_subscription_with_a_price_by_usage_added_to_its_plan(
+    data: dict[str, Any], page: Page
+) -> None:
+    # given Alice's Pro subscription, then API calls priced at €0.01 by usage on Pro
+    subscription = Subscription.objects.get(stripe_subscription_id=data["stripe_subscription_id"])
+    api_calls = FeatureFactory(
+        code="api_calls", name="API calls", kind=Feature.Kind.METERED, meter_event_name="api_calls"
+    )
+    plan_feature = PlanFeatureFactory(plan=data["pro"], feature=api_calls)
+    MeteredPriceFactory(plan_feature=plan_feature, zone=data["eurozone"], unit_amount=1)
+    _accept_confirmations(page)
+    _log_in(page, "fin")
+
+    # when finance opens her subscription and presses "Sync metered items with the plan"
+    page.goto(f"/admin/subscriptions/subscription/{subscription.pk}/change/")
+    actions = page.locator("#subscription-actions")
+    actions.get_by_role("button", name="Sync metered items with the plan").click()
+
+    # then the console says it changed Stripe's items, and Stripe bills API calls by usage
+    messages = page.locator(".messagelist")
+    expect(messages).to_contain_text("Metered items checked: 1 subscription(s).")
+    expect(messages).to_contain_text("Stripe items changed: 1 subscription(s).")
+    _screenshot(page, "finance-metered-items-synced")
+    remote = stripe_gateway.client().v1.subscriptions.retrieve(data["stripe_subscription_id"])
+    usage_types = sorted(item.price.recurring.usage_type for item in remote["items"].data)
+    assert usage_types == ["licensed", "metered"]
+    assert subscription.history.filter(staff_user__username="fin").values_list("note", flat=True)[0] == (
+        "metered items synced with plan pro: 1 added, 0 removed"
+    )
