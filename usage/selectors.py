@@ -156,7 +156,10 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
             )
     out: dict[tuple[int, str], Quota | str] = {}
     missing = [pair for pair in wanted if pair not in by_user]
-    kinds = dict(Feature.objects.filter(code__in={code for _, code in missing}).values_list("code", "kind"))
+    kinds: dict[str, str] = {}
+    if missing:  # rare (a refusal): an empty look-up still costs the ORM's compiling
+        unknown = {code for _, code in missing}
+        kinds = dict(Feature.objects.filter(code__in=unknown).values_list("code", "kind"))
     for user_id, code in wanted:
         candidates = by_user.get((user_id, code))
         if not candidates:
