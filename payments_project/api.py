@@ -332,22 +332,28 @@ def _wanted_id(user_id: Any) -> int:
     return wanted
 
 
+def _split(request: Request, user_ids: Collection[Any]) -> tuple[dict[Any, Any], dict[Any, int]]:
+    """({user_id: the caller} for the ids naming the caller, {user_id: wanted id} for the others)."""
+    own: dict[Any, Any] = {}
+    others: dict[Any, int] = {}
+    for user_id in user_ids:
+        if user_id in (None, ""):
+            own[user_id] = request.user
+            continue
+        wanted = _wanted_id(user_id)
+        if wanted == request.user.pk:
+            own[user_id] = request.user
+        else:
+            others[user_id] = wanted
+    return own, others
+
+
 def _subjects(
     request: Request, user_ids: Collection[Any], *, may: Callable[[Any], bool], refusal: str
 ) -> dict[Any, Any]:
     """{each given user_id: the user it names}; None or "" names the caller. One query for all the
     others, so a batch naming a hundred users costs what one does."""
-    out: dict[Any, Any] = {}
-    others: dict[Any, int] = {}
-    for user_id in user_ids:
-        if user_id in (None, ""):
-            out[user_id] = request.user
-            continue
-        wanted = _wanted_id(user_id)
-        if wanted == request.user.pk:
-            out[user_id] = request.user
-        else:
-            others[user_id] = wanted
+    out, others = _split(request, user_ids)
     if not others:
         return out
     if not may(request.user):
@@ -375,14 +381,21 @@ def subject_user(request: Request, user_id: Any) -> Any:
     )
 
 
-def subject_users(request: Request, user_ids: Collection[Any]) -> dict[Any, Any]:
-    """subject_user for many ids at once (a usage batch): {user_id: user}, one query."""
-    return _subjects(
-        request,
-        user_ids,
-        may=can_act_for_any_user,
-        refusal="Only service accounts and superusers may act for another user.",
-    )
+def subject_user_ids(request: Request, user_ids: Collection[Any]) -> dict[Any, int]:
+    """subject_user for many ids at once (a usage batch), as ids: {user_id: the id of the user it
+    names}; one query checks that the others exist, without loading them."""
+    own, others = _split(request, user_ids)
+    out = {user_id: user.pk for user_id, user in own.items()}
+    if not others:
+        return out
+    if not can_act_for_any_user(request.user):
+        raise exceptions.PermissionDenied("Only service accounts and superusers may act for another user.")
+    found = set(get_user_model().objects.filter(pk__in=set(others.values())).values_list("pk", flat=True))
+    for user_id, wanted in others.items():
+        if wanted not in found:
+            raise exceptions.NotFound("No such user.")
+        out[user_id] = wanted
+    return out
 
 
 def subject_user_for_read(request: Request, user_id: Any) -> Any:

@@ -20,7 +20,7 @@ from payments_project.api import (
     Pagination,
     subject_user,
     subject_user_for_read,
-    subject_users,
+    subject_user_ids,
 )
 from payments_project.errors import DomainError
 from usage.models import FEATURE_CODE_MAX, IDEMPOTENCY_KEY_MAX, RESOURCE_FIELD_MAX, UsageRecord
@@ -395,8 +395,8 @@ class UsageViewSet(viewsets.GenericViewSet):
             data = BatchInputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             items = data.validated_data["events"]
-        users = subject_users(request, {item.get("user_id") for item in items})
-        events = [_event(item, users[item.get("user_id")].pk) for item in items]
+        users = subject_user_ids(request, {item.get("user_id") for item in items})
+        events = [_event(item, users[item.get("user_id")]) for item in items]
         results = usage_events_record(events=events)
         return Response({"results": _results_json(results)})
 

@@ -24,6 +24,7 @@ is told after commit the values the statements returned (usage.mirror): it only 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -65,7 +66,7 @@ MAX_QUANTITY = 10**12
 RESTAMP_AFTER = timedelta(seconds=10)
 
 
-@dataclass
+@dataclass(slots=True)  # a batch makes a thousand: slots are quicker to make and read
 class UsageEvent:
     """One event as a client sent it (already bounded by the API's serializer)."""
 
@@ -92,7 +93,7 @@ class UsageEvent:
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)  # a batch makes a thousand: slots are quicker to make and read
 class EventResult:
     status: str  # recorded, duplicate, refused
     code: str | None = None
@@ -148,7 +149,7 @@ def _remaining(limit: int | None, used: int, reserved: int) -> int | None:
     return None if limit is None else max(limit - used - reserved, 0)
 
 
-@dataclass
+@dataclass(slots=True)  # a batch makes a thousand: slots are quicker to make and read
 class _Pending:
     index: int
     event: UsageEvent
@@ -213,7 +214,7 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         elif answer.status == "refused":
             results[index] = answer
         else:
-            results[index] = EventResult(**{**answer.__dict__, "status": "duplicate"})
+            results[index] = dataclasses.replace(answer, status="duplicate")
     return [result for result in results if result is not None]
 
 
