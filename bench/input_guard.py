@@ -5,8 +5,10 @@
 Times InputGuardMiddleware (payments_project/security.py) around a view that does nothing, best
 of 5 runs: (a) a GET with a query string, (b) a typical POST /payments/ JSON body, (c) a 1 MiB JSON
 body of strings full of brackets (accepted: the scanner skips strings), (d) a 1 MiB body nested
-100,000 levels deep (refused). Request objects are built before the clock starts. The last line is
-`input_guard: get_us=N post_us=N big_ok_ms=N deep_refused_ms=N`.
+100,000 levels deep (refused), (e) a 1 MiB body of 40 brackets then one unclosed string of
+escaped quotes (the worst case for a string scanner that backtracks; refused, too deep). Request
+objects are built before the clock starts. The last line is
+`input_guard: get_us=N post_us=N big_ok_ms=N deep_refused_ms=N unclosed_ms=N`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main() -> None:
     )
     big = json.dumps({"notes": ["[{" * 50 + "x" * 400] * 1900})  # just under 1 MiB
     deep = "[" * 100_000 + "]" * 100_000
+    unclosed = "[" * 40 + '"' + '\\"' * 500_000
     figures = {
         "get_us": _best(
             lambda: factory.get("/api/v1/entitlements/check?feature=export_pdf&user_id=42"), 20_000
@@ -67,6 +70,10 @@ def main() -> None:
         * 1e3,
         "deep_refused_ms": _best(
             lambda: factory.post("/api/v1/families/", deep, content_type="application/json"), 5
+        )
+        * 1e3,
+        "unclosed_ms": _best(
+            lambda: factory.post("/api/v1/families/", unclosed, content_type="application/json"), 5
         )
         * 1e3,
     }

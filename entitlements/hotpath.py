@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -72,6 +71,7 @@ from payments_project.authentication import (
     token_snapshot_prefix,
     token_snapshot_read,
 )
+from payments_project.security import UNPARSED, orjson_loads_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -350,10 +350,10 @@ def json_body(request: HttpRequest) -> Any:
         return None
     if (request.content_params or {}).get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
         return None  # DRF decodes with the declared charset; orjson only reads UTF-8
-    try:
-        return orjson.loads(request.body)  # strict: no NaN/Infinity, no lone surrogate, 64-bit ints
-    except ValueError:
-        return None
+    # What the DRF parser would read, when orjson can say it (no NaN/Infinity, no lone surrogate,
+    # no integer past 64 bits: a body holding one is DRF's to refuse).
+    data = orjson_loads_bounded(request.body)
+    return None if data is UNPARSED else data
 
 
 def json_response(status: int, data: Any) -> HttpResponse:

@@ -9,9 +9,14 @@ connection's `prepare_threshold` is 0, which only server-binding cursors heed: D
 cursors never prepare), and PostgreSQL reuses the plan from then on.
 
 Only statements of a fixed text belong here (arrays or one JSON document as parameters, never a
-list of placeholders that varies): psycopg keeps the last 100 prepared per connection. A
-connection pooler in transaction mode would need its prepared-statement support (PgBouncer
-1.21+, max_prepared_statements). On SQLite (`make run`) it is Django's usual cursor.
+list of placeholders that varies): psycopg keeps the last 100 prepared per connection. On SQLite
+(`make run`) it is Django's usual cursor.
+
+Behind PgBouncer in transaction mode: prepared statements need PgBouncer 1.21+ with
+`max_prepared_statements` set, and PgBouncer refuses the `options` startup parameter the
+settings use for the generic plans: list `options` in its `ignore_startup_parameters` and set
+`ALTER ROLE <app role> SET plan_cache_mode = force_generic_plan` instead (it only affects
+prepared statements there too).
 """
 
 from __future__ import annotations

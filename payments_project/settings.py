@@ -144,7 +144,9 @@ else:
     # in a connection, and planned once (a generic plan) rather than again on each run; Django's own
     # (client-binding) cursors never prepare, whatever these say.
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 0
-    DATABASES["default"]["OPTIONS"]["options"] = "-c plan_cache_mode=force_generic_plan"
+    # Added to what DATABASE_URL's ?options= says (a statement_timeout, a search_path).
+    given = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = f"{given} -c plan_cache_mode=force_generic_plan".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (Redis when REDIS_URL is set) --------------------------------------------------------

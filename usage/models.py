@@ -113,9 +113,10 @@ class UsageCounter(models.Model):
     period_end = models.DateTimeField(null=True, blank=True, help_text="Empty: never resets.")
     # The limit and policy last applied (from the subject's entitlement); empty limit: unlimited.
     limit = models.BigIntegerField(null=True, blank=True)
-    # The most used + reserved could reach at the last count (the limit plus any overage
-    # allowance); empty: nothing refused (unlimited or soft). Written with each count, by the
-    # statement whose condition it is (usage.services._counters_upsert).
+    # The most used + reserved could reach at the last count by events (the limit plus any overage
+    # allowance; empty: nothing refused, unlimited or soft). Written with each count, by the
+    # statement whose condition it is (usage.services._counters_upsert); also empty on a counter
+    # only a reservation has touched so far. Shown to staff, never read to decide.
     allowance = models.BigIntegerField(null=True, blank=True)
     used = models.BigIntegerField(default=0)
     reserved = models.BigIntegerField(default=0)

@@ -25,6 +25,8 @@ DEPTH_CASES = {
     "closed before opened": (b"]]]][[[", False),
     "mixed kinds, shallow": (b"[}{]", False),
     "mixed kinds, deep": (b"[{[{]}]}", True),
+    "deep, then an unclosed string of escaped quotes": (b"[[[[" + b'"' + b'\\"' * 1000, True),
+    "shallow, then an unclosed string holding brackets": (b'[[["' + b"[[[[" * 1000, False),
 }
 
 
@@ -82,6 +84,12 @@ def test_the_parser_refuses_what_the_bounded_json_reader_refuses(body: bytes, er
 
 def test_a_body_in_another_charset_is_decoded_with_it() -> None:
     assert _parse('{"name": "Zoë"}'.encode("latin-1"), "latin-1") == {"name": "Zoë"}
+
+
+@pytest.mark.parametrize("charset", ["utf-7", "cp037", "utf-16"])
+def test_a_nul_escape_spelled_in_another_charset_is_refused(charset: str) -> None:
+    with pytest.raises(ValidationError):
+        _parse('{"a": "x\\u0000y"}'.encode(charset), charset)
 
 
 RENDER_CASES = {

@@ -222,3 +222,21 @@ def test_only_the_spellings_of_the_url_the_urlconf_takes_are_answered(quota: Cal
     # then the same answer as without the hot path, and nothing recorded
     assert fast_answer.status_code == drf_answer.status_code == 404
     assert UsageRecord.objects.count() == 0
+
+
+@pytest.mark.parametrize("number", [2**63, 2**64 - 1, 2**64, -(2**63) - 1, 10**29])
+def test_an_integer_past_64_bits_is_refused_as_drf_refuses_it(quota: Callable[..., Any], number: int) -> None:
+    # given a warm customer, and the same customer through DRF only
+    user = quota(limit=100)
+    fast = _warm(user)
+    drf = _drf_client(user)
+    body = f'{{"feature": "api_calls", "idempotency_key": "big", "metadata": {{"n": {number}}}}}'
+
+    # when both send an event whose metadata holds the number
+    answers = [client.post(EVENTS, body, content_type="application/json") for client in (fast, drf)]
+
+    # then the parser's 400, nothing recorded
+    assert [a.status_code for a in answers] == [400, 400]
+    assert answers[0].content == answers[1].content
+    assert answers[0].json()["error"]["code"] == "parse_error"
+    assert UsageRecord.objects.count() == 0
