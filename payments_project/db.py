@@ -6,7 +6,8 @@ look-up, the ledger insert, the counters' upsert) planning cost PostgreSQL more 
 them: the quota look-up took about 0.7 ms to plan and 0.05 ms to run. `prepared_cursor()` binds on
 the server and prepares each statement on its first run in a connection (settings: the
 connection's `prepare_threshold` is 0, which only server-binding cursors heed: Django's own
-cursors never prepare), and PostgreSQL reuses the plan from then on.
+cursors never prepare), and PostgreSQL reuses the plan from then on. DATABASE_PREPARED_STATEMENTS=0
+turns it off (Django's cursor then).
 
 Only statements of a fixed text belong here (arrays or one JSON document as parameters, never a
 list of placeholders that varies): psycopg keeps the last 100 prepared per connection. On SQLite
@@ -32,9 +33,11 @@ from django.db import connection
 def prepared_cursor() -> Iterator[Any]:
     """A cursor of the default connection, wrapped as Django wraps its own (its errors), that
     prepares what it runs on PostgreSQL."""
-    if connection.vendor != "postgresql" or connection.queries_logged:
-        # SQLite; or Django logs the queries (DEBUG, a test capturing them): its log writes each
-        # statement with its values, which only its client-binding cursor can.
+    preparing = connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None
+    if connection.vendor != "postgresql" or connection.queries_logged or not preparing:
+        # SQLite; Django logs the queries (DEBUG, a test capturing them): its log writes each
+        # statement with its values, which only its client-binding cursor can; or prepared
+        # statements are off (DATABASE_PREPARED_STATEMENTS=0, behind a pooler that loses them).
         with connection.cursor() as cursor:
             yield cursor
         return

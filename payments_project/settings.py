@@ -140,13 +140,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 3)
-    # Statements run through payments_project.db.prepared_cursor() are prepared on their first run
-    # in a connection, and planned once (a generic plan) rather than again on each run; Django's own
-    # (client-binding) cursors never prepare, whatever these say.
-    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 0
-    # Added to what DATABASE_URL's ?options= says (a statement_timeout, a search_path).
-    given = DATABASES["default"]["OPTIONS"].get("options", "")
-    DATABASES["default"]["OPTIONS"]["options"] = f"{given} -c plan_cache_mode=force_generic_plan".strip()
+    if env_bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        # Statements run through payments_project.db.prepared_cursor() are prepared on their first
+        # run in a connection, and planned once (a generic plan) rather than again on each run;
+        # Django's own (client-binding) cursors never prepare, whatever these say. Off behind a
+        # pooler that cannot keep prepared statements across transactions (PgBouncer in
+        # transaction mode before 1.21 or without max_prepared_statements).
+        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 0
+        # Added to what DATABASE_URL's ?options= says (a statement_timeout, a search_path).
+        given = DATABASES["default"]["OPTIONS"].get("options", "")
+        DATABASES["default"]["OPTIONS"]["options"] = f"{given} -c plan_cache_mode=force_generic_plan".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (Redis when REDIS_URL is set) --------------------------------------------------------

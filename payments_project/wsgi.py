@@ -11,7 +11,13 @@ from payments_project.wsgi_environ import without_process_environment
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "payments_project.settings")
 metrics_forget_dead_processes()  # a worker started in place of a dead one: drop its live gauges
-application = without_process_environment(get_wsgi_application())
+_django = get_wsgi_application()
+
+from billing.stripe.wsgi import stripe_webhook_wsgi  # noqa: E402 - needs the apps loaded above
+
+# Signed Stripe deliveries answered before Django's handler (billing/stripe/wsgi.py); the process
+# environment is dropped first, so neither path sees it.
+application = without_process_environment(stripe_webhook_wsgi(_django))
 
 # Build what Django otherwise builds on the first request (the URL resolvers), then move every
 # object alive now out of the garbage collector's reach: a full collection would otherwise walk

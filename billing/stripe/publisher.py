@@ -1,13 +1,16 @@
 """Queues just-received Stripe events for processing from a thread of the web process, in batches.
 
 A Celery publish costs more CPU than the rest of a webhook's intake (about 0.6 to 0.9 ms on the
-2-core bench machine, against the ~1 ms each request may cost at 1,500 events/s): publishing from
-the request would halve the intake. Each request hands the inbox row's id to this process's
-publisher thread and answers; the thread sends the ids that arrived meanwhile as one message for
-the batch task (billing.stripe.tasks), one publish for many events under load and at once for a
-lone event. The rows are committed before their ids get here: a message lost with the process
-(killed before it published) or with the broker leaves rows pending, and the inbox's sweep
-(beat) queues them after STRIPE_EVENTS_STALE_PENDING_SECONDS, as for any other lost message.
+2-core bench machine, against the few tenths of a millisecond the intake itself takes): publishing
+from the request, or once per few events, would cost more than the intake. Each request hands the
+inbox row's id to this process's publisher thread and answers; the thread sends a lone event at
+once, then at most one round of messages per PUBLISH_INTERVAL, each carrying the ids that arrived
+meanwhile (BATCH_MAX at most) for the batch task (billing.stripe.tasks): under load the number of
+publishes per second stays bounded whatever the intake rate, at the price of PUBLISH_INTERVAL of
+delay for events arriving right after another. The rows are committed before their ids get here: a
+message lost with the process (killed before it published) or with the broker leaves rows pending,
+and the inbox's sweep (beat) queues them after STRIPE_EVENTS_STALE_PENDING_SECONDS, as for any
+other lost message.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ logger = logging.getLogger(__name__)
 
 # The batch processing task, named rather than imported (its module imports the services).
 PROCESS_BATCH_TASK = "billing.stripe.tasks.stripe_events_process_batch_task"
-# Ids per message at most: a message is processed by one worker, one event after the other.
-BATCH_MAX = 10
+# Ids per message at most: a message is processed by one worker, one event after the other, so a
+# bigger batch would leave other workers idle while one works through it.
+BATCH_MAX = 50
+# Seconds between two rounds of publishing under load: at most ~1/PUBLISH_INTERVAL rounds per
+# second per process (a few milliseconds of CPU), however many events arrive.
+PUBLISH_INTERVAL = 0.05
 
 _lock = threading.Lock()
 _queue: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -57,12 +64,25 @@ def _run(ids: queue.SimpleQueue[int]) -> None:
             # One producer kept while publishing works: acquiring one per message from the pool
             # was about a third of a publish's CPU.
             with current_app.producer_or_acquire() as producer:
-                while True:
-                    if not _publish_batch(_batch(ids, block=True), producer=producer):
-                        break  # a fresh producer (and connection) for the next batch
+                while _publish_waiting(ids, producer=producer):
+                    pass
         except Exception:
             logger.warning("Stripe event publisher: producer lost", exc_info=True)
             time.sleep(1)
+
+
+def _publish_waiting(ids: queue.SimpleQueue[int], *, producer: Any) -> bool:
+    """Waits for an id, publishes it with every id waiting (in messages of BATCH_MAX at most),
+    then lets PUBLISH_INTERVAL pass so the next round carries what arrives meanwhile. False when
+    a publish failed (a fresh producer, and connection, for the next round)."""
+    batch = _batch(ids, block=True)
+    started = time.monotonic()
+    while batch:
+        if not _publish_batch(batch, producer=producer):
+            return False
+        batch = _batch(ids, block=False)
+    time.sleep(max(0.0, PUBLISH_INTERVAL - (time.monotonic() - started)))
+    return True
 
 
 def _batch(ids: queue.SimpleQueue[int], *, block: bool) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import traceback
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,8 @@ from uuid import UUID
 
 from celery import current_app
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -32,6 +34,7 @@ from billing.stripe import publisher
 from billing.stripe.handlers import stripe_event_handlers
 from billing.stripe.models import StripeEvent
 from payments_project.accounts.services import audit_record
+from payments_project.db import prepared_cursor
 from payments_project.errors import DomainError
 from payments_project.events.services import Actor, actor_bound
 
@@ -114,11 +117,11 @@ def _delivery_record_sql() -> str:
     )
 
 
-def _inbox_values(event: dict[str, Any], now: datetime) -> list[Any]:
+def _inbox_values(event: dict[str, Any], now: datetime, db: BaseDatabaseWrapper) -> list[Any]:
     """The inbox row's values for the placeholders of _INBOX_COLUMNS (trigger_id excepted)."""
     created = event.get("created")
     object_id, customer_id = stripe_event_refs(event)
-    ops = connection.ops
+    ops = db.ops
     stripe_created = datetime.fromtimestamp(created, tz=UTC) if isinstance(created, int) else None
     return [
         event["id"],
@@ -130,6 +133,12 @@ def _inbox_values(event: dict[str, Any], now: datetime) -> list[Any]:
         StripeEvent.Status.PENDING,
         ops.adapt_datetimefield_value(now),
     ]
+
+
+@functools.cache
+def _djstripe_version() -> str:
+    """What dj-stripe stores with each delivery (its field's default: the installed version)."""
+    return str(WebhookEventTrigger._meta.get_field("djstripe_version").get_default())
 
 
 def _upsert_values() -> list[str]:
@@ -166,24 +175,24 @@ def stripe_delivery_accept(
             headers=headers,
             remote_ip=remote_ip,
         )
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local look-up
     now = timezone.now()
-    fields = {field.name: field for field in WebhookEventTrigger._meta.concrete_fields}
-    delivery = [
-        fields[name].get_db_prep_save(value, connection)
-        for name, value in (
-            ("remote_ip", remote_ip),
-            ("headers", headers),
-            ("body", body),
-            ("djstripe_version", fields["djstripe_version"].get_default()),
-            ("created", now),
-            ("updated", now),
-        )
+    params = [
+        endpoint_uuid,
+        secret,
+        tolerance,
+        remote_ip,
+        json.dumps(headers),  # cast to jsonb by the statement, as JSONField would store it
+        body,
+        _djstripe_version(),
+        now,
+        now,
+        *_inbox_values(event, now, db),
+        *_upsert_values(),
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _delivery_record_sql(),
-            [endpoint_uuid, secret, tolerance, *delivery, *_inbox_values(event, now), *_upsert_values()],
-        )
+    # Prepared once per connection instead of parsed and planned per delivery.
+    with prepared_cursor() as cursor:
+        cursor.execute(_delivery_record_sql(), params)
         row = cursor.fetchone()
     if row is None:
         return False
@@ -224,7 +233,7 @@ def _delivery_accept_orm(
             valid=True,
         )
         inbox = StripeEvent._meta.db_table
-        values = _inbox_values(event, timezone.now())
+        values = _inbox_values(event, timezone.now(), connection)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {inbox} ({_INBOX_COLUMNS})"  # noqa: S608 - the model's table name
@@ -268,13 +277,19 @@ def _publish(stripe_event_pk: int) -> None:
 def stripe_events_sweep() -> int:
     """Beat job: queue again what would otherwise wait forever: pending rows never queued (the
     broker was down), rows left "processing" by a worker that died, failed rows whose retries were
-    lost. Processing claims each row atomically, so a row queued twice is processed once."""
+    lost. Processing claims each row atomically, so a row queued twice is processed once.
+    Oldest first: behind a backlog of more than 500 stale rows (queued, merely waiting), newest
+    first would queue those again on every run and never reach an older row whose worker died."""
     now = timezone.now()
-    stuck = StripeEvent.objects.filter(
-        Q(status=StripeEvent.Status.PENDING, received_at__lt=now - _stale_pending())
-        | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - stale_processing())
-        | Q(status=StripeEvent.Status.FAILED, started_at__lt=now - stale_processing())
-    ).values_list("pk", flat=True)[:500]
+    stuck = (
+        StripeEvent.objects.filter(
+            Q(status=StripeEvent.Status.PENDING, received_at__lt=now - _stale_pending())
+            | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - stale_processing())
+            | Q(status=StripeEvent.Status.FAILED, started_at__lt=now - stale_processing())
+        )
+        .order_by("received_at", "pk")
+        .values_list("pk", flat=True)[:500]
+    )
     ids = list(stuck)
     for pk in ids:
         _publish(pk)

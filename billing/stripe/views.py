@@ -43,18 +43,23 @@ def delivery_body(request: HttpRequest) -> str:
         return "(error decoding body)"
 
 
-@sensitive_variables("secret")
-def delivery_take(
-    request: HttpRequest, *, endpoint_uuid: UUID, secret: str, tolerance: int
-) -> JsonResponse | None:
-    """The 200 answer for a signed delivery that verifies against `secret` and `tolerance`, once
+@sensitive_variables("secret", "signature")
+def delivery_record(
+    *,
+    endpoint_uuid: UUID,
+    secret: str,
+    tolerance: int,
+    body: str,
+    signature: str,
+    headers: dict[str, str],
+    remote_ip: str,
+) -> str | None:
+    """The event id of a signed delivery that verifies against `secret` and `tolerance`, once
     recorded (durably: committed, or in the caller's transaction); None, recording nothing, for
     one that does not verify. EndpointChanged when the endpoint no longer has that secret and
-    tolerance: nothing recorded."""
-    body = delivery_body(request)
-    event = webhook_event_verified(
-        body, request.headers["stripe-signature"], secret=secret, tolerance=tolerance
-    )
+    tolerance: nothing recorded. The one intake of both fast paths (billing.stripe.wsgi,
+    billing.stripe.middleware) and the view."""
+    event = webhook_event_verified(body, signature, secret=secret, tolerance=tolerance)
     if event is None:
         return None
     if not stripe_delivery_accept(
@@ -63,19 +68,44 @@ def delivery_take(
         tolerance=tolerance,
         event=event,
         body=body,
-        headers=dict(request.headers),
-        remote_ip=delivery_remote_ip(request),
+        headers=headers,
+        remote_ip=remote_ip,
     ):
         raise EndpointChanged
-    return JsonResponse({"received": True, "event": event["id"]})
+    return str(event["id"])
+
+
+@sensitive_variables("secret")
+def delivery_take(
+    request: HttpRequest, *, endpoint_uuid: UUID, secret: str, tolerance: int
+) -> JsonResponse | None:
+    """delivery_record for a request: the 200 answer once recorded, None when it does not verify."""
+    event_id = delivery_record(
+        endpoint_uuid=endpoint_uuid,
+        secret=secret,
+        tolerance=tolerance,
+        body=delivery_body(request),
+        signature=request.headers["stripe-signature"],
+        headers=dict(request.headers),
+        remote_ip=delivery_remote_ip(request),
+    )
+    if event_id is None:
+        return None
+    return JsonResponse({"received": True, "event": event_id})
 
 
 def delivery_remote_ip(request: HttpRequest) -> str:
     """The client address dj-stripe stores (the first X-Forwarded-For entry, else the peer's), or
     the peer's when that entry is not an address: the column holds only addresses, and a proxy or
     a client sending anything else there must not make the delivery a 500."""
-    address = get_remote_ip(request)
-    for candidate in (address, request.META.get("REMOTE_ADDR", "")):
+    return remote_ip_valid(get_remote_ip(request), request.META.get("REMOTE_ADDR", ""))
+
+
+def remote_ip_valid(address: str | None, peer: str) -> str:
+    """`address` when it is an IP address, else `peer` when it is one, else dj-stripe's unknown."""
+    for candidate in (address, peer):
+        if not candidate:
+            continue
         try:
             return str(ipaddress.ip_address(candidate))
         except ValueError:

@@ -39,3 +39,21 @@ def test_when_django_logs_queries_its_own_cursor_runs_and_logs_the_values(
     assert captured.captured_queries[0]["sql"] == (
         "SELECT count(*) FROM auth_user WHERE id = ANY('{7}'::int2[]) AND username <> 'nobody'"
     )
+
+
+def test_with_prepared_statements_off_nothing_is_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given DATABASE_PREPARED_STATEMENTS=0 (the connection options say no threshold)
+    options = {k: v for k, v in connection.settings_dict["OPTIONS"].items() if k != "prepare_threshold"}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+
+    # when a statement of its own runs through the cursor
+    with prepared_cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM auth_user WHERE username = %s AND id > %s", ["off", 0])
+        assert cursor.fetchone() == (0,)
+
+    # then it was not prepared
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%username = $1%"]
+        )
+        assert cursor.fetchone() == (0,)

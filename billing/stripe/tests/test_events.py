@@ -370,3 +370,40 @@ def test_the_sweep_queues_events_that_were_never_queued_or_whose_worker_died(
     pending_payment.refresh_from_db()
     assert pending_payment.status == "succeeded"
     assert dead.pk != row.pk
+
+
+@pytest.mark.django_db
+def test_the_sweep_reaches_a_dead_worker_s_row_behind_a_backlog_of_waiting_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a row left "processing" by a worker that died, then more stale pending rows (still
+    # queued, merely waiting behind a backlog) than one sweep queues
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.stripe import services
+
+    now = timezone.now()
+    dead = StripeEvent.objects.create(
+        stripe_event_id="evt_dead_worker",
+        type="balance.available",
+        status=StripeEvent.Status.PROCESSING,
+        started_at=now - timedelta(minutes=11),
+    )
+    StripeEvent.objects.filter(pk=dead.pk).update(received_at=now - timedelta(minutes=12))
+    waiting = StripeEvent.objects.bulk_create(
+        StripeEvent(stripe_event_id=f"evt_waiting_{n}", type="balance.available") for n in range(501)
+    )
+    StripeEvent.objects.filter(pk__in=[row.pk for row in waiting]).update(
+        received_at=now - timedelta(minutes=5)
+    )
+    queued: list[int] = []
+    monkeypatch.setattr(services, "_publish", queued.append)
+
+    # when the beat sweep runs
+    count = services.stripe_events_sweep()
+
+    # then the oldest come first: the dead worker's row is queued again
+    assert count == 500
+    assert queued[0] == dead.pk

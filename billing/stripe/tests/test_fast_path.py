@@ -400,3 +400,34 @@ def test_an_endpoint_with_no_tolerance_still_refuses_an_old_delivery(client: Cli
     old = _post(client, body, _signed(body, timestamp=int(time.time()) - 600))
     fresh = _post(client, body, _signed(body))
     assert (old.status_code, fresh.status_code) == (400, 200)
+
+
+def test_the_publisher_sends_everything_waiting_then_lets_the_interval_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import queue
+
+    # given more ids waiting than one message carries
+    ids: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for pk in range(1, publisher.BATCH_MAX + 6):
+        ids.put(pk)
+    sent: list[list[int]] = []
+    slept: list[float] = []
+
+    def publish(batch: list[int], *, producer: object) -> bool:
+        sent.append(batch)
+        return True
+
+    monkeypatch.setattr(publisher, "_publish_batch", publish)
+    monkeypatch.setattr(publisher.time, "sleep", slept.append)
+
+    # when the publisher thread takes one round
+    assert publisher._publish_waiting(ids, producer=None) is True
+
+    # then every waiting id went out, in messages of at most BATCH_MAX, before one pause
+    assert sent == [
+        list(range(1, publisher.BATCH_MAX + 1)),
+        list(range(publisher.BATCH_MAX + 1, publisher.BATCH_MAX + 6)),
+    ]
+    assert len(slept) == 1
+    assert 0 < slept[0] <= publisher.PUBLISH_INTERVAL
