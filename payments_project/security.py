@@ -197,6 +197,26 @@ def _query_has_nul(request: HttpRequest) -> bool:
     return "\x00" in raw or "%00" in raw
 
 
+_UTF8_OR_ASCII = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+
+
+def _body_as_utf8(request: HttpRequest) -> bytes:
+    """The body's bytes as UTF-8, so the NUL and depth checks read the characters the parser will
+    read: a body in another declared charset (the parsers decode with it) is decoded first, where
+    its bytes would hide a NUL or a bracket (cp037, UTF-7) or fake one (UTF-16)."""
+    body = request.body
+    charset = (request.content_params or {}).get("charset", "").strip().lower()
+    if not charset or charset in _UTF8_OR_ASCII:
+        return body
+    try:
+        return body.decode(charset).encode("utf-8", "surrogatepass")
+    except LookupError:
+        message = f"Unknown charset {charset[:40]!r}."
+        raise BadInput(message, status=415, code="unsupported_media_type") from None
+    except UnicodeError:
+        raise BadInput(f"The body is not valid {charset[:40]}.", field="body") from None
+
+
 class InputGuardMiddleware:
     """Refuses, for every URL: NUL in the path, the query string or the raw body (400), a body
     longer than API_MAX_BODY_BYTES (413), a JSON body nested too deep (400). NUL escaped in JSON
@@ -228,7 +248,7 @@ class InputGuardMiddleware:
         content_type = request.META.get("CONTENT_TYPE", "").lower()
         if not length or content_type.startswith("multipart/"):
             return
-        body = request.body
+        body = _body_as_utf8(request)
         if b"\x00" in body:
             raise BadInput("The body must not contain NUL characters.", field="body")
         if "json" in content_type:

@@ -40,6 +40,9 @@ class Quota:
     anchor: datetime | None
     interval: str
     interval_count: int
+    # When the entitlement began: no event can have happened under it before then (the grace
+    # window for late events must not reach a period from before the subscription).
+    granted_at: datetime | None = None
 
     @property
     def allowance(self) -> int | None:
@@ -200,6 +203,7 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
             anchor=row[8] or row[7],
             interval=row[9] or "month",
             interval_count=row[10] or 1,
+            granted_at=row[7],
         )
     return out
 

@@ -119,6 +119,7 @@ REFUSAL_MESSAGES = {
     "not_entitled": "The user holds no live entitlement to this feature.",
     "occurred_at_in_future": "occurred_at is in the future.",
     "occurred_at_too_old": "occurred_at is before the open period (minus the grace window).",
+    "occurred_at_before_entitlement": "occurred_at is before the user was entitled to this feature.",
     "quota_exceeded": "The quota for this period is used up.",
     "idempotency_key_reused": "This idempotency key was used with another body.",
 }
@@ -195,6 +196,9 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         open_start, _ = period_of(quota, now)
         if occurred_at < open_start - grace:
             results[index] = _refused("occurred_at_too_old")
+            continue
+        if quota.granted_at is not None and occurred_at < quota.granted_at:
+            results[index] = _refused("occurred_at_before_entitlement")
             continue
         item = _Pending(index, event, quota, period_of(quota, occurred_at), occurred_at, event.fingerprint())
         key = (event.user_id, event.feature, event.idempotency_key)
@@ -619,7 +623,8 @@ def _counters_add(changes: dict[int, tuple[int, int | None, int | None]]) -> dic
 
 
 def _answer_duplicates(duplicates: list[_Pending], results: list[EventResult | None], now: datetime) -> None:
-    """A key seen before: the same body replays the first answer, another is idempotency_key_reused."""
+    """A key seen before: the same body replays the first answer's record, another is
+    idempotency_key_reused."""
     table = UsageRecord._meta.db_table
     wanted = ", ".join(["(%s, %s, %s)"] * len(duplicates))
     params: list[Any] = []
@@ -639,14 +644,17 @@ def _answer_duplicates(duplicates: list[_Pending], results: list[EventResult | N
         if row[4] != item.fingerprint:
             results[item.index] = _refused("idempotency_key_reused")
             continue
+        start = _dt(row[7])
+        # The first answer's record and period (the epoch keys only the one period of a
+        # never-resetting limit). Not its used and remaining: the counter has moved on since.
         results[item.index] = EventResult(
             status="duplicate",
             record_id=row[0],
             quantity=row[5],
             over_limit=bool(row[6]),
-            # The first answer's period: the epoch keys only the one period of a never-resetting limit.
-            period_start=None if _dt(row[7]) == EPOCH else _dt(row[7]),
+            period_start=None if start == EPOCH else start,
             limit=item.quota.limit,
+            resets_at=item.quota.period(start)[1],
         )
 
 
@@ -663,7 +671,7 @@ def usage_event_record(*, event: UsageEvent, now: datetime | None = None) -> Eve
                 "limit": result.limit,
                 "used": result.used,
                 "remaining": result.remaining,
-                "resets_at": None if result.resets_at is None else result.resets_at.isoformat(),
+                "resets_at": result.resets_at,  # written as every answer writes times (...Z)
             },
         )
     if code == "idempotency_key_reused":
@@ -732,7 +740,7 @@ def usage_reservation_create(
                     "limit": quota.limit,
                     "used": used,
                     "remaining": _remaining(quota.limit, used, reserved),
-                    "resets_at": None if period[1] is None else period[1].isoformat(),
+                    "resets_at": period[1],
                 },
             )
         reservation = UsageReservation.objects.create(

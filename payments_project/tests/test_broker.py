@@ -114,7 +114,8 @@ def test_a_worker_on_the_file_broker_survives_an_empty_message_file(tmp_path: Pa
     )
     try:
         # when a task is published behind it
-        publisher = Celery("publisher", broker="filesystem://")
+        # Not the current app: later tests publish through the project's own (current_app).
+        publisher = Celery("publisher", broker="filesystem://", set_as_current=False)
         publisher.conf.broker_transport = TRANSPORT
         publisher.conf.broker_transport_options = _options(tmp_path / "celery")
         publisher.send_task("entitlements.tasks.snapshot_invalidations_retry_task")

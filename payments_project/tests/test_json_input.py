@@ -118,3 +118,48 @@ def test_an_indented_answer_is_drfs() -> None:
     rendered = FastJSONRenderer().render({"a": 1}, "application/json; indent=2", {})
 
     assert rendered == b'{\n  "a": 1\n}'
+
+
+def _guarded(body: bytes, charset: str) -> tuple[int, bytes]:
+    """The input guard's answer to a JSON body in `charset` (204: let through)."""
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from payments_project.security import InputGuardMiddleware
+
+    request = RequestFactory().generic(
+        "POST", "/api/v1/usage/events/", body, content_type=f"application/json; charset={charset}"
+    )
+    response = InputGuardMiddleware(lambda _: HttpResponse(status=204))(request)
+    return response.status_code, response.content
+
+
+CHARSET_CASES = {
+    "deep in cp037 (its brackets are other bytes)": ("[" * 900 + "]" * 900, "cp037", 400, b"nested deeper"),
+    "deep in UTF-7": ('{"a": ' + "[" * 40 + "]" * 40 + "}", "utf-7", 400, b"nested deeper"),
+    "shallow UTF-16 (NUL bytes, no NUL character)": ('{"a": 1}', "utf-16", 204, b""),
+    "a NUL character in cp037": ('{"a": "x\x00y"}', "cp037", 400, b"must not contain NUL"),
+    "latin-1": ('{"name": "Zoë"}', "latin-1", 204, b""),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "charset", "status", "said"), CHARSET_CASES.values(), ids=CHARSET_CASES.keys()
+)
+def test_the_guard_reads_a_body_in_its_declared_charset(
+    text: str, charset: str, status: int, said: bytes
+) -> None:
+    answer, body = _guarded(text.encode(charset), charset)
+
+    assert answer == status
+    assert said in body
+
+
+def test_an_unknown_charset_is_415_and_bytes_not_in_the_charset_400() -> None:
+    unknown = _guarded(b'{"a": 1}', "x-nope")
+    broken = _guarded(b'{"a":1}', "utf-16")  # an odd number of bytes
+
+    assert unknown == (415, unknown[1])
+    assert b"unsupported_media_type" in unknown[1]
+    assert broken[0] == 400
+    assert b"is not valid utf-16" in broken[1]

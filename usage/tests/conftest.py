@@ -61,6 +61,8 @@ def quota() -> Callable[..., Any]:
             source=Entitlement.Source.SUBSCRIPTION,
             limit=limit,
             reset_period=reset_period,
+            # Granted when the subscription's period began (events before it are refused).
+            **({"granted_at": period_start} if period_start is not None else {}),
         )
         user.family = family_row
         user.subscription = subscription

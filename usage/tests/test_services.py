@@ -79,7 +79,7 @@ def test_a_hard_limit_refuses_with_the_numbers_and_records_nothing(quota: Callab
         "limit": 10,
         "used": 8,
         "remaining": 2,
-        "resets_at": "2027-02-01T00:00:00+00:00",
+        "resets_at": datetime(2027, 2, 1, tzinfo=UTC),
     }
     assert UsageRecord.objects.count() == 1
     assert _counter(user).used == 8
@@ -264,7 +264,7 @@ def test_counters_reset_at_the_period_boundary_without_a_job(
     with time_machine.travel(after, tick=False):
         fresh = usage_event_record(event=_event(user, "b", 1))
 
-    assert full.value.extra["resets_at"] == fresh.period_start.isoformat()  # type: ignore[union-attr]
+    assert full.value.extra["resets_at"] == fresh.period_start
     assert (fresh.used, fresh.remaining, fresh.resets_at) == (1, 4, next_end)
     old, new = UsageCounter.objects.order_by("period_start")
     assert (old.used, new.used) == (5, 1)  # the past period stays readable
@@ -293,3 +293,58 @@ def test_a_batch_that_fits_is_counted_at_once_and_one_that_does_not_event_by_eve
     assert (counted.used, counted.seq, counted.allowance) == (7, 1, 10)
     assert (counter.used, counter.seq, counter.allowance) == (10, 2, 10)
     assert sorted(UsageRecord.objects.values_list("idempotency_key", flat=True)) == ["a", "b", "c", "e"]
+
+
+def test_an_event_from_before_the_entitlement_began_is_refused_even_inside_the_grace_window(
+    quota: Callable[..., Any],
+) -> None:
+    # given a customer who subscribed at 09:00 (their first period opens then)
+    subscribed = datetime(2027, 1, 10, 9, 0, tzinfo=UTC)
+    with time_machine.travel(subscribed, tick=False):
+        user = quota(limit=10, period_start=subscribed)
+    now = subscribed + timedelta(minutes=5)
+
+    # when they send an event dated 08:59 (within the hour of grace before the period) and one at 09:01
+    results = usage_events_record(
+        events=[
+            _event(user, "before", 9, occurred_at=subscribed - timedelta(minutes=1)),
+            _event(user, "after", 1, occurred_at=subscribed + timedelta(minutes=1)),
+        ],
+        now=now,
+    )
+
+    # then the first is refused (no period before the subscription gets a quota), the second counted
+    assert [(r.status, r.code) for r in results] == [
+        ("refused", "occurred_at_before_entitlement"),
+        ("recorded", None),
+    ]
+    assert list(UsageCounter.objects.values_list("period_start", "used")) == [(subscribed, 1)]
+
+
+def test_a_replay_from_another_request_names_the_first_record_and_its_period(
+    quota: Callable[..., Any],
+) -> None:
+    # given a recorded event
+    user = quota(limit=100, period_start=START)
+    first = usage_event_record(event=_event(user, "k", 5), now=NOW)
+
+    # when it is sent again
+    again = usage_event_record(event=_event(user, "k", 5), now=NOW)
+
+    # then the same record and period; the counter's numbers are not replayed (they moved on)
+    assert (
+        again.status,
+        again.record_id,
+        again.quantity,
+        again.period_start,
+        again.resets_at,
+        again.limit,
+    ) == (
+        "duplicate",
+        first.record_id,
+        5,
+        START,
+        datetime(2027, 2, 1, tzinfo=UTC),
+        100,
+    )
+    assert (again.used, again.remaining) == (None, None)
