@@ -44,6 +44,9 @@ def prepared_cursor() -> Iterator[Any]:
     import psycopg
 
     connection.validate_thread_sharing()
+    # As Django's own cursor: the connection's health check (at most once per request), so a
+    # connection that died while idle is replaced rather than failing this statement.
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
         raw = psycopg.Cursor(connection.connection)

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 REQUEST_ID_HEADER = "X-Request-ID"
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 # Accept a caller's id only when it is short and plain, so it cannot forge log lines.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")  # \Z: "$" would let a trailing newline in
 
 
 def bind_request_id(value: str | None) -> None:

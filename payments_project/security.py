@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import DataError, IntegrityError
+from django.db import DataError, Error, IntegrityError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.debug import SafeExceptionReporterFilter
 from django.views.decorators.debug import sensitive_variables
@@ -262,8 +262,9 @@ class InputGuardMiddleware:
         return database_refusal_response(exception)
 
 
-def database_refusal_response(exception: DataError | IntegrityError) -> JsonResponse:
-    """A database refusal of client input as the API answers it: 400 or 409, not 500."""
+def database_refusal_response(exception: Error) -> JsonResponse:
+    """A database error as the API answers it: a refusal of client input 400 or 409, an
+    unreachable database 503 with Retry-After; never a 500."""
     answer = error_answer(exception)
     return JsonResponse(answer.body, status=answer.status, headers=answer.headers)
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from uuid import UUID
 
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 
 from billing.stripe.views import delivery_body, delivery_remote_ip
@@ -55,6 +55,10 @@ class StripeWebhookFastPathMiddleware:
                     )
                 except (DataError, IntegrityError) as exc:
                     # As the view's would be (InputGuardMiddleware.process_exception).
+                    response = database_refusal_response(exc)
+                except (OperationalError, InterfaceError) as exc:
+                    # The database is unreachable (Django's health check already replaced a dead
+                    # connection): 503 with Retry-After, as the API and the WSGI layer answer it.
                     response = database_refusal_response(exc)
                 if response is not None:
                     early_answer_count(VIEW_NAME, "POST", response.status_code, time.perf_counter() - start)

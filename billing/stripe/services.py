@@ -260,7 +260,16 @@ def _enqueue_received(stripe_event_pk: int) -> None:
     if current_app.conf.task_always_eager:
         _enqueue(stripe_event_pk)
     else:
-        transaction.on_commit(lambda: publisher.stripe_event_publish_soon(stripe_event_pk))
+        transaction.on_commit(lambda: _publish_soon(stripe_event_pk))
+
+
+def _publish_soon(stripe_event_pk: int) -> None:
+    """Never raises: the row is committed, so the delivery is recorded whatever happens here (an
+    error would make the intake answer it as not recorded, and Stripe's retry record it twice)."""
+    try:
+        publisher.stripe_event_publish_soon(stripe_event_pk)
+    except Exception:
+        logger.warning("Stripe event %s not queued now; the sweep will", stripe_event_pk, exc_info=True)
 
 
 # The processing task, named rather than imported: the task module imports these services.
@@ -274,23 +283,28 @@ def _publish(stripe_event_pk: int) -> None:
         logger.warning("could not queue Stripe event %s; the sweep will", stripe_event_pk, exc_info=True)
 
 
+SWEEP_LIMIT = 500
+
+
 def stripe_events_sweep() -> int:
     """Beat job: queue again what would otherwise wait forever: pending rows never queued (the
     broker was down), rows left "processing" by a worker that died, failed rows whose retries were
     lost. Processing claims each row atomically, so a row queued twice is processed once.
-    Oldest first: behind a backlog of more than 500 stale rows (queued, merely waiting), newest
-    first would queue those again on every run and never reach an older row whose worker died."""
+    Oldest first, and the lost (pending, processing) before the failed: behind a backlog of more
+    than SWEEP_LIMIT stale rows, newest first would queue those again on every run and never reach
+    an older row whose worker died, and failed rows waiting out their long retries would keep a
+    newer lost row from its turn."""
     now = timezone.now()
-    stuck = (
-        StripeEvent.objects.filter(
-            Q(status=StripeEvent.Status.PENDING, received_at__lt=now - _stale_pending())
-            | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - stale_processing())
-            | Q(status=StripeEvent.Status.FAILED, started_at__lt=now - stale_processing())
-        )
-        .order_by("received_at", "pk")
-        .values_list("pk", flat=True)[:500]
+    lost = StripeEvent.objects.filter(
+        Q(status=StripeEvent.Status.PENDING, received_at__lt=now - _stale_pending())
+        | Q(status=StripeEvent.Status.PROCESSING, started_at__lt=now - stale_processing())
     )
-    ids = list(stuck)
+    ids = list(lost.order_by("received_at", "pk").values_list("pk", flat=True)[:SWEEP_LIMIT])
+    if len(ids) < SWEEP_LIMIT:
+        failed = StripeEvent.objects.filter(
+            status=StripeEvent.Status.FAILED, started_at__lt=now - stale_processing()
+        ).order_by("received_at", "pk")
+        ids += failed.values_list("pk", flat=True)[: SWEEP_LIMIT - len(ids)]
     for pk in ids:
         _publish(pk)
     return len(ids)

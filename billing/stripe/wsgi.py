@@ -48,6 +48,7 @@ from djstripe.models import WebhookEndpoint
 from djstripe.models.webhooks import get_remote_ip
 
 from billing.stripe.views import EndpointChanged, delivery_record, remote_ip_valid
+from payments_project.api import error_answer
 from payments_project.observability import REQUEST_ID_HEADER, early_answer_count
 from payments_project.security import BadInput, json_body_check
 
@@ -106,9 +107,20 @@ def endpoint_delivery_record(
             remote_ip=remote_ip,
         )
     except EndpointChanged:
-        event_id = None
+        endpoints.pop(uuid, None)  # read again next time
+        return None
     if event_id is None:
-        endpoints.pop(uuid, None)
+        # Not signed with the secret as last read: rotated meanwhile, or a forged delivery. Read
+        # again now (a forged one must not empty the cache for the real ones that follow).
+        fresh = (
+            WebhookEndpoint.objects.filter(djstripe_uuid=uuid)
+            .values_list("secret", "djstripe_tolerance")
+            .first()
+        )
+        if fresh is None:
+            endpoints.pop(uuid, None)
+        else:
+            endpoints[uuid] = fresh
     return event_id
 
 
@@ -142,6 +154,7 @@ def _take(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] |
         text = body.decode()
     except UnicodeDecodeError:
         return None
+    reused = db.connection is not None
     try:
         event_id = endpoint_delivery_record(
             UUID(match.group(1)),
@@ -152,7 +165,12 @@ def _take(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] |
         )
     except (DataError, IntegrityError):
         return None  # a value PostgreSQL refuses: the full stack answers it (400) as it always did
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError) as exc:
+        if not reused:
+            # A fresh connection failed: the database is unreachable. Answered here (503, as the
+            # API answers it), where handing on would wait for a second connect timeout.
+            db.close()
+            return _unavailable(exc)
         # A connection that died unnoticed (no health check here): the full stack checks and
         # replaces it and records the delivery. Had this one been committed before the answer was
         # lost, the second is counted as a redelivery would be (the inbox keeps one row).
@@ -169,6 +187,15 @@ def _take(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] |
     headers += _response_headers(secure=_secure(environ))
     headers.append((REQUEST_ID_HEADER, _request_id(environ)))
     return "200 OK", headers, content
+
+
+def _unavailable(exc: Exception) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The API's answer to an unreachable database (payments_project.api.error_answer): 503."""
+    answer = error_answer(exc)
+    content = json.dumps(answer.body).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(content)))]
+    headers += list(answer.headers.items())
+    return f"{answer.status} Service Unavailable", headers, content
 
 
 def _route(environ: dict[str, Any], db: BaseDatabaseWrapper) -> re.Match[str] | None:
@@ -305,7 +332,7 @@ def _security_headers(*, secure: bool) -> list[tuple[str, str]]:
 
 
 # RequestIdMiddleware's (payments_project.observability): a caller's id only when short and plain.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
 def _request_id(environ: dict[str, Any]) -> str:

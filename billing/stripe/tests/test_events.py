@@ -407,3 +407,36 @@ def test_the_sweep_reaches_a_dead_worker_s_row_behind_a_backlog_of_waiting_ones(
     # then the oldest come first: the dead worker's row is queued again
     assert count == 500
     assert queued[0] == dead.pk
+
+
+@pytest.mark.django_db
+def test_the_sweep_reaches_a_lost_row_behind_older_failed_ones_waiting_out_their_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given more stale failed rows (older, their long retries pending) than one sweep queues, and a
+    # newer pending row that was never queued
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.stripe import services
+
+    now = timezone.now()
+    failed = StripeEvent.objects.bulk_create(
+        StripeEvent(stripe_event_id=f"evt_failed_{n}", type="balance.available", status="failed")
+        for n in range(3)
+    )
+    StripeEvent.objects.filter(pk__in=[row.pk for row in failed]).update(
+        received_at=now - timedelta(hours=1), started_at=now - timedelta(minutes=20)
+    )
+    lost = StripeEvent.objects.create(stripe_event_id="evt_lost", type="balance.available")
+    StripeEvent.objects.filter(pk=lost.pk).update(received_at=now - timedelta(minutes=5))
+    queued: list[int] = []
+    monkeypatch.setattr(services, "_publish", queued.append)
+    monkeypatch.setattr(services, "SWEEP_LIMIT", 2)
+
+    # when the beat sweep runs
+    count = services.stripe_events_sweep()
+
+    # then the lost row comes first, the oldest failed one fills the rest
+    assert (count, queued) == (2, [lost.pk, failed[0].pk])

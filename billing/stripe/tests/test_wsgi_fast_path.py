@@ -215,3 +215,77 @@ def test_a_delivery_taken_is_counted_as_the_view_would_be(stripe_standin: Standi
         counts[0] + 1,
         counts[1] + 1,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_died_idle_is_replaced_for_a_delivery_django_takes(
+    stripe_standin: StandinServer,
+) -> None:
+    # given the endpoint read and this thread's connection used, then closed under Django's feet
+    django = _Django()
+    first = json.dumps(event("balance.available", {"object": "balance"}, id="evt_idle_first"))
+    assert _through_wsgi(django, first, HTTP_STRIPE_SIGNATURE=_signed(first))[0] == 200
+    from billing.stripe import wsgi as layer
+
+    assert endpoint().djstripe_uuid in layer.endpoints  # the statement will be the request's first query
+    path = f"/djstripe/webhook/{endpoint().djstripe_uuid}/"
+    connection.connection.close()
+
+    # when a delivery the layer hands on untried (a query string) goes to Django's fast path
+    status, _, _ = _through_wsgi(
+        stripe_webhook_wsgi(django),
+        PAYLOAD,
+        path=path,
+        QUERY_STRING="via=proxy",
+        HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD),
+    )
+
+    # then the prepared statement's cursor ran Django's health check first: recorded, no 500
+    assert status == 200
+    assert StripeEvent.objects.filter(stripe_event_id="evt_wsgi_1").count() == 1
+    connection.close()  # the test's own handler reconnects for its teardown
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forged_delivery_does_not_empty_the_endpoint_cache(stripe_standin: StandinServer) -> None:
+    # given the endpoint read once by a real delivery
+    from billing.stripe import wsgi as layer
+
+    app = stripe_webhook_wsgi(_Django())
+    assert _through_wsgi(app, PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD))[0] == 200
+    cached = dict(layer.endpoints)
+
+    # when a delivery signed with another secret arrives
+    forged = json.dumps(event("balance.available", {"object": "balance"}, id="evt_forged"))
+    status, _, _ = _through_wsgi(app, forged, HTTP_STRIPE_SIGNATURE=_signed(forged, secret="whsec_forged"))
+
+    # then the view refuses it and the endpoint stays cached as it was
+    assert status == 400
+    assert layer.endpoints == cached != {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_publish_failing_after_the_commit_does_not_record_the_delivery_twice(
+    stripe_standin: StandinServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a publisher that cannot queue (its thread cannot start), outside eager Celery
+    from billing.stripe import publisher
+    from payments_project.celery import app as celery_app
+
+    def broken(stripe_event_pk: int) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+    monkeypatch.setattr(publisher, "stripe_event_publish_soon", broken)
+
+    # when a delivery arrives
+    status, _, _ = _through_wsgi(
+        stripe_webhook_wsgi(_Django()), PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD)
+    )
+
+    # then it is answered as recorded, once (the sweep will queue it)
+    assert status == 200
+    assert list(StripeEvent.objects.values_list("stripe_event_id", "status", "deliveries")) == [
+        ("evt_wsgi_1", "pending", 1)
+    ]
+    assert WebhookEventTrigger.objects.count() == 1
