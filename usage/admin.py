@@ -53,7 +53,7 @@ class UsageCounterAdmin(ReadOnlyAdmin):
     list_display = [
         "feature_code",
         "holder",
-        "period_start",
+        "period",
         "period_end",
         "limit",
         "used",
@@ -72,6 +72,12 @@ class UsageCounterAdmin(ReadOnlyAdmin):
         if not request.user.has_perm("usage.add_usageadjustment"):
             shown.remove("adjust")
         return shown
+
+    @admin.display(description="period start", ordering="period_start")
+    def period(self, obj: UsageCounter) -> Any:
+        """A limit that never resets has one counter keyed by the epoch: said so, as the API says
+        its period_start is null, rather than shown as 1970-01-01."""
+        return "never resets" if obj.period_end is None else obj.period_start
 
     @admin.display(description="quota of", ordering="subject")
     def holder(self, obj: UsageCounter) -> str:

@@ -143,3 +143,24 @@ def test_the_beat_sweep_releases_expired_holds(quota: Callable[..., Any]) -> Non
     assert settings.CELERY_BEAT_SCHEDULE["usage-reservations-expire"]["task"] == (
         "usage.tasks.usage_reservations_expire_task"
     )
+
+
+def test_the_counters_list_says_a_limit_that_never_resets_never_resets(quota: Callable[..., Any]) -> None:
+    # given a lifetime limit spent once, and a monthly one
+    lifetime = quota("projects", limit=3, reset_period="never")
+    monthly = quota(limit=10)
+    usage_events_record(
+        events=[
+            UsageEvent(user_id=lifetime.pk, feature="projects", idempotency_key="p"),
+            UsageEvent(user_id=monthly.pk, feature="api_calls", idempotency_key="a"),
+        ]
+    )
+
+    # when support opens the counters
+    page = _staff("support").get("/admin/usage/usagecounter/").content.decode()
+
+    # then the lifetime counter's period reads "never resets", not 1970, and the monthly one its start
+    assert "never resets" in page
+    assert "1970" not in page
+    start = UsageCounter.objects.get(feature_code="api_calls").period_start
+    assert timezone.localtime(start).strftime("%Y-%m-%d %H:%M") in page

@@ -48,4 +48,5 @@ class Command(BaseCommand):
                 created = catalog_push_to_stripe(items=items, progress=lambda _item: bar.update())
         except DomainError as exc:
             raise CommandError(f"pushing to Stripe failed: {exc.message}") from exc
-        self.stdout.write(f"stripe: {created} prices created, {len(items) - created} already there")
+        # `created` counts the metered prices too, which `items` (the plans' prices) does not list.
+        self.stdout.write(f"stripe: {created} prices created (plans' and metered), the others already there")
