@@ -23,6 +23,7 @@ from payments_project.api import (
     subject_user_ids,
 )
 from payments_project.errors import DomainError
+from payments_project.security import BoundedJSONParser
 from usage.models import FEATURE_CODE_MAX, IDEMPOTENCY_KEY_MAX, RESOURCE_FIELD_MAX, UsageRecord
 from usage.selectors import usage_history, usage_summary
 from usage.services import (
@@ -339,6 +340,8 @@ class UsageViewSet(viewsets.GenericViewSet):
 
     ratelimit_scope = "usage"
     pagination_class = Pagination
+    # JSON only: a form has no way to carry `metadata` (it was silently dropped) or typed numbers.
+    parser_classes = [BoundedJSONParser]
     serializer_class = RecordSerializer
 
     @extend_schema(

@@ -278,3 +278,23 @@ def test_a_limit_that_never_resets_has_no_period_in_results_summary_and_history(
     ]
     assert (summary["period_start"], summary["period_end"], summary["used"]) == (None, None, 2)
     assert [r["period_start"] for r in history["results"]] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "multipart/form-data; boundary=BoUnDaRy"],
+)
+def test_a_form_body_is_refused_415_not_recorded_without_its_metadata(
+    quota: Callable[..., Any], content_type: str
+) -> None:
+    user = quota(limit=10)
+    body = (
+        "feature=api_calls&idempotency_key=form&metadata=abc"
+        if content_type.startswith("application")
+        else '--BoUnDaRy\r\nContent-Disposition: form-data; name="feature"\r\n\r\napi_calls\r\n--BoUnDaRy--\r\n'
+    )
+
+    response = _client(user).generic("POST", "/api/v1/usage/events/", body, content_type=content_type)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media_type")
+    assert UsageRecord.objects.count() == 0
