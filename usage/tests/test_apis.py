@@ -288,10 +288,11 @@ def test_a_form_body_is_refused_415_not_recorded_without_its_metadata(
     quota: Callable[..., Any], content_type: str
 ) -> None:
     user = quota(limit=10)
+    part = 'Content-Disposition: form-data; name="feature"\r\n\r\napi_calls'
     body = (
         "feature=api_calls&idempotency_key=form&metadata=abc"
         if content_type.startswith("application")
-        else '--BoUnDaRy\r\nContent-Disposition: form-data; name="feature"\r\n\r\napi_calls\r\n--BoUnDaRy--\r\n'
+        else f"--BoUnDaRy\r\n{part}\r\n--BoUnDaRy--\r\n"
     )
 
     response = _client(user).generic("POST", "/api/v1/usage/events/", body, content_type=content_type)
