@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -72,6 +73,10 @@ def page(live_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
         try:
             yield tab
         finally:
+            # The test's own queries ran while Playwright's event loop ran in this thread, on
+            # connections of that context that the test database's teardown never sees: closed
+            # here, or the test database cannot be dropped at the end of the run.
+            connections.close_all()
             browser.close()
 
 
