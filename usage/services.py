@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -229,6 +229,14 @@ def _counter_keys(pending: Sequence[_Pending]) -> dict[tuple[str, str, datetime]
     return dict(sorted(keys.items()))
 
 
+def _keys_values(keys: Iterable[tuple[str, str, datetime]]) -> tuple[str, list[Any]]:
+    """A VALUES list of counter keys (subject, feature, period start) and its parameters."""
+    params: list[Any] = []
+    for subject, code, start in keys:
+        params += [subject, code, _db_dt(start)]
+    return ", ".join(["(%s, %s, %s)"] * (len(params) // 3)), params
+
+
 def _counters_lock(
     keys: dict[tuple[str, str, datetime], _Pending], now: datetime
 ) -> dict[tuple[str, str, datetime], list[int]]:
@@ -249,10 +257,7 @@ def _counters_lock(
         ]
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, 0, 0, 0, %s)"] * len(keys))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    wanted = ", ".join(["(%s, %s, %s)"] * len(keys))
-    wanted_params: list[Any] = []
-    for subject, code, start in keys:
-        wanted_params += [subject, code, _db_dt(start)]
+    wanted, wanted_params = _keys_values(keys)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (subject, user_id, family_id, feature_code, period_start, period_end, "  # noqa: S608 - table names from the models, values as parameters
@@ -449,10 +454,7 @@ def _counters_upsert(
 def _counters_read(keys: Sequence[tuple[str, str, datetime]]) -> dict[tuple[str, str, datetime], list[int]]:
     """{key: [id, used, reserved, seq]} of counters this transaction already holds locked."""
     table = UsageCounter._meta.db_table
-    wanted = ", ".join(["(%s, %s, %s)"] * len(keys))
-    params: list[Any] = []
-    for subject, code, start in keys:
-        params += [subject, code, _db_dt(start)]
+    wanted, params = _keys_values(keys)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, subject, feature_code, period_start, used, reserved, seq FROM {table} "  # noqa: S608 - table names from the models, values as parameters

@@ -86,16 +86,9 @@ def endpoint_delivery_record(
     """delivery_record against the endpoint as this process last read it: the event id once
     recorded, None (nothing recorded) for an unknown endpoint, a delivery that does not verify or
     an endpoint changed meanwhile (read again next time: the view answers this one)."""
-    endpoint = endpoints.get(uuid)
+    endpoint = endpoints.get(uuid) or _endpoint_read(uuid)
     if endpoint is None:
-        endpoint = (
-            WebhookEndpoint.objects.filter(djstripe_uuid=uuid)
-            .values_list("secret", "djstripe_tolerance")
-            .first()
-        )
-        if endpoint is None:
-            return None
-        endpoints[uuid] = endpoint
+        return None
     try:
         event_id = delivery_record(
             endpoint_uuid=uuid,
@@ -112,16 +105,21 @@ def endpoint_delivery_record(
     if event_id is None:
         # Not signed with the secret as last read: rotated meanwhile, or a forged delivery. Read
         # again now (a forged one must not empty the cache for the real ones that follow).
-        fresh = (
-            WebhookEndpoint.objects.filter(djstripe_uuid=uuid)
-            .values_list("secret", "djstripe_tolerance")
-            .first()
-        )
-        if fresh is None:
-            endpoints.pop(uuid, None)
-        else:
-            endpoints[uuid] = fresh
+        _endpoint_read(uuid)
     return event_id
+
+
+@sensitive_variables("endpoint")
+def _endpoint_read(uuid: UUID) -> tuple[str, int] | None:
+    """The endpoint's (secret, tolerance) as the database has them now, remembered (or forgotten,
+    when the endpoint is gone) in `endpoints`."""
+    rows = WebhookEndpoint.objects.filter(djstripe_uuid=uuid)
+    endpoint = rows.values_list("secret", "djstripe_tolerance").first()
+    if endpoint is None:
+        endpoints.pop(uuid, None)
+    else:
+        endpoints[uuid] = endpoint
+    return endpoint
 
 
 def stripe_webhook_wsgi(app: WSGIApp) -> WSGIApp:
