@@ -22,34 +22,60 @@ prepared statements there too).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
+
+T = TypeVar("T")
 
 
 @contextmanager
 def prepared_cursor() -> Iterator[Any]:
     """A cursor of the default connection, wrapped as Django wraps its own (its errors), that
     prepares what it runs on PostgreSQL."""
-    preparing = connection.settings_dict["OPTIONS"].get("prepare_threshold") is not None
-    if connection.vendor != "postgresql" or connection.queries_logged or not preparing:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local look-up
+    preparing = db.settings_dict["OPTIONS"].get("prepare_threshold") is not None
+    if db.vendor != "postgresql" or db.queries_logged or not preparing:
         # SQLite; Django logs the queries (DEBUG, a test capturing them): its log writes each
         # statement with its values, which only its client-binding cursor can; or prepared
         # statements are off (DATABASE_PREPARED_STATEMENTS=0, behind a pooler that loses them).
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             yield cursor
         return
     import psycopg
 
-    connection.validate_thread_sharing()
+    db.validate_thread_sharing()
     # As Django's own cursor: the connection's health check (at most once per request), so a
     # connection that died while idle is replaced rather than failing this statement.
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        raw = psycopg.Cursor(connection.connection)
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    with db.wrap_database_errors:
+        raw = psycopg.Cursor(db.connection)
     # django-stubs name the raw cursor make_cursor wraps with the wrapper's own type.
-    with connection.make_cursor(raw) as cursor:  # type: ignore[arg-type]
+    with db.make_cursor(raw) as cursor:  # type: ignore[arg-type]
         yield cursor
+
+
+def without_health_check(call: Callable[[], T]) -> T:
+    """`call()` without the request's health check of a reused connection (a `SELECT 1`, one
+    round trip before the first statement): a connection that died while idle fails its first
+    statement instead, and `call()` runs once more on a new connection.
+
+    Only for a call that is safe to run twice: one that reads first, or whose writes are
+    idempotent (a usage event and its key). Outside any transaction only, where a failed
+    statement leaves nothing to roll back.
+    """
+    db: Any = connections[DEFAULT_DB_ALIAS]  # django-stubs lack the health check attributes
+    reused = db.connection is not None and not db.in_atomic_block
+    if not reused:
+        return call()
+    db.health_check_done = True  # (a WSGI layer may have marked it so already: the same bargain)
+    try:
+        return call()
+    except (OperationalError, InterfaceError):
+        if db.in_atomic_block or db.is_usable():
+            raise  # the statement failed, not the connection
+        db.close()
+        return call()

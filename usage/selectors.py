@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,7 +95,8 @@ def _quotas_sql(users: int, codes: int) -> str:
     if users and codes:
         code_in, user_in = f"IN ({', '.join(['%s'] * codes)})", f"IN ({', '.join(['%s'] * users)})"
     else:
-        code_in, user_in = "= ANY(%s)", "= ANY(%s)"
+        # Named: each array is sent (and dumped by psycopg) once though the text uses it twice.
+        code_in, user_in = "= ANY(%(codes)s)", "= ANY(%(users)s)"
     e, f, p = Entitlement._meta.db_table, Feature._meta.db_table, Plan._meta.db_table
     s, pf, m = Subscription._meta.db_table, PlanFeature._meta.db_table, FamilyMember._meta.db_table
     kinds = ", ".join(f"'{kind}'" for kind in METERED_KINDS)
@@ -135,28 +136,15 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
     user_ids = sorted({user_id for user_id, _ in wanted})
     codes = sorted({code for _, code in wanted})
     by_user: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+    params: dict[str, Any] | list[Any]
     if connection.vendor == "postgresql":
-        sql, params = _quotas_sql(0, 0), [codes, user_ids, codes, user_ids]
+        sql, params = _quotas_sql(0, 0), {"codes": codes, "users": user_ids}
     else:
         sql, params = _quotas_sql(len(user_ids), len(codes)), [*codes, *user_ids, *codes, *user_ids]
     with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         for row in cursor.fetchall():
-            for_user, user_id, family_id, code, kind, limit, reset, expires, granted, start, *rest = row
-            by_user.setdefault((for_user, code), []).append(
-                (
-                    user_id,
-                    family_id,
-                    code,
-                    kind,
-                    limit,
-                    reset,
-                    aware_utc(expires),
-                    aware_utc(granted),
-                    aware_utc(start),
-                    *rest,
-                )
-            )
+            by_user.setdefault((row[0], row[3]), []).append(_candidate(row))
     out: dict[tuple[int, str], Quota | str] = {}
     missing = [pair for pair in wanted if pair not in by_user]
     kinds: dict[str, str] = {}
@@ -175,37 +163,105 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
                 else "not_metered"
             )
             continue
-        best: tuple[tuple[float, float], tuple[Any, ...]] | None = None
-        # row: user_id, family_id, code, kind, limit, reset_period, expires_at, granted_at,
-        # subscription period start, plan interval, interval count, policy, overage percent
-        for row in candidates:
-            expires = row[6]
-            if expires is not None and expires <= at:
-                continue
-            key = (
-                _INF if expires is None else expires.timestamp(),
-                _INF if row[4] is None else float(row[4]),
-            )
-            if best is None or key > best[0]:
-                best = (key, row)
-        if best is None:
-            out[(user_id, code)] = "not_entitled"
-            continue
-        row = best[1]
-        out[(user_id, code)] = Quota(
-            subject=subject_of(user_id=row[0], family_id=row[1]),
-            user_id=row[0],
-            family_id=row[1],
-            limit=row[4],
-            policy=row[11] or PlanFeature.QuotaPolicy.HARD,
-            overage_percent=row[12] or 0,
-            reset_period=row[5] or "never",
-            anchor=row[8] or row[7],
-            interval=row[9] or "month",
-            interval_count=row[10] or 1,
-            granted_at=row[7],
-        )
+        out[(user_id, code)] = _quota_choose(candidates, at)
     return out
+
+
+def _candidate(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row of _quotas_sql without its first column (the user asked about), times aware: user_id,
+    family_id, code, kind, limit, reset_period, expires_at, granted_at, subscription period start,
+    plan interval, interval count, policy, overage percent."""
+    _, user_id, family_id, code, kind, limit, reset, expires, granted, start, *rest = row
+    return (
+        user_id,
+        family_id,
+        code,
+        kind,
+        limit,
+        reset,
+        aware_utc(expires),
+        aware_utc(granted),
+        aware_utc(start),
+        *rest,
+    )
+
+
+def _quota_choose(candidates: Sequence[tuple[Any, ...]], at: datetime) -> Quota | str:
+    """The quota of the entitlement the check grants among a user's live rows for one feature:
+    not expired at `at`, the longest-lasting then the largest limit; `not_entitled` if none."""
+    best: tuple[tuple[float, float], tuple[Any, ...]] | None = None
+    for row in candidates:
+        expires = row[6]
+        if expires is not None and expires <= at:
+            continue
+        key = (
+            _INF if expires is None else expires.timestamp(),
+            _INF if row[4] is None else float(row[4]),
+        )
+        if best is None or key > best[0]:
+            best = (key, row)
+    if best is None:
+        return "not_entitled"
+    row = best[1]
+    return Quota(
+        subject=subject_of(user_id=row[0], family_id=row[1]),
+        user_id=row[0],
+        family_id=row[1],
+        limit=row[4],
+        policy=row[11] or PlanFeature.QuotaPolicy.HARD,
+        overage_percent=row[12] or 0,
+        reset_period=row[5] or "never",
+        anchor=row[8] or row[7],
+        interval=row[9] or "month",
+        interval_count=row[10] or 1,
+        granted_at=row[7],
+    )
+
+
+# --- one user's quota for one feature, as last read by this process (PostgreSQL) -----------------
+# The single-event ingest (usage.services) records an event in ONE statement when this process has
+# read the user's quota rows before: the statement computes the rows' fingerprint again
+# (QUOTA_FINGERPRINT_SQL) and writes nothing unless it is the one read with them, so a quota
+# changed meanwhile (a plan, a cancellation, a family) is never drawn on: the rows remembered
+# here only spare the read while they stay the database's. Bounded, per process.
+
+# PostgreSQL's text of the rows, in one order: the same rows give the same text.
+_FINGERPRINT = "(SELECT md5(string_agg(q::text, ',' ORDER BY q::text)) FROM {rows} q)"
+QUOTA_FINGERPRINT_SQL = _FINGERPRINT.format(rows=f"({_quotas_sql(0, 0)})")
+_remembered: dict[tuple[int, str], tuple[list[tuple[Any, ...]], str]] = {}
+REMEMBERED_MAX = 10_000
+
+
+def quota_remembered(*, user_id: int, code: str, at: datetime) -> tuple[Quota, str] | None:
+    """(the quota at `at`, the fingerprint of the rows it comes from) as last read by this
+    process, or None (never read, or no live entitlement among them)."""
+    entry = _remembered.get((user_id, code))
+    if entry is None:
+        return None
+    quota = _quota_choose(entry[0], at)
+    return None if isinstance(quota, str) else (quota, entry[1])
+
+
+def quota_forget(*, user_id: int, code: str) -> None:
+    _remembered.pop((user_id, code), None)
+
+
+def quota_one_resolve(*, user_id: int, code: str, at: datetime) -> tuple[Quota | str, str | None]:
+    """quotas_resolve of one pair on PostgreSQL, with the fingerprint of its rows, remembered
+    (quota_remembered); the fingerprint is None when the pair has no live row."""
+    fingerprint_sql = _FINGERPRINT.format(rows="q")
+    sql = f"WITH q AS ({_quotas_sql(0, 0)}) SELECT *, {fingerprint_sql} FROM q"  # noqa: S608 - no value in the text
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, {"codes": [code], "users": [user_id]})
+        rows = cursor.fetchall()
+    if not rows:
+        return quotas_resolve(pairs=[(user_id, code)], at=at)[(user_id, code)], None
+    candidates = [_candidate(row[:-1]) for row in rows]
+    fingerprint = rows[0][-1]
+    if len(_remembered) >= REMEMBERED_MAX:
+        _remembered.clear()  # simple bound: the hot pairs are read again at once
+    _remembered[(user_id, code)] = (candidates, fingerprint)
+    return _quota_choose(candidates, at), fingerprint
 
 
 @dataclass(frozen=True)

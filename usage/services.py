@@ -18,25 +18,30 @@ A batch of any size is a fixed handful of statements, whatever the number of eve
 4. thresholds crossed are INSERTed ... ON CONFLICT DO NOTHING RETURNING, and the returned ones
    become domain events in the outbox.
 
-A single event is a batch of one: two statements in its transaction while its quota lasts. Redis
-is told after commit the values the statements returned (usage.mirror): it only mirrors.
+A single event on PostgreSQL is ONE statement in the common case (_FAST_SQL, autocommit): on a
+counter of the period that the event fits without crossing a threshold, against a quota whose
+rows this process has read (usage.selectors.quota_remembered) and the statement proves unchanged.
+Anything else (the period's first event, a threshold, a refusal, a duplicate, a changed quota, a
+race lost) is a batch of one, as above. Redis is told after commit the values the statements
+returned (usage.mirror): it only mirrors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -54,7 +59,17 @@ from usage.models import (
     UsageRecord,
     UsageReservation,
 )
-from usage.selectors import METER_SETTLE, Quota, aware_utc, quotas_resolve, usage_metered_totals
+from usage.selectors import (
+    METER_SETTLE,
+    QUOTA_FINGERPRINT_SQL,
+    Quota,
+    aware_utc,
+    quota_forget,
+    quota_one_resolve,
+    quota_remembered,
+    quotas_resolve,
+    usage_metered_totals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +182,21 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         raise DomainError(f"At most {MAX_BATCH} events per batch.", code="batch_too_large")
     started = time.monotonic()
     now = now or timezone.now()
-    skew = timedelta(seconds=settings.USAGE_CLOCK_SKEW_SECONDS)
-    grace = timedelta(seconds=settings.USAGE_LATE_GRACE_SECONDS)
     results: list[EventResult | None] = [None] * len(events)
-    quotas = quotas_resolve(pairs={(e.user_id, e.feature) for e in events}, at=now)
+    fingerprint: str | None = None  # of the quota rows of a single event on PostgreSQL
+    if len(events) == 1 and connection.vendor == "postgresql":
+        event = events[0]
+        remembered = quota_remembered(user_id=event.user_id, code=event.feature, at=now)
+        if remembered is not None:
+            result = _record_remembered(event, *remembered, now, started=started)
+            if result is not None:
+                return [result]
+        quota, fingerprint = quota_one_resolve(user_id=event.user_id, code=event.feature, at=now)
+        if remembered is not None:
+            fingerprint = None  # the one statement did not take it: the full path decides
+        quotas: dict[tuple[int, str], Quota | str] = {(event.user_id, event.feature): quota}
+    else:
+        quotas = quotas_resolve(pairs={(e.user_id, e.feature) for e in events}, at=now)
     pending: list[_Pending] = []
     first_of: dict[tuple[int, str, str], _Pending] = {}
     in_batch_dupes: list[tuple[int, _Pending, str]] = []
@@ -189,18 +215,11 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         if isinstance(quota, str):
             results[index] = _refused(quota)
             continue
-        occurred_at = event.occurred_at or now
-        if occurred_at > now + skew:
-            results[index] = _refused("occurred_at_in_future")
+        item_or_refusal = _pending(index, event, quota, now, period_of)
+        if isinstance(item_or_refusal, EventResult):
+            results[index] = item_or_refusal
             continue
-        open_start, _ = period_of(quota, now)
-        if occurred_at < open_start - grace:
-            results[index] = _refused("occurred_at_too_old")
-            continue
-        if quota.granted_at is not None and occurred_at < quota.granted_at:
-            results[index] = _refused("occurred_at_before_entitlement")
-            continue
-        item = _Pending(index, event, quota, period_of(quota, occurred_at), occurred_at, event.fingerprint())
+        item = item_or_refusal
         key = (event.user_id, event.feature, event.idempotency_key)
         if key in first_of:
             in_batch_dupes.append((index, first_of[key], item.fingerprint))
@@ -208,8 +227,14 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         first_of[key] = item
         pending.append(item)
     if pending:
-        with transaction.atomic():
-            _record_pending(pending, results, now, started=started)
+        fast = None
+        if fingerprint is not None and len(pending) == 1:
+            fast = _record_one_fast(pending[0], now, started=started, fingerprint=fingerprint)
+        if fast is not None:
+            results[pending[0].index] = fast
+        else:
+            with transaction.atomic():
+                _record_pending(pending, results, now, started=started)
     for index, first, fingerprint in in_batch_dupes:
         answer = results[first.index]
         assert answer is not None
@@ -220,6 +245,42 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         else:
             results[index] = dataclasses.replace(answer, status="duplicate")
     return [result for result in results if result is not None]
+
+
+def _pending(
+    index: int,
+    event: UsageEvent,
+    quota: Quota,
+    now: datetime,
+    period_of: Callable[[Quota, datetime], tuple[datetime, datetime | None]],
+) -> _Pending | EventResult:
+    """The event to record against `quota`, or its refusal by time: in the future beyond the skew,
+    before the open period minus the grace window, or before the entitlement began."""
+    occurred_at = event.occurred_at or now
+    if occurred_at > now + timedelta(seconds=settings.USAGE_CLOCK_SKEW_SECONDS):
+        return _refused("occurred_at_in_future")
+    open_start, _ = period_of(quota, now)
+    if occurred_at < open_start - timedelta(seconds=settings.USAGE_LATE_GRACE_SECONDS):
+        return _refused("occurred_at_too_old")
+    if quota.granted_at is not None and occurred_at < quota.granted_at:
+        return _refused("occurred_at_before_entitlement")
+    return _Pending(index, event, quota, period_of(quota, occurred_at), occurred_at, event.fingerprint())
+
+
+def _record_remembered(
+    event: UsageEvent, quota: Quota, fingerprint: str, now: datetime, *, started: float
+) -> EventResult | None:
+    """A single event recorded in ONE statement against the quota this process remembers
+    (usage.selectors.quota_remembered), or None: the caller reads the quota and decides. The
+    statement proves the quota still the database's; a quota it does not take is forgotten (read
+    again by the caller)."""
+    item = _pending(0, event, quota, now, lambda q, at: q.period(at))
+    if isinstance(item, EventResult):
+        return None  # a refusal is the full path's to give, from the database's quota
+    result = _record_one_fast(item, now, started=started, fingerprint=fingerprint)
+    if result is None:
+        quota_forget(user_id=event.user_id, code=event.feature)
+    return result
 
 
 def _counter_keys(pending: Sequence[_Pending]) -> dict[tuple[str, str, datetime], _Pending]:
@@ -361,6 +422,111 @@ def _records_insert(pending: Sequence[_Pending], now: datetime) -> dict[tuple[in
             params,
         )
         return {(user_id, code, key): pk for pk, user_id, code, key in cursor.fetchall()}
+
+
+# One event on an existing counter, in ONE statement that commits by itself (autocommit): the
+# record is inserted and its counter counted only where the quota's rows are still those the caller
+# resolved the quota from (their fingerprint) and the counter's committed values say the event
+# fits, crosses no threshold and keeps the record's over-limit flag; `ok` reads them, `up` checks
+# the same on the row it locks. The record goes in first (its key before its counter, the batch's
+# order: no deadlock). Where `ok` says no, nothing is written and no row comes back. Where `up`
+# disagrees with `ok` (another writer moved the counter in between), or waited for the counter's
+# lock past RESTAMP_AFTER (the record's stamp would be stale: see _record_pending), `1 / 0` aborts
+# the statement, which undoes the insert: SQL has no other way to refuse half of a statement.
+_FAST_SQL = (  # noqa: S608 - table names from the models, values as parameters
+    "WITH ok AS ("
+    "SELECT id, used FROM {counter} WHERE subject = %(s)s AND feature_code = %(c)s AND period_start = %(p)s "
+    "AND {fits} AND {quota} = %(qfp)s), "
+    "ins AS (INSERT INTO {record} ({columns}) "
+    "SELECT %(u)s, %(f)s, %(s)s, %(c)s, %(n)s, %(rt)s, %(rs)s, %(op)s, %(k)s, %(fp)s, %(m)s::jsonb, %(o)s, "
+    "%(r)s, %(p)s, %(l)s::bigint IS NOT NULL AND ok.used + %(n)s > %(l)s FROM ok "
+    "ON CONFLICT (user_id, feature_code, idempotency_key) DO NOTHING RETURNING id, over_limit), "
+    'up AS (UPDATE {counter} SET used = used + %(n)s, "limit" = %(l)s, allowance = %(a)s, seq = seq + 1, '
+    "updated_at = %(r)s FROM ins WHERE {counter}.id = (SELECT id FROM ok) AND {fits} "
+    "AND (%(l)s::bigint IS NULL OR (used + %(n)s > %(l)s) = ins.over_limit) "
+    "RETURNING {counter}.used, {counter}.reserved, {counter}.seq) "
+    "SELECT ins.id, ins.over_limit, up.used, up.reserved, up.seq, 1 / CASE WHEN clock_timestamp() "
+    "- statement_timestamp() < %(late)s THEN (SELECT count(*) FROM up) ELSE 0 END "
+    "FROM ins LEFT JOIN up ON true"
+).format(
+    counter=UsageCounter._meta.db_table,
+    record=UsageRecord._meta.db_table,
+    columns=_RECORD_COLUMNS,
+    quota=QUOTA_FINGERPRINT_SQL,
+    # Fits the allowance, and crosses no threshold (thresholds_record's levels, with w the first
+    # value at 80%): stays below 80%, stays between 80% and the limit, or was already past it.
+    fits=(
+        "(%(a)s::bigint IS NULL OR used + reserved + %(n)s <= %(a)s) AND (%(l)s::bigint IS NULL "
+        "OR used + %(n)s < %(w)s OR (used >= %(w)s AND used + %(n)s < %(l)s) OR used > %(l)s)"
+    ),
+)
+
+
+def _record_one_fast(
+    item: _Pending, now: datetime, *, started: float, fingerprint: str
+) -> EventResult | None:
+    """The common single event in one round trip (_FAST_SQL), or None: the batch's path decides
+    (a new counter or period, a threshold crossed, a refusal, a duplicate, a race lost, a quota
+    whose rows no longer have `fingerprint`)."""
+    if connection.vendor != "postgresql":
+        return None
+    quota, event = item.quota, item.event
+    limit = quota.limit
+    params = {
+        "u": event.user_id,
+        "f": quota.family_id,
+        "s": quota.subject,
+        "c": event.feature,
+        "n": event.quantity,
+        "rt": event.resource_type,
+        "rs": event.resource_size,
+        "op": event.operation,
+        "k": event.idempotency_key,
+        "fp": item.fingerprint,
+        "m": orjson.dumps(event.metadata).decode(),
+        "o": item.occurred_at,
+        "r": now + timedelta(seconds=time.monotonic() - started),
+        "p": item.period[0],
+        "l": limit,
+        "a": quota.allowance,
+        "w": None if limit is None else -(-80 * limit // 100),
+        "users": [event.user_id],
+        "codes": [event.feature],
+        "qfp": fingerprint,
+        "late": RESTAMP_AFTER,
+    }
+    try:
+        # Inside a caller's transaction the abort must stay in a savepoint.
+        savepoint = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+        with savepoint, prepared_cursor() as cursor:
+            cursor.execute(_FAST_SQL, params)
+            row = cursor.fetchone()
+    except DataError:  # the division by zero: a race lost or a long wait, nothing written
+        return None
+    if row is None:
+        return None
+    record_id, over, used, reserved, seq, _ = row
+    values = mirror.CounterValues(
+        user_id=quota.user_id if quota.family_id is None else None,
+        family_id=quota.family_id,
+        feature=event.feature,
+        period_start=item.period[0],
+        used=used,
+        reserved=reserved,
+        seq=seq,
+    )
+    transaction.on_commit(lambda: mirror.counters_mirror_values(counters=[values]))
+    return EventResult(
+        status="recorded",
+        record_id=record_id,
+        quantity=event.quantity,
+        over_limit=over,
+        period_start=_shown_start(item.period),
+        limit=limit,
+        used=used,
+        remaining=_remaining(limit, used, reserved),
+        resets_at=item.period[1],
+    )
 
 
 def _counters_upsert(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,15 @@ from entitlements.tests.conftest import redis_commands  # noqa: F401 - the fixtu
 from entitlements.tests.factories import EntitlementFactory
 from payments_project.accounts.tests.factories import UserFactory
 from subscriptions.tests.factories import FamilyFactory, SubscriptionFactory
+from usage import selectors
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_quotas() -> Iterator[None]:
+    """Each test starts with a process that has read no quota (usage.selectors.quota_remembered)."""
+    selectors._remembered.clear()
+    yield
+    selectors._remembered.clear()
 
 
 @pytest.fixture

@@ -56,19 +56,19 @@ def _warm(user: Any) -> APIClient:
     return client
 
 
-def test_a_warm_event_takes_one_redis_round_trip_and_three_statements_of_its_own(
+def test_a_warm_event_takes_one_redis_round_trip_and_one_statement_of_its_own(
     quota: Callable[..., Any], redis_commands: list[tuple[Any, ...]], django_assert_num_queries: Any
 ) -> None:
-    # given a warm customer with 10 units a period
+    # given a warm customer with 10 units a period, whose quota this process has read
     user = quota(limit=10)
     client = _warm(user)
     client.post(EVENTS, {"feature": "api_calls", "quantity": 1, "idempotency_key": "w"}, format="json")
     redis_commands.clear()
 
-    # when they record 4 units more (their first warm request read the token's user: now known)
-    # the quota, then the record and the counter (in the test's transaction, the service's own
-    # transaction is a savepoint: two statements more, BEGIN and COMMIT outside tests)
-    with django_assert_num_queries(5):
+    # when they record 4 units more (their first warm request read the token's user: now known):
+    # ONE statement checks the quota's rows, inserts the record and counts it (in the test's
+    # transaction it runs in a savepoint: two statements more, none outside tests)
+    with django_assert_num_queries(3):
         response = client.post(
             EVENTS, {"feature": "api_calls", "quantity": 4, "idempotency_key": "a"}, format="json"
         )

@@ -348,3 +348,97 @@ def test_a_replay_from_another_request_names_the_first_record_and_its_period(
         100,
     )
     assert (again.used, again.remaining) == (None, None)
+
+
+# --- a single event in one statement, on a quota this process has read (PostgreSQL) ---------------
+
+
+def test_a_single_event_on_a_remembered_quota_is_one_statement(
+    quota: Callable[..., Any], django_assert_num_queries: Any
+) -> None:
+    # given a counter of this period, made by a first event (which read the quota)
+    user = quota(limit=100, period_start=START)
+    usage_event_record(event=_event(user, "first", 1), now=NOW)
+
+    # when the next event comes (in a test's transaction: inside a savepoint)
+    with django_assert_num_queries(3) as captured:
+        result = usage_event_record(event=_event(user, "second", 4), now=NOW)
+
+    # then one statement proved the quota, wrote the record and counted it
+    assert [query["sql"].split()[0] for query in captured.captured_queries] == [
+        "SAVEPOINT",
+        "WITH",
+        "RELEASE",
+    ]
+    assert (result.status, result.used, result.remaining, result.over_limit) == ("recorded", 5, 95, False)
+    assert (_counter(user).used, _counter(user).seq) == (5, 2)
+    assert ledger_sums(subject=f"u{user.pk}", feature_code="api_calls", period_start=START) == 5
+
+
+def test_a_limit_lowered_since_the_quota_was_read_is_the_one_applied(quota: Callable[..., Any]) -> None:
+    # given a quota of 100 read by this process, 2 used
+    from entitlements.models import Entitlement
+
+    user = quota(limit=100, period_start=START)
+    usage_event_record(event=_event(user, "first", 2), now=NOW)
+
+    # when the limit drops to 3 behind this process's back, and an event of 2 comes
+    Entitlement.objects.filter(user=user).update(limit=3)
+    with pytest.raises(QuotaExceeded) as refused:
+        usage_event_record(event=_event(user, "second", 2), now=NOW)
+
+    # then the database's limit refused it, and nothing was written
+    assert refused.value.extra == {
+        "limit": 3,
+        "used": 2,
+        "remaining": 1,
+        "resets_at": datetime(2027, 2, 1, tzinfo=UTC),
+    }
+    assert (_counter(user).used, UsageRecord.objects.count()) == (2, 1)
+
+
+def test_an_entitlement_revoked_since_the_quota_was_read_records_nothing(quota: Callable[..., Any]) -> None:
+    from entitlements.models import Entitlement
+    from payments_project.errors import DomainError
+
+    user = quota(limit=100, period_start=START)
+    usage_event_record(event=_event(user, "first", 2), now=NOW)
+
+    Entitlement.objects.filter(user=user).update(status=Entitlement.Status.REVOKED)
+    with pytest.raises(DomainError) as refused:
+        usage_event_record(event=_event(user, "second", 1), now=NOW)
+
+    assert (refused.value.code, refused.value.status_code) == ("not_entitled", 403)
+    assert (_counter(user).used, UsageRecord.objects.count()) == (2, 1)
+
+
+def test_past_a_soft_limit_one_statement_records_and_flags_and_thresholds_come_once(
+    quota: Callable[..., Any], django_assert_num_queries: Any
+) -> None:
+    # given a soft limit of 10, 12 used (the crossings made by the full path)
+    user = quota(limit=10, policy=PlanFeature.QuotaPolicy.SOFT, period_start=START)
+    usage_event_record(event=_event(user, "a", 7), now=NOW)
+    usage_event_record(event=_event(user, "b", 5), now=NOW)
+
+    # when one more comes, past the limit
+    with django_assert_num_queries(3):
+        result = usage_event_record(event=_event(user, "c", 1), now=NOW)
+
+    # then it is recorded and flagged in the one statement; each threshold was recorded once
+    assert (result.status, result.over_limit, result.used, result.remaining) == ("recorded", True, 13, 0)
+    assert UsageRecord.objects.get(idempotency_key="c").over_limit is True
+    assert sorted(UsageThreshold.objects.values_list("level", flat=True)) == ["100", "80", "overage"]
+
+
+def test_an_event_reaching_a_threshold_is_left_to_the_full_path(quota: Callable[..., Any]) -> None:
+    # given 7 of 10 used, the quota read
+    user = quota(limit=10, period_start=START)
+    usage_event_record(event=_event(user, "a", 7), now=NOW)
+
+    # when an event takes it to 80%
+    result = usage_event_record(event=_event(user, "b", 1), now=NOW)
+
+    # then the warning is recorded once, as a domain event too
+    assert (result.status, result.used) == ("recorded", 8)
+    assert list(UsageThreshold.objects.values_list("level", flat=True)) == ["80"]
+    assert DomainEvent.objects.filter(type="usage.threshold_reached").count() == 1
