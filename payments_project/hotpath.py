@@ -3,21 +3,68 @@
 Each route of settings.HOT_PATHS (URL name -> "module.function") has an answer function that
 takes the request and returns a response, or None to let it go on untouched: the warm
 entitlement checks (entitlements.hotpath) and the single usage event (usage.hotpath).
+
+Two places try them: `hot_paths_wsgi`, in front of Django's handler (payments_project/wsgi.py,
+what the production server runs), and HotPathMiddleware, for what that layer hands on (a request
+inside a transaction, a script prefix, SQLite...) and for servers that load Django's handler alone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from io import BytesIO
+from typing import Any
 
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIRequest
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import NoReverseMatch, Resolver404, get_script_prefix, resolve, reverse
 from django.utils.module_loading import import_string
 
-from payments_project.observability import early_answer_count
+from payments_project.observability import (
+    bind_request_id,
+    current_request_id,
+    early_answer_count,
+    request_id_reset,
+)
+from payments_project.wsgi_lane import (
+    answer_count,
+    answer_headers,
+    body_checked,
+    connection_ready,
+    request_allowed,
+)
 
 Answer = Callable[[HttpRequest], HttpResponse | None]
+
+
+_routes: dict[str, dict[str, tuple[str, Answer]]] = {}  # per URLconf (tests may swap it)
+
+
+def hot_routes() -> dict[str, tuple[str, Answer]]:
+    """{path: (URL name, answer function)} of settings.HOT_PATHS, built on the first request (the
+    URLconf and the script prefix are known by then), with only the spellings the URLconf takes."""
+    urlconf = settings.ROOT_URLCONF
+    routes = _routes.get(urlconf)
+    if routes is None:
+        prefix = get_script_prefix()
+        routes = {}
+        for name, dotted in settings.HOT_PATHS.items():
+            try:
+                path = "/" + reverse(name)[len(prefix) :].strip("/")
+            except NoReverseMatch:
+                continue  # a URLconf without that API
+            answer = import_string(dotted)
+            for variant in (path, path + "/"):
+                try:
+                    if resolve(variant, urlconf).url_name == name:
+                        routes[variant] = (name, answer)
+                except Resolver404:
+                    continue
+        _routes[urlconf] = routes
+    return routes
 
 
 class HotPathMiddleware:
@@ -41,32 +88,9 @@ class HotPathMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self._routes: dict[str, dict[str, tuple[str, Answer]]] = {}  # per URLconf (tests may swap it)
-
-    def _routes_get(self) -> dict[str, tuple[str, Answer]]:
-        # Built on the first request: the URLconf and the script prefix are known by then.
-        urlconf = settings.ROOT_URLCONF
-        routes = self._routes.get(urlconf)
-        if routes is None:
-            prefix = get_script_prefix()
-            routes = {}
-            for name, dotted in settings.HOT_PATHS.items():
-                try:
-                    path = "/" + reverse(name)[len(prefix) :].strip("/")
-                except NoReverseMatch:
-                    continue  # a URLconf without that API
-                answer = import_string(dotted)
-                for variant in (path, path + "/"):  # only the spellings the URLconf itself takes
-                    try:
-                        if resolve(variant, urlconf).url_name == name:
-                            routes[variant] = (name, answer)
-                    except Resolver404:
-                        continue
-            self._routes[urlconf] = routes
-        return routes
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        route = self._routes_get().get(request.path_info)
+        route = hot_routes().get(request.path_info)
         if route is not None:
             name, answer = route
             start = time.perf_counter()
@@ -76,3 +100,57 @@ class HotPathMiddleware:
                 early_answer_count(name, request.method or "", response.status_code, elapsed)
                 return response
         return self.get_response(request)
+
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def hot_paths_wsgi(app: WSGIApp) -> WSGIApp:
+    """`app` with the hot paths' answers given before it, as the full stack gives them (the
+    checks before and the headers and counts after, payments_project.wsgi_lane): Django's
+    handler and middleware were a fifth of a warm usage event's CPU. A request the stack before
+    the view would treat otherwise (another host, a body the input guard refuses, a script
+    prefix, SQLite, a NUL in the query) and any request an answer function declines goes on to
+    `app` untouched: the hot path middleware then tries it again, and the view answers the rest."""
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if method in ("GET", "POST") and "HTTP_AUTHORIZATION" in environ:
+            route = hot_routes().get(environ.get("PATH_INFO", ""))
+            if route is not None:
+                started = time.perf_counter()
+                answer = _lane_answer(environ, route[1], get=method == "GET")
+                if answer is not None:
+                    status, headers, content = answer
+                    answer_count(route[0], method, int(status[:3]), started)
+                    start_response(status, headers)
+                    return [content]
+        return app(environ, start_response)
+
+    return application
+
+
+def _lane_answer(
+    environ: dict[str, Any], answer: Answer, *, get: bool
+) -> tuple[str, list[tuple[str, str]], bytes] | None:
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local look-up
+    query = environ.get("QUERY_STRING", "")
+    if "\x00" in query or "%00" in query:
+        return None  # the input guard's 400
+    if not request_allowed(environ, db):
+        return None
+    body = body_checked(environ, empty=get)
+    if body is None or not connection_ready(db):
+        return None
+    token = bind_request_id(environ.get("HTTP_X_REQUEST_ID"))  # the log lines' id, as the middleware's
+    try:
+        response = answer(WSGIRequest(environ))
+        request_id = current_request_id()
+    finally:
+        request_id_reset(token)
+    if response is None:
+        environ["wsgi.input"] = BytesIO(body)  # as it came: the answer function may have read it
+        return None
+    content = response.content
+    headers = [*response.items(), *answer_headers(environ, content, request_id=request_id)]
+    return f"{response.status_code} {response.reason_phrase}", headers, content

@@ -6,7 +6,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -17,8 +17,22 @@ _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")  # \Z: "$" would let a trailing newline in
 
 
-def bind_request_id(value: str | None) -> None:
-    _request_id.set(value if value and _VALID_ID.match(value) else uuid.uuid4().hex)
+def request_id_for(value: str | None) -> str:
+    """A caller's id when short and plain, else a fresh one."""
+    return value if value and _VALID_ID.match(value) else uuid.uuid4().hex
+
+
+def bind_request_id(value: str | None) -> Token[str]:
+    """Log the current context's lines under `value` (when plain) or a fresh id; the token resets it."""
+    return _request_id.set(request_id_for(value))
+
+
+def current_request_id() -> str:
+    return _request_id.get()
+
+
+def request_id_reset(token: Token[str]) -> None:
+    _request_id.reset(token)
 
 
 class RequestIdFilter(logging.Filter):

@@ -14,10 +14,12 @@ metrics_forget_dead_processes()  # a worker started in place of a dead one: drop
 _django = get_wsgi_application()
 
 from billing.stripe.wsgi import stripe_webhook_wsgi  # noqa: E402 - needs the apps loaded above
+from payments_project.hotpath import hot_paths_wsgi  # noqa: E402
 
-# Signed Stripe deliveries answered before Django's handler (billing/stripe/wsgi.py); the process
-# environment is dropped first, so neither path sees it.
-application = without_process_environment(stripe_webhook_wsgi(_django))
+# Signed Stripe deliveries (billing/stripe/wsgi.py) and the warm token hot paths
+# (payments_project/hotpath.py) answered before Django's handler; the process environment is
+# dropped first, so no path sees it.
+application = without_process_environment(hot_paths_wsgi(stripe_webhook_wsgi(_django)))
 
 # Build what Django otherwise builds on the first request (the URL resolvers), then move every
 # object alive now out of the garbage collector's reach: a full collection would otherwise walk
