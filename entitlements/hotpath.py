@@ -71,6 +71,7 @@ from payments_project.authentication import (
     token_snapshot_prefix,
     token_snapshot_read,
 )
+from payments_project.db import health_check_now
 from payments_project.security import UNPARSED, orjson_loads_bounded
 
 logger = logging.getLogger(__name__)
@@ -232,6 +233,10 @@ def _respond_body(token_key: str, user_id: int, codes: Sequence[str], bulk: bool
     wait = ratelimit_wait(usage)
     if wait is not None:  # as RatelimitThrottle, then DRF's Throttled
         return _error(exceptions.Throttled(wait))
+    if raw[0] is None:
+        # No snapshot: the database answers. The connection kept from an earlier request is checked
+        # first, as Django's request would have (a WSGI layer in front skips that check).
+        health_check_now()
     try:
         results = entitlement_check_answer(user_id=user_id, codes=codes, raw=raw, start=time.perf_counter())
     except Exception as exc:  # noqa: BLE001 - answered (and logged) as DRF's exception handler would

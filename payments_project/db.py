@@ -22,6 +22,7 @@ prepared statements there too).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -77,5 +79,15 @@ def without_health_check(call: Callable[[], T]) -> T:
     except (OperationalError, InterfaceError):
         if db.in_atomic_block or db.is_usable():
             raise  # the statement failed, not the connection
+        logger.info("database connection found dead, running again on a new one", exc_info=True)
         db.close()
         return call()
+
+
+def health_check_now() -> None:
+    """Django's health check of the kept connection, now, whether or not this request made it
+    already: for a rare path that reads the database behind a layer that skipped the check (the
+    connection replaced if it died idle)."""
+    db: Any = connections[DEFAULT_DB_ALIAS]
+    db.health_check_done = False
+    db.close_if_health_check_failed()

@@ -200,6 +200,7 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
     pending: list[_Pending] = []
     first_of: dict[tuple[int, str, str], _Pending] = {}
     in_batch_dupes: list[tuple[int, _Pending, str]] = []
+    limits = _time_limits()
     # A batch draws on a few quotas at one or a few instants: each period computed once.
     periods: dict[tuple[int, datetime], tuple[datetime, datetime | None]] = {}
 
@@ -215,7 +216,7 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
         if isinstance(quota, str):
             results[index] = _refused(quota)
             continue
-        item_or_refusal = _pending(index, event, quota, now, period_of)
+        item_or_refusal = _pending(index, event, quota, now, period_of, limits)
         if isinstance(item_or_refusal, EventResult):
             results[index] = item_or_refusal
             continue
@@ -253,18 +254,30 @@ def _pending(
     quota: Quota,
     now: datetime,
     period_of: Callable[[Quota, datetime], tuple[datetime, datetime | None]],
+    limits: tuple[timedelta, timedelta],
 ) -> _Pending | EventResult:
     """The event to record against `quota`, or its refusal by time: in the future beyond the skew,
-    before the open period minus the grace window, or before the entitlement began."""
+    before the open period minus the grace window, or before the entitlement began (`limits`:
+    _time_limits())."""
+    skew, grace = limits
     occurred_at = event.occurred_at or now
-    if occurred_at > now + timedelta(seconds=settings.USAGE_CLOCK_SKEW_SECONDS):
+    if occurred_at > now + skew:
         return _refused("occurred_at_in_future")
-    open_start, _ = period_of(quota, now)
-    if occurred_at < open_start - timedelta(seconds=settings.USAGE_LATE_GRACE_SECONDS):
+    open_period = period_of(quota, now)
+    if occurred_at < open_period[0] - grace:
         return _refused("occurred_at_too_old")
     if quota.granted_at is not None and occurred_at < quota.granted_at:
         return _refused("occurred_at_before_entitlement")
-    return _Pending(index, event, quota, period_of(quota, occurred_at), occurred_at, event.fingerprint())
+    period = open_period if occurred_at is now else period_of(quota, occurred_at)
+    return _Pending(index, event, quota, period, occurred_at, event.fingerprint())
+
+
+def _time_limits() -> tuple[timedelta, timedelta]:
+    """(clock skew, late grace) an event's occurred_at must fall within."""
+    return (
+        timedelta(seconds=settings.USAGE_CLOCK_SKEW_SECONDS),
+        timedelta(seconds=settings.USAGE_LATE_GRACE_SECONDS),
+    )
 
 
 def _record_remembered(
@@ -274,7 +287,7 @@ def _record_remembered(
     (usage.selectors.quota_remembered), or None: the caller reads the quota and decides. The
     statement proves the quota still the database's; a quota it does not take is forgotten (read
     again by the caller)."""
-    item = _pending(0, event, quota, now, lambda q, at: q.period(at))
+    item = _pending(0, event, quota, now, lambda q, at: q.period(at), _time_limits())
     if isinstance(item, EventResult):
         return None  # a refusal is the full path's to give, from the database's quota
     result = _record_one_fast(item, now, started=started, fingerprint=fingerprint)

@@ -241,3 +241,42 @@ def test_an_answer_is_counted_as_the_view_would_be_and_keeps_the_callers_request
         counts[0] + 1,
         counts[1] + 1,
     )
+
+
+def test_a_query_past_the_field_limit_is_answered_by_django(quota: Callable[..., Any]) -> None:
+    # given a warm customer
+    user = quota(limit=10)
+    _warm(user)
+    django = _Django()
+    path = f"{CHECK}?feature=api_calls&" + "&".join(f"a{i}=1" for i in range(1100))
+
+    # when a check names more query fields than Django parses
+    taken = _call(hot_paths_wsgi(django), user, "GET", path)
+
+    # then the layer handed it on and Django refused it, as it does alone
+    assert (taken[0], django.calls) == (400, 1)
+    assert taken == _call(WSGIHandler(), user, "GET", path)
+
+
+def test_a_check_reading_the_database_on_a_connection_that_died_idle_is_answered(
+    quota: Callable[..., Any],
+) -> None:
+    # given a warm customer whose entitlement snapshot is gone (the check reads the database) and
+    # this thread's connection closed under Django's feet
+    from django_redis import get_redis_connection
+
+    from entitlements import cache
+
+    user = quota(limit=10)
+    _warm(user)
+    token = _token(user)
+    lane = hot_paths_wsgi(_Django())
+    assert _call(lane, token, "GET", f"{CHECK}?feature=api_calls")[0] == 200
+    get_redis_connection("default").delete(cache.snapshot_key(user.pk))
+    connection.connection.close()
+
+    # when they check
+    status, body, _ = _call(lane, token, "GET", f"{CHECK}?feature=api_calls")
+
+    # then a new connection answered it
+    assert (status, body.get("allowed")) == (200, True), body
