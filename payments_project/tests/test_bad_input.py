@@ -287,6 +287,12 @@ WEBHOOK_CASES: dict[str, tuple[str, int, bool]] = {
     "NUL in a string": (json.dumps(_event(type="a\x00")), 400, True),
     "NUL in a key": (json.dumps(_event(data={"object": {"a\x00": 1}})), 400, True),
     "created past year 9999": (json.dumps(_event(created=10**12)), 400, True),
+    "created a second past 2200": (json.dumps(_event(created=7_258_118_401)), 400, True),
+    "NUL escaped in a nested string": (
+        json.dumps(_event(data={"object": {"id": "cus_x", "n": ["\x00"]}})),
+        400,
+        True,
+    ),
     "period end 2^63": (
         json.dumps(_event(data={"object": {"id": "sub_x", "current_period_end": 2**63 - 1}})),
         400,
