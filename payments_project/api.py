@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.core.signals import setting_changed
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.dispatch import receiver
@@ -107,6 +108,23 @@ def error_answer(exc: BaseException) -> ErrorAnswer:
             error_body("conflict", "The request conflicts with the current state.", extra=extra),
             {},
         )
+    if isinstance(exc, SuspiciousOperation):
+        # Django's refusals of a request's shape (more query or form fields than
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS, a body past DATA_UPLOAD_MAX_MEMORY_SIZE...), raised when
+        # a view first reads them: the client's input, never a 500.
+        logger.warning("request refused: %s", exc)
+        if isinstance(exc, RequestDataTooBig):
+            return ErrorAnswer(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                error_body("payload_too_large", "The request body is too large."),
+                {},
+            )
+        if isinstance(exc, TooManyFieldsSent):
+            limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+            message = f"The request has more than {limit} query or form fields."
+        else:
+            message = "The request is malformed."
+        return ErrorAnswer(status.HTTP_400_BAD_REQUEST, error_body("bad_request", message), {})
     # Django's own refusals, as DRF's handler converts them (with the default messages).
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -51,6 +51,7 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
+handler400 = json_error_view(400, "bad_request", "The request is malformed.")
 handler403 = "payments_project.backoffice.views.permission_denied"
 handler404 = json_error_view(404, "not_found", "No such resource.")
 handler500 = json_error_view(500, "internal_error", "An unexpected error occurred.")

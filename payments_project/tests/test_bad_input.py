@@ -188,6 +188,17 @@ LENGTH_CASES = {
     "feature code": (_get("/api/v1/entitlements/check?feature=" + "f" * 65), 400),
 }
 
+_MANY = "&".join(f"a{i}=1" for i in range(1100))  # past DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000)
+FIELD_COUNT_CASES = {
+    "plans (no authentication needed)": (_get(f"/api/v1/plans/?{_MANY}"), 400),
+    "entitlement check (a hot path)": (_get(f"/api/v1/entitlements/check?feature=x&{_MANY}"), 400),
+    "usage event (a hot path)": (
+        _post(f"/api/v1/usage/events/?{_MANY}", {"feature": "x", "idempotency_key": "k"}),
+        400,
+    ),
+    "usage batch": (_post(f"/api/v1/usage/batch/?{_MANY}", {"events": []}), 400),
+    "form fields": (_raw("/api/v1/families/", _MANY, "application/x-www-form-urlencoded"), 400),
+}
 CURRENCY_CASES = {
     code: (_post("/api/v1/payments/", _pay(currency=code, amount=1500)), 400)
     for code in ("XXX", "XTS", "XAU", "XAG", "XDR", "BOV", "ZZZ", "eu1")
@@ -238,6 +249,15 @@ def test_bodies_over_the_limit_are_refused(
 def test_strings_longer_than_their_column_are_refused(
     customer: APIClient, stripe_standin: StandinServer, request_: Request, status: int
 ) -> None:
+    _run_table(customer, request_, status)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("request_", "status"), FIELD_COUNT_CASES.values(), ids=FIELD_COUNT_CASES.keys())
+def test_more_query_or_form_fields_than_django_parses_are_refused(
+    customer: APIClient, stripe_standin: StandinServer, request_: Request, status: int
+) -> None:
+    # (the hot paths' answer functions read the query first: it raises there, and the view answers)
     _run_table(customer, request_, status)
 
 
@@ -371,3 +391,14 @@ def test_refused_input_never_opens_the_stripe_breaker(
     assert (stripe_gateway.breaker.state, stripe_gateway.breaker.fail_counter) == ("closed", 0)
     other = token_client(UserFactory())
     assert other.post("/api/v1/payments/", _pay(), format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_a_request_django_refuses_before_any_view_is_answered_in_the_error_format(client: Client) -> None:
+    # given a host outside ALLOWED_HOSTS (Django's own 400, before any view)
+    client.raise_request_exception = False
+
+    response = client.get("/health/live", HTTP_HOST="evil.test")
+
+    _assert_refused(response, 400)
+    assert response.json()["error"]["code"] == "bad_request"
