@@ -30,6 +30,7 @@ from payments_project.observability import (
     early_answer_count,
     request_id_reset,
 )
+from payments_project.wsgi_environ import WSGIApp
 from payments_project.wsgi_lane import (
     answer_count,
     answer_headers,
@@ -97,13 +98,7 @@ class HotPathMiddleware:
         if route is not None:
             name, answer = route
             start = time.perf_counter()
-            try:
-                response = answer(request)
-            except Exception:
-                # Raised before any side effect (a query past DATA_UPLOAD_MAX_NUMBER_FIELDS, a bug):
-                # the view answers it (a 400 in the error format, or a 500 reported).
-                logger.info("hot path: handing the request on", exc_info=True)
-                response = None
+            response = _answered(answer, request)
             if response is not None:
                 elapsed = time.perf_counter() - start
                 early_answer_count(name, request.method or "", response.status_code, elapsed)
@@ -111,7 +106,15 @@ class HotPathMiddleware:
         return self.get_response(request)
 
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+def _answered(answer: Answer, request: HttpRequest) -> HttpResponse | None:
+    """The answer function's response, or None: it declined, or raised before any side effect (a
+    query past DATA_UPLOAD_MAX_NUMBER_FIELDS, a bug), which the view then answers as it would
+    without a hot path (a 400 in the error format, or a 500 reported)."""
+    try:
+        return answer(request)
+    except Exception:
+        logger.info("hot path: handing the request on", exc_info=True)
+        return None
 
 
 def hot_paths_wsgi(app: WSGIApp) -> WSGIApp:
@@ -143,9 +146,6 @@ def _lane_answer(
     environ: dict[str, Any], answer: Answer, *, get: bool
 ) -> tuple[str, list[tuple[str, str]], bytes] | None:
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` is a thread-local look-up
-    query = environ.get("QUERY_STRING", "")
-    if "\x00" in query or "%00" in query:
-        return None  # the input guard's 400
     if not request_allowed(environ, db):
         return None
     body = body_checked(environ, empty=get)
@@ -153,13 +153,8 @@ def _lane_answer(
         return None
     token = bind_request_id(environ.get("HTTP_X_REQUEST_ID"))  # the log lines' id, as the middleware's
     try:
-        response = answer(WSGIRequest(environ))
+        response = _answered(answer, WSGIRequest(environ))
         request_id = current_request_id()
-    except Exception:
-        # Raised before any side effect (a query string past DATA_UPLOAD_MAX_NUMBER_FIELDS, a
-        # bug): Django answers it (a 400, or a 500 reported), as it would without this layer.
-        logger.info("hot path layer: handing the request on", exc_info=True)
-        response = None
     finally:
         request_id_reset(token)
     if response is None:

@@ -192,9 +192,9 @@ class BoundedJSONParser(JSONParser):
         return data
 
 
-def _query_has_nul(request: HttpRequest) -> bool:
-    raw = request.META.get("QUERY_STRING", "")
-    return "\x00" in raw or "%00" in raw
+def query_has_nul(query: str) -> bool:
+    """A raw query string holding a NUL character, plain or percent-encoded."""
+    return "\x00" in query or "%00" in query
 
 
 _UTF8_OR_ASCII = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
@@ -235,7 +235,7 @@ class InputGuardMiddleware:
     def _check(self, request: HttpRequest) -> None:
         if "\x00" in request.path_info:
             raise BadInput("The path must not contain NUL characters.", field="path")
-        if _query_has_nul(request):
+        if query_has_nul(request.META.get("QUERY_STRING", "")):
             raise BadInput("Query parameters must not contain NUL characters.", field="query")
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)

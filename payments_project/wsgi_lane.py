@@ -28,14 +28,16 @@ from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
 
 from payments_project.observability import REQUEST_ID_HEADER, early_answer_count
-from payments_project.security import BadInput, json_body_check
+from payments_project.security import BadInput, json_body_check, query_has_nul
 
 
 def request_allowed(environ: dict[str, Any], db: Any) -> bool:
     """True when the stack before the view would let the request through to it unchanged (and a
-    layer may take it): PostgreSQL, no script prefix, an allowed host, no HTTPS redirect..."""
+    layer may take it): PostgreSQL, no script prefix, no NUL in the query, an allowed host, no
+    HTTPS redirect..."""
     if (
         environ.get("SCRIPT_NAME")
+        or query_has_nul(environ.get("QUERY_STRING", ""))  # the input guard's 400
         or settings.FORCE_SCRIPT_NAME is not None
         or settings.PREPEND_WWW
         or settings.DISALLOWED_USER_AGENTS

@@ -145,26 +145,28 @@ def quotas_resolve(*, pairs: Iterable[tuple[int, str]], at: datetime) -> dict[tu
         cursor.execute(sql, params)
         for row in cursor.fetchall():
             by_user.setdefault((row[0], row[3]), []).append(_candidate(row))
+    missing = {code for user_id, code in wanted if (user_id, code) not in by_user}
+    # Rare (a refusal): an empty look-up would still cost the ORM's compiling.
+    refusals = _refusals(missing) if missing else {}
     out: dict[tuple[int, str], Quota | str] = {}
-    missing = [pair for pair in wanted if pair not in by_user]
-    kinds: dict[str, str] = {}
-    if missing:  # rare (a refusal): an empty look-up still costs the ORM's compiling
-        unknown = {code for _, code in missing}
-        kinds = dict(Feature.objects.filter(code__in=unknown).values_list("code", "kind"))
-    for user_id, code in wanted:
-        candidates = by_user.get((user_id, code))
-        if not candidates:
-            kind = kinds.get(code)
-            out[(user_id, code)] = (
-                "unknown_feature"
-                if kind is None
-                else "not_entitled"
-                if kind in METERED_KINDS
-                else "not_metered"
-            )
-            continue
-        out[(user_id, code)] = _quota_choose(candidates, at)
+    for pair in wanted:
+        candidates = by_user.get(pair)
+        out[pair] = _quota_choose(candidates, at) if candidates else refusals[pair[1]]
     return out
+
+
+def _refusals(codes: Collection[str]) -> dict[str, str]:
+    """Why a user with no live row for a feature can record nothing: `unknown_feature`,
+    `not_metered` (an on/off feature) or `not_entitled`, per code."""
+    kinds = dict(Feature.objects.filter(code__in=codes).values_list("code", "kind"))
+    return {
+        code: "unknown_feature"
+        if code not in kinds
+        else "not_entitled"
+        if kinds[code] in METERED_KINDS
+        else "not_metered"
+        for code in codes
+    }
 
 
 def _candidate(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -228,6 +230,8 @@ def _quota_choose(candidates: Sequence[tuple[Any, ...]], at: datetime) -> Quota 
 # PostgreSQL's text of the rows, in one order: the same rows give the same text.
 _FINGERPRINT = "(SELECT md5(string_agg(q::text, ',' ORDER BY q::text)) FROM {rows} q)"
 QUOTA_FINGERPRINT_SQL = _FINGERPRINT.format(rows=f"({_quotas_sql(0, 0)})")
+# The quota rows of one pair, each with the fingerprint of them all.
+_QUOTA_ONE_SQL = f"WITH q AS ({_quotas_sql(0, 0)}) SELECT *, {_FINGERPRINT.format(rows='q')} FROM q"  # noqa: S608 - no value in the text
 _remembered: dict[tuple[int, str], tuple[list[tuple[Any, ...]], str]] = {}
 REMEMBERED_MAX = 10_000
 
@@ -249,13 +253,11 @@ def quota_forget(*, user_id: int, code: str) -> None:
 def quota_one_resolve(*, user_id: int, code: str, at: datetime) -> tuple[Quota | str, str | None]:
     """quotas_resolve of one pair on PostgreSQL, with the fingerprint of its rows, remembered
     (quota_remembered); the fingerprint is None when the pair has no live row."""
-    fingerprint_sql = _FINGERPRINT.format(rows="q")
-    sql = f"WITH q AS ({_quotas_sql(0, 0)}) SELECT *, {fingerprint_sql} FROM q"  # noqa: S608 - no value in the text
     with prepared_cursor() as cursor:
-        cursor.execute(sql, {"codes": [code], "users": [user_id]})
+        cursor.execute(_QUOTA_ONE_SQL, {"codes": [code], "users": [user_id]})
         rows = cursor.fetchall()
     if not rows:
-        return quotas_resolve(pairs=[(user_id, code)], at=at)[(user_id, code)], None
+        return _refusals([code])[code], None
     candidates = [_candidate(row[:-1]) for row in rows]
     fingerprint = rows[0][-1]
     if len(_remembered) >= REMEMBERED_MAX:

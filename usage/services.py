@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.db import DataError, connection, transaction
 from django.db.models import F
@@ -480,9 +481,7 @@ def _record_one_fast(
 ) -> EventResult | None:
     """The common single event in one round trip (_FAST_SQL), or None: the batch's path decides
     (a new counter or period, a threshold crossed, a refusal, a duplicate, a race lost, a quota
-    whose rows no longer have `fingerprint`)."""
-    if connection.vendor != "postgresql":
-        return None
+    whose rows no longer have `fingerprint`). PostgreSQL only (the fingerprint is its md5)."""
     quota, event = item.quota, item.event
     limit = quota.limit
     params = {
@@ -514,8 +513,10 @@ def _record_one_fast(
         with savepoint, prepared_cursor() as cursor:
             cursor.execute(_FAST_SQL, params)
             row = cursor.fetchone()
-    except DataError:  # the division by zero: a race lost or a long wait, nothing written
-        return None
+    except DataError as exc:
+        if not isinstance(exc.__cause__, psycopg.errors.DivisionByZero):
+            raise
+        return None  # the statement's own refusal: a race lost or a long wait, nothing written
     if row is None:
         return None
     record_id, over, used, reserved, seq, _ = row

@@ -49,6 +49,7 @@ from djstripe.models.webhooks import get_remote_ip
 from billing.stripe.views import EndpointChanged, delivery_record, remote_ip_valid
 from payments_project.api import error_answer
 from payments_project.observability import request_id_for
+from payments_project.wsgi_environ import WSGIApp
 from payments_project.wsgi_lane import (
     answer_count,
     answer_headers,
@@ -59,7 +60,6 @@ from payments_project.wsgi_lane import (
 
 logger = logging.getLogger(__name__)
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 VIEW_NAME = "djstripe:djstripe_webhook_by_uuid"
 _ZERO = UUID(int=0)
 # Django's uuid path converter's pattern.

@@ -21,6 +21,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from payments_project.hotpath import hot_paths_wsgi
+from payments_project.tests.helpers import CountingDjango
 from usage.models import UsageCounter, UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,18 +29,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 EVENTS = "/api/v1/usage/events/"
 CHECK = "/api/v1/entitlements/check"
 Answer = tuple[int, dict[str, Any], dict[str, str]]
-
-
-class _Django:
-    """Django's WSGI handler, counting the requests that reach it."""
-
-    def __init__(self) -> None:
-        self.handler = WSGIHandler()
-        self.calls = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        self.calls += 1
-        return self.handler(environ, start_response)
 
 
 def _token(user: Any) -> str:
@@ -96,7 +85,7 @@ def test_a_warm_event_is_answered_before_django_as_the_full_stack_answers_it(
 ) -> None:
     # given two customers alike, warm, each with a counter this period
     lane_user, stack_user = quota(limit=10), quota(limit=10)
-    django = _Django()
+    django = CountingDjango()
     lane = hot_paths_wsgi(django)
     for user in (lane_user, stack_user):
         _warm(user)
@@ -124,7 +113,7 @@ def test_refusals_replays_and_conflicts_are_answered_as_the_full_stack_answers_t
     user = quota(limit=10)
     _warm(user)
     assert _call(WSGIHandler(), user, "POST", EVENTS, _event("k", 6))[0] == 201
-    lane = hot_paths_wsgi(_Django())
+    lane = hot_paths_wsgi(CountingDjango())
 
     # when each is sent through the layer and through Django alone
     cases = [_event("k", 6), _event("k", 7), _event("over", 5)]
@@ -142,7 +131,7 @@ def test_a_warm_check_is_answered_before_django_as_the_full_stack_answers_it(
 ) -> None:
     user = quota(limit=10)
     _warm(user)
-    django = _Django()
+    django = CountingDjango()
     _call(WSGIHandler(), user, "GET", f"{CHECK}?feature=api_calls")  # the check's own snapshot
 
     taken = _call(hot_paths_wsgi(django), user, "GET", f"{CHECK}?feature=api_calls")
@@ -172,7 +161,7 @@ def test_anything_else_reaches_django_untouched(case: str, quota: Callable[..., 
     _warm(user)
     extra, status = HANDED_ON[case]
     body = extra.pop("body", None) if "body" in extra else _event(f"{case}-1")
-    django = _Django()
+    django = CountingDjango()
 
     # when it is sent through the layer
     handed_on = _call(hot_paths_wsgi(django), user, "POST", EVENTS, body, **extra)
@@ -194,7 +183,7 @@ def test_a_connection_that_died_idle_is_replaced_and_the_event_recorded_once(
     # Django's feet (no health check on this path)
     user = quota(limit=10)
     _warm(user)
-    django = _Django()
+    django = CountingDjango()
     lane = hot_paths_wsgi(django)
     token = _token(user)
     assert _call(lane, token, "POST", EVENTS, _event("first"))[0] == 201
@@ -234,7 +223,7 @@ def test_an_answer_is_counted_as_the_view_would_be_and_keeps_the_callers_request
         )
         .environ
     )
-    b"".join(hot_paths_wsgi(_Django())(environ, start_response))
+    b"".join(hot_paths_wsgi(CountingDjango())(environ, start_response))
 
     assert seen["X-Request-ID"] == "req-lane-1"
     assert (REGISTRY.get_sample_value(by_view, labels), REGISTRY.get_sample_value(before)) == (
@@ -247,7 +236,7 @@ def test_a_query_past_the_field_limit_is_answered_by_django(quota: Callable[...,
     # given a warm customer
     user = quota(limit=10)
     _warm(user)
-    django = _Django()
+    django = CountingDjango()
     path = f"{CHECK}?feature=api_calls&" + "&".join(f"a{i}=1" for i in range(1100))
 
     # when a check names more query fields than Django parses
@@ -270,7 +259,7 @@ def test_a_check_reading_the_database_on_a_connection_that_died_idle_is_answered
     user = quota(limit=10)
     _warm(user)
     token = _token(user)
-    lane = hot_paths_wsgi(_Django())
+    lane = hot_paths_wsgi(CountingDjango())
     assert _call(lane, token, "GET", f"{CHECK}?feature=api_calls")[0] == 200
     get_redis_connection("default").delete(cache.snapshot_key(user.pk))
     connection.connection.close()

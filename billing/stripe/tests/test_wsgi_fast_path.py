@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import stripe
 from django.conf import settings
-from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 from django.test import Client, RequestFactory
 from djstripe.models import WebhookEventTrigger
@@ -25,6 +24,7 @@ from billing.models import StripeEvent
 from billing.stripe.tests.events import SECRET, endpoint, event
 from billing.stripe.wsgi import stripe_webhook_wsgi
 from devtools.testing import StandinServer
+from payments_project.tests.helpers import CountingDjango
 
 FAST_PATH = "billing.stripe.middleware.StripeWebhookFastPathMiddleware"
 PAYLOAD = json.dumps(event("balance.available", {"object": "balance", "available": []}, id="evt_wsgi_1"))
@@ -34,18 +34,6 @@ Answer = tuple[int, bytes, dict[str, str]]
 def _signed(body: str, *, secret: str = SECRET, offset: int = 0) -> str:
     t = int(time.time()) + offset
     return f"t={t},v1={stripe.WebhookSignature._compute_signature(f'{t}.{body}', secret)}"
-
-
-class _Django:
-    """Django's WSGI handler, counting the requests that reach it."""
-
-    def __init__(self) -> None:
-        self.handler = WSGIHandler()
-        self.calls = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        self.calls += 1
-        return self.handler(environ, start_response)
 
 
 def _through_wsgi(app: Callable[..., Iterable[bytes]], body: str, *, path: str = "", **extra: str) -> Answer:
@@ -112,7 +100,7 @@ def test_a_delivery_that_verifies_is_answered_before_django_as_the_view_answers_
     case: str, stripe_standin: StandinServer
 ) -> None:
     # given deliveries that verify, answered by the WSGI layer in front of Django
-    django = _Django()
+    django = CountingDjango()
     app = stripe_webhook_wsgi(django)
     signature = _signed(PAYLOAD)
     taken = [_through_wsgi(app, PAYLOAD, HTTP_STRIPE_SIGNATURE=signature, **extra) for extra in TAKEN[case]]
@@ -150,7 +138,7 @@ def test_anything_else_reaches_django_untouched(case: str, stripe_standin: Stand
     body, extra, signing, status = HANDED_ON[case]
     if signing is not None:
         extra = {**extra, "HTTP_STRIPE_SIGNATURE": _signed(body, **signing)}
-    django = _Django()
+    django = CountingDjango()
     handed_on = _through_wsgi(stripe_webhook_wsgi(django), body, **extra)
     handed_on_stored = _stored()
     _forget()
@@ -167,7 +155,7 @@ def test_anything_else_reaches_django_untouched(case: str, stripe_standin: Stand
 @pytest.mark.django_db(transaction=True)
 def test_a_body_over_the_limit_is_refused_by_the_input_guard(settings: Any) -> None:
     settings.API_MAX_BODY_BYTES = 64
-    django = _Django()
+    django = CountingDjango()
     status, content, _ = _through_wsgi(
         stripe_webhook_wsgi(django), PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD)
     )
@@ -180,7 +168,7 @@ def test_a_connection_that_died_is_replaced_by_django_and_the_delivery_taken(
     stripe_standin: StandinServer,
 ) -> None:
     # given this thread's connection, used once, then closed under Django's feet
-    django = _Django()
+    django = CountingDjango()
     app = stripe_webhook_wsgi(django)
     first = json.dumps(event("balance.available", {"object": "balance"}, id="evt_wsgi_first"))
     assert _through_wsgi(app, first, HTTP_STRIPE_SIGNATURE=_signed(first))[0] == 200
@@ -207,7 +195,7 @@ def test_a_delivery_taken_is_counted_as_the_view_would_be(stripe_standin: Standi
     counts = (REGISTRY.get_sample_value(by_view, labels) or 0, REGISTRY.get_sample_value(before) or 0)
 
     status, _, _ = _through_wsgi(
-        stripe_webhook_wsgi(_Django()), PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD)
+        stripe_webhook_wsgi(CountingDjango()), PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD)
     )
 
     assert status == 200
@@ -222,7 +210,7 @@ def test_a_connection_that_died_idle_is_replaced_for_a_delivery_django_takes(
     stripe_standin: StandinServer,
 ) -> None:
     # given the endpoint read and this thread's connection used, then closed under Django's feet
-    django = _Django()
+    django = CountingDjango()
     first = json.dumps(event("balance.available", {"object": "balance"}, id="evt_idle_first"))
     assert _through_wsgi(django, first, HTTP_STRIPE_SIGNATURE=_signed(first))[0] == 200
     from billing.stripe import wsgi as layer
@@ -251,7 +239,7 @@ def test_a_forged_delivery_does_not_empty_the_endpoint_cache(stripe_standin: Sta
     # given the endpoint read once by a real delivery
     from billing.stripe import wsgi as layer
 
-    app = stripe_webhook_wsgi(_Django())
+    app = stripe_webhook_wsgi(CountingDjango())
     assert _through_wsgi(app, PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD))[0] == 200
     cached = dict(layer.endpoints)
 
@@ -280,7 +268,7 @@ def test_a_publish_failing_after_the_commit_does_not_record_the_delivery_twice(
 
     # when a delivery arrives
     status, _, _ = _through_wsgi(
-        stripe_webhook_wsgi(_Django()), PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD)
+        stripe_webhook_wsgi(CountingDjango()), PAYLOAD, HTTP_STRIPE_SIGNATURE=_signed(PAYLOAD)
     )
 
     # then it is answered as recorded, once (the sweep will queue it)
