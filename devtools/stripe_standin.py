@@ -516,7 +516,24 @@ def _subscription_update_with_prices(
     self.items._list = [self.items._list[0], *others, *(_new_item(self.id, spec) for spec in added)]
 
 
+_item_period = ls.SubscriptionItem._current_period
+
+
+def _item_period_in_trial(self: Any) -> dict[str, int]:
+    """Stripe's first period of a trial is the trial: it ends at trial_end, where the first invoice
+    is issued and the next period (a whole interval) starts. localstripe runs a whole interval
+    from the start, trial or not. Once renewed, start_date is the trial's end and this no longer
+    applies."""
+    if self._subscription:
+        subscription = ls.Subscription._api_retrieve(self._subscription)
+        trial_end = subscription.trial_end
+        if isinstance(trial_end, int) and subscription.start_date < trial_end:
+            return {"start": subscription.start_date, "end": trial_end}
+    return dict(_item_period(self))
+
+
 ls.Subscription.__init__ = _subscription_init_with_prices
+ls.SubscriptionItem._current_period = _item_period_in_trial
 ls.Subscription._update = _subscription_update_with_prices
 
 

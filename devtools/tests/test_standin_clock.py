@@ -7,11 +7,13 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import requests
 import stripe
+from dateutil.relativedelta import relativedelta
 
 from devtools import standin_clock
 from devtools.testing import StandinServer
@@ -303,3 +305,38 @@ def test_the_charge_customer_fail_card_starts_a_trial_at_checkout_then_fails_the
     (invoice_id,) = _advance(standin, 32)
     assert client.v1.invoices.retrieve(invoice_id).status == "open"
     assert client.v1.subscriptions.retrieve(subscription_id).status == "past_due"
+
+
+def test_a_trial_is_the_first_period_and_its_end_is_the_first_invoice(
+    client: stripe.StripeClient, standin: StandinServer
+) -> None:
+    # given a monthly subscription with a 14-day trial, paid by a good card
+    product = client.v1.products.create({"name": "Pro"})
+    price = client.v1.prices.create(
+        {"product": product.id, "currency": "eur", "unit_amount": 899, "recurring": {"interval": "month"}}
+    )
+    customer = client.v1.customers.create({"email": "ada@example.com"})
+    client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 14}
+    )
+    trial_end = subscription["trial_end"]
+    # when the clock moves past the trial's end
+    (invoice_id,) = _advance(standin, 15)
+    # then the trial was the first period, as in Stripe, and the first charge opened the next
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    renewed = client.v1.subscriptions.retrieve(subscription.id)
+    assert (subscription.status, subscription["current_period_start"]) == (
+        "trialing",
+        subscription.start_date,
+    )
+    assert subscription["current_period_end"] == trial_end == subscription.start_date + 14 * DAY
+    assert (invoice.status, invoice.amount_paid, invoice.lines.data[0].period.start) == (
+        "paid",
+        899,
+        trial_end,
+    )
+    assert (renewed.status, renewed["current_period_start"]) == ("active", trial_end)
+    a_month_on = datetime.fromtimestamp(trial_end, UTC) + relativedelta(months=1)
+    assert renewed["current_period_end"] == int(a_month_on.timestamp())
