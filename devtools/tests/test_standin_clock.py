@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import queue
 import threading
@@ -13,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import requests
 import stripe
-from dateutil.relativedelta import relativedelta
 
 from devtools import standin_clock
 from devtools.testing import StandinServer
@@ -338,5 +338,8 @@ def test_a_trial_is_the_first_period_and_its_end_is_the_first_invoice(
         trial_end,
     )
     assert (renewed.status, renewed["current_period_start"]) == ("active", trial_end)
-    a_month_on = datetime.fromtimestamp(trial_end, UTC) + relativedelta(months=1)
+    ended = datetime.fromtimestamp(trial_end, UTC)
+    year, month = ended.year + ended.month // 12, ended.month % 12 + 1
+    last_day = calendar.monthrange(year, month)[1]
+    a_month_on = ended.replace(year=year, month=month, day=min(ended.day, last_day))
     assert renewed["current_period_end"] == int(a_month_on.timestamp())
