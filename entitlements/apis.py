@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from entitlements.selectors import entitlement_check, entitlement_list
-from payments_project.api import subject_user_for_read
+from payments_project.api import WholeNumberField, subject_user_for_read
 
 # The input limits of the check actions; the hot path (entitlements.hotpath) declines input
 # beyond them, so DRF's serializers answer it.
@@ -44,7 +44,7 @@ class BulkCheckInputSerializer(serializers.Serializer):
         allow_empty=False,
         max_length=MAX_BULK_FEATURES,
     )
-    user_id = serializers.IntegerField(
+    user_id = WholeNumberField(
         required=False,
         min_value=1,
         max_value=2**63 - 1,

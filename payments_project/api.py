@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,7 +22,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage
 from django_redis import get_redis_connection
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -35,6 +36,34 @@ if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import 
     from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
+
+
+# An integer as forms and query strings write one: digits, an optional minus, no more than fit.
+_WHOLE_NUMBER_TEXT = re.compile(r"-?[0-9]{1,30}")
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A whole number: a JSON integer, or digits as text (forms and query strings send text).
+
+    DRF's IntegerField also reads 15.0, "15.00" and "1e3": an amount typed in real units ("15.00"
+    euros) would be charged as 15 cents, a count given as a float silently rounded. Those, a bool
+    (JSON's true is no number) and text with spaces are refused like any invalid integer."""
+
+    text_allowed = True
+
+    def to_internal_value(self, data: Any) -> int:
+        if type(data) is int or (
+            self.text_allowed and type(data) is str and _WHOLE_NUMBER_TEXT.fullmatch(data)
+        ):
+            return int(super().to_internal_value(data))
+        self.fail("invalid")
+
+
+class JSONIntegerField(WholeNumberField):
+    """A JSON integer only, for the JSON-only endpoints (usage): "3" there is the client's type
+    error, not a form's text."""
+
+    text_allowed = False
 
 
 # DRF's default codes, renamed where ours should say more.

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from billing.models import Plan
 from payments_project.accounts.selectors import can_act_for_any_user, can_read_any_user
-from payments_project.api import subject_user_for_read
+from payments_project.api import WholeNumberField, subject_user_for_read
 from payments_project.ids import int_id
 from subscriptions import services
 from subscriptions.models import Subscription
@@ -36,7 +36,7 @@ class SubscriptionOutputSerializer(serializers.Serializer):
 
 
 class ListQuerySerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(
+    user_id = WholeNumberField(
         required=False,
         min_value=1,
         max_value=2**63 - 1,

@@ -17,7 +17,9 @@ from entitlements.periods import EPOCH
 from payments_project.accounts.selectors import can_act_for_any_user
 from payments_project.api import (
     FastJSONRenderer,
+    JSONIntegerField,
     Pagination,
+    WholeNumberField,
     subject_user,
     subject_user_for_read,
     subject_user_ids,
@@ -68,20 +70,26 @@ class MetadataField(serializers.DictField):
         return value
 
 
+# An opaque key is kept as sent: DRF's CharField trims by default, which made " job" and "job" one key.
+_KEY_HELP = "Kept exactly as sent (spaces included); the same key replays, another body is 409."
+
+
 class EventInputSerializer(serializers.Serializer):
     feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[_printable])
-    idempotency_key = serializers.CharField(max_length=IDEMPOTENCY_KEY_MAX, validators=[_printable])
-    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY, default=1)
+    idempotency_key = serializers.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX, validators=[_printable], trim_whitespace=False, help_text=_KEY_HELP
+    )
+    quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY, default=1)
     resource_type = serializers.CharField(
         max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[_printable]
     )
-    resource_size = serializers.IntegerField(min_value=0, max_value=2**62, required=False, default=0)
+    resource_size = JSONIntegerField(min_value=0, max_value=2**62, required=False, default=0)
     operation = serializers.CharField(
         max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[_printable]
     )
     metadata = MetadataField(required=False, default=dict)
     occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
-    user_id = serializers.IntegerField(
+    user_id = JSONIntegerField(
         required=False,
         min_value=1,
         max_value=2**62,
@@ -113,7 +121,7 @@ class BatchOutputSerializer(serializers.Serializer):
 
 class SummaryQuerySerializer(serializers.Serializer):
     feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[_printable])
-    user_id = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
+    user_id = WholeNumberField(required=False, min_value=1, max_value=2**62)
 
 
 class SummarySerializer(serializers.Serializer):
@@ -136,7 +144,7 @@ class HistoryQuerySerializer(serializers.Serializer):
     )
     occurred_after = serializers.DateTimeField(required=False)
     occurred_before = serializers.DateTimeField(required=False)
-    user_id = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
+    user_id = WholeNumberField(required=False, min_value=1, max_value=2**62)
 
 
 class _PeriodStartField(serializers.DateTimeField):
@@ -173,14 +181,16 @@ class RecordSerializer(serializers.ModelSerializer):
 
 class ReserveInputSerializer(serializers.Serializer):
     feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[_printable])
-    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
-    idempotency_key = serializers.CharField(max_length=IDEMPOTENCY_KEY_MAX, validators=[_printable])
-    ttl_seconds = serializers.IntegerField(min_value=1, max_value=86400, required=False)
-    user_id = serializers.IntegerField(required=False, min_value=1, max_value=2**62)
+    quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    idempotency_key = serializers.CharField(
+        max_length=IDEMPOTENCY_KEY_MAX, validators=[_printable], trim_whitespace=False, help_text=_KEY_HELP
+    )
+    ttl_seconds = JSONIntegerField(min_value=1, max_value=86400, required=False)
+    user_id = JSONIntegerField(required=False, min_value=1, max_value=2**62)
 
 
 class SettleInputSerializer(serializers.Serializer):
-    quantity = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY)
+    quantity = JSONIntegerField(min_value=0, max_value=MAX_QUANTITY)
 
 
 class ReservationSerializer(serializers.Serializer):

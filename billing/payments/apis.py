@@ -21,6 +21,7 @@ from payments_project.accounts.selectors import can_read_any_user
 from payments_project.api import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     STRIPE_ID_MAX_LENGTH,
+    WholeNumberField,
     column_max_length,
     idempotency_key_header,
     subject_user,
@@ -31,7 +32,7 @@ from payments_project.security import INT64_MAX
 
 
 class PaymentCreateInputSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(
+    amount = WholeNumberField(
         min_value=1,
         max_value=MAX_AMOUNT_MINOR,
         help_text="Minor units: cents, yen, fils (Stripe's 8 digits).",
@@ -118,7 +119,7 @@ class PaymentOutputSerializer(serializers.ModelSerializer):
 
 
 class PaymentListQuerySerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(
+    user_id = WholeNumberField(
         required=False,
         min_value=1,
         max_value=INT64_MAX,

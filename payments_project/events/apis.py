@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.api import WholeNumberField
 from payments_project.events.selectors import event_envelope, events_feed
 
 FEED_MAX_LIMIT = 500
@@ -27,7 +28,7 @@ class MayReadEvents(permissions.BasePermission):
 
 class FeedQuerySerializer(serializers.Serializer):
     after = serializers.UUIDField(required=False, help_text="The last event id already read.")
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=FEED_MAX_LIMIT, default=100)
+    limit = WholeNumberField(required=False, min_value=1, max_value=FEED_MAX_LIMIT, default=100)
     type = serializers.ListField(
         child=serializers.CharField(max_length=100),
         required=False,

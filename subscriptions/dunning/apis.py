@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from payments_project.api import subject_user_for_read
+from payments_project.api import WholeNumberField, subject_user_for_read
 from subscriptions.dunning.selectors import next_retry_at, open_case_for_user, what_to_do
 
 
@@ -35,7 +35,7 @@ class OpenDunningOutputSerializer(serializers.Serializer):
 
 
 class OpenDunningQuerySerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(
+    user_id = WholeNumberField(
         required=False,
         min_value=1,
         max_value=2**31 - 1,

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from payments_project.accounts.selectors import can_act_for_any_user
+from payments_project.api import WholeNumberField
 from payments_project.errors import DomainError
 from subscriptions.families.models import Family, FamilyInvitation
 from subscriptions.families.selectors import family_for_user, invitations_for_user
@@ -32,7 +33,7 @@ class FamilyCreateInputSerializer(serializers.Serializer):
 
 
 class FamilyMemberInputSerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    user_id = WholeNumberField(min_value=1, max_value=2**63 - 1)
     reason = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True)
 
 
@@ -40,7 +41,7 @@ INVITATION_STATUSES = ["pending", "accepted", "declined", "revoked", "expired"]
 
 
 class InvitationInputSerializer(serializers.Serializer):
-    user_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    user_id = WholeNumberField(min_value=1, max_value=2**63 - 1, required=False)
     email = serializers.EmailField(max_length=254, required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -100,6 +100,11 @@ def test_the_batch_answers_each_event(quota: Callable[..., Any]) -> None:
         {"feature": "api_calls", "idempotency_key": "k", "occurred_at": "yesterday"},
         {"feature": "api_calls", "idempotency_key": "k", "user_id": "x"},
         {"feature": "api_calls"},
+        # JSON numbers only: a number in a string, a whole float or a bool is the client's type error
+        {"feature": "api_calls", "idempotency_key": "k", "quantity": "3"},
+        {"feature": "api_calls", "idempotency_key": "k", "quantity": 3.0},
+        {"feature": "api_calls", "idempotency_key": "k", "quantity": True},
+        {"feature": "api_calls", "idempotency_key": "k", "resource_size": "10"},
     ],
 )
 def test_bounded_input_is_refused_with_400(quota: Callable[..., Any], body: dict[str, Any]) -> None:
@@ -214,6 +219,65 @@ def test_reservations_hold_settle_and_release(quota: Callable[..., Any]) -> None
     assert (after["used"], after["reserved"]) == (5, 0)
     assert (released.status_code, released.json()["status"]) == (200, "released")
     assert (final["used"], final["reserved"], final["remaining"]) == (5, 0, 5)
+
+
+def test_an_idempotency_key_is_kept_exactly_as_sent(quota: Callable[..., Any]) -> None:
+    # given a customer who recorded "job" with 2 units
+    user = quota(limit=10)
+    client = _client(user)
+    client.post(
+        "/api/v1/usage/events/",
+        {"feature": "api_calls", "quantity": 2, "idempotency_key": "job"},
+        format="json",
+    )
+
+    # when " job " is sent with 3 units alone, and "job " with 1 in a batch
+    single = client.post(
+        "/api/v1/usage/events/",
+        {"feature": "api_calls", "quantity": 3, "idempotency_key": " job "},
+        format="json",
+    )
+    batch = client.post(
+        "/api/v1/usage/batch/",
+        {"events": [{"feature": "api_calls", "quantity": 1, "idempotency_key": "job "}]},
+        format="json",
+    )
+
+    # then each is a key of its own: recorded, not a replay of "job" nor a 409
+    assert (single.status_code, single.json()["status"]) == (201, "recorded")
+    assert batch.json()["results"][0]["status"] == "recorded"
+    assert sorted(UsageRecord.objects.values_list("idempotency_key", "quantity")) == [
+        (" job ", 3),
+        ("job", 2),
+        ("job ", 1),
+    ]
+
+
+def test_a_reservation_takes_json_numbers_only(quota: Callable[..., Any]) -> None:
+    # given a customer with a quota of 10 and a reservation of 8
+    user = quota(limit=10)
+    client = _client(user)
+    held = client.post(
+        "/api/v1/usage/reservations/",
+        {"feature": "api_calls", "quantity": 8, "idempotency_key": "r"},
+        format="json",
+    )
+
+    # when a reservation and a settlement give their quantity as a string
+    reserved = client.post(
+        "/api/v1/usage/reservations/",
+        {"feature": "api_calls", "quantity": "1", "idempotency_key": "r2"},
+        format="json",
+    )
+    settled = client.post(
+        f"/api/v1/usage/reservations/{held.json()['id']}/settle/", {"quantity": "5"}, format="json"
+    )
+    summary = client.get("/api/v1/usage/summary/?feature=api_calls").json()
+
+    # then both are refused on that field and the first reservation is still held
+    assert (reserved.status_code, list(reserved.json()["error"]["fields"])) == (400, ["quantity"])
+    assert (settled.status_code, list(settled.json()["error"]["fields"])) == (400, ["quantity"])
+    assert (summary["used"], summary["reserved"]) == (0, 8)
 
 
 def test_the_endpoints_are_in_the_openapi_schema() -> None:

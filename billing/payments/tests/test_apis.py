@@ -117,6 +117,11 @@ def test_without_a_payment_method_the_client_secret_is_returned(stripe_standin: 
         ({"amount": 0, "currency": "USD"}, "amount", "min_value"),
         ({"amount": 100, "currency": "XYZ"}, "currency", "invalid"),
         ({"amount": "ten", "currency": "USD"}, "amount", "invalid"),
+        # real units typed where minor units are asked: never read as 15 cents
+        ({"amount": "15.00", "currency": "EUR"}, "amount", "invalid"),
+        ({"amount": 15.0, "currency": "EUR"}, "amount", "invalid"),
+        ({"amount": "1e3", "currency": "EUR"}, "amount", "invalid"),
+        ({"amount": True, "currency": "EUR"}, "amount", "invalid"),
         ({"currency": "USD"}, "amount", "required"),
     ],
 )
@@ -127,6 +132,14 @@ def test_bad_input_is_a_400_and_nothing_is_written(
     assert response.status_code == 400
     assert response.json()["error"]["fields"][field][0]["code"] == code
     assert Payment.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_form_gives_the_amount_as_digits(stripe_standin: StandinServer, ana) -> None:  # type: ignore[no-untyped-def]
+    # when a form posts the amount in minor units, as text (a form has no numbers)
+    response = token_client(ana).post("/api/v1/payments/", {"amount": "1500", "currency": "EUR"})
+    # then it is read as those minor units
+    assert (response.status_code, response.json()["amount"]) == (201, 1500)
 
 
 @pytest.mark.django_db
