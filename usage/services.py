@@ -174,6 +174,10 @@ class _Pending:
     period: tuple[datetime, datetime | None]
     occurred_at: datetime
     fingerprint: str
+    # Set when the key was recorded before this batch: that record's body fingerprint and the
+    # answer a body matching it gets (a replay). Later copies of the key in the batch are judged
+    # against it, as they would be sent alone, not against this copy.
+    stored: tuple[str, EventResult] | None = None
 
 
 def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = None) -> list[EventResult]:
@@ -240,7 +244,12 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
     for index, first, fingerprint in in_batch_dupes:
         answer = results[first.index]
         assert answer is not None
-        if fingerprint != first.fingerprint:
+        if first.stored is not None:
+            stored_fingerprint, replay = first.stored
+            results[index] = (
+                replay if fingerprint == stored_fingerprint else _refused("idempotency_key_reused")
+            )
+        elif fingerprint != first.fingerprint:
             results[index] = _refused("idempotency_key_reused")
         elif answer.status == "refused":
             results[index] = answer
@@ -823,13 +832,10 @@ def _answer_duplicates(duplicates: list[_Pending], results: list[EventResult | N
         row = found.get((item.event.user_id, item.event.feature, item.event.idempotency_key))
         if row is None:  # pragma: no cover - deleted between the insert and this read: cannot happen
             raise RuntimeError("a duplicate usage record vanished")
-        if row[4] != item.fingerprint:
-            results[item.index] = _refused("idempotency_key_reused")
-            continue
         start = _dt(row[7])
         # The first answer's record and period (the epoch keys only the one period of a
         # never-resetting limit). Not its used and remaining: the counter has moved on since.
-        results[item.index] = EventResult(
+        replay = EventResult(
             status="duplicate",
             record_id=row[0],
             quantity=row[5],
@@ -838,6 +844,8 @@ def _answer_duplicates(duplicates: list[_Pending], results: list[EventResult | N
             limit=item.quota.limit,
             resets_at=item.quota.period(start)[1],
         )
+        item.stored = (row[4], replay)
+        results[item.index] = replay if row[4] == item.fingerprint else _refused("idempotency_key_reused")
 
 
 def usage_event_record(*, event: UsageEvent, now: datetime | None = None) -> EventResult:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from billing.models import PlanFeature
 from payments_project.errors import Conflict
@@ -65,6 +67,25 @@ def test_the_same_key_and_body_replays_and_another_body_is_refused(quota: Callab
     assert reused.value.code == "idempotency_key_reused"
     assert _counter(user).used == 5
     assert UsageRecord.objects.count() == 1
+
+
+def test_copies_of_a_recorded_key_in_a_batch_are_each_judged_by_its_record(quota: Callable[..., Any]) -> None:
+    # given "job-42" recorded with 5 units
+    user = quota(limit=100, period_start=START)
+    first = usage_event_record(event=_event(user, "job-42", 5), now=NOW)
+
+    # when a batch carries it with 2 units, then with 5 (the recorded body), then 2 again
+    results = usage_events_record(
+        events=[_event(user, "job-42", 2), _event(user, "job-42", 5), _event(user, "job-42", 2)], now=NOW
+    )
+
+    # then each copy answers as it would alone: 409 for another body, a replay for the same one
+    assert [(r.status, r.code, r.record_id) for r in results] == [
+        ("refused", "idempotency_key_reused", None),
+        ("duplicate", None, first.record_id),
+        ("refused", "idempotency_key_reused", None),
+    ]
+    assert (_counter(user).used, UsageRecord.objects.count()) == (5, 1)
 
 
 def test_a_hard_limit_refuses_with_the_numbers_and_records_nothing(quota: Callable[..., Any]) -> None:
@@ -373,6 +394,29 @@ def test_a_single_event_on_a_remembered_quota_is_one_statement(
     assert (result.status, result.used, result.remaining, result.over_limit) == ("recorded", 5, 95, False)
     assert (_counter(user).used, _counter(user).seq) == (5, 2)
     assert ledger_sums(subject=f"u{user.pk}", feature_code="api_calls", period_start=START) == 5
+
+
+def test_a_batch_is_the_same_few_statements_for_10_events_or_1000(quota: Callable[..., Any]) -> None:
+    # given 20 users with a quota each, and a counter of this period for each
+    users = [quota(limit=10_000, period_start=START) for _ in range(20)]
+    usage_events_record(events=[_event(user, "first") for user in users], now=NOW)
+
+    # when a batch of 10 events and then one of 1,000 (over the same users) are recorded
+    with CaptureQueriesContext(connection) as small:
+        usage_events_record(events=[_event(users[i % 20], f"s{i}") for i in range(10)], now=NOW)
+    with CaptureQueriesContext(connection) as large:
+        results = usage_events_record(
+            events=[_event(users[i % 20], f"l{i}", 2) for i in range(1000)], now=NOW
+        )
+
+    # then both took the same statements, whatever the number of events: read the quotas, insert
+    # the records, count them in one upsert
+    verbs = [query["sql"].split()[0] for query in small.captured_queries]
+    assert [query["sql"].split()[0] for query in large.captured_queries] == verbs
+    # (the savepoint pair is the test's transaction around the batch's atomic block)
+    assert verbs == ["SELECT", "SAVEPOINT", "INSERT", "INSERT", "RELEASE"]
+    assert {r.status for r in results} == {"recorded"}
+    assert ledger_sums(subject=f"u{users[0].pk}", feature_code="api_calls", period_start=START) == 1 + 1 + 100
 
 
 def test_a_limit_lowered_since_the_quota_was_read_is_the_one_applied(quota: Callable[..., Any]) -> None:
