@@ -54,6 +54,7 @@ def webhook_event_verified(
         and isinstance(event.get("id"), str)
         and len(event["id"]) <= STRIPE_ID_MAX_LENGTH
         and "livemode" in event
+        and _envelope_ok(event)
         and (_SUSPECT_NUMBER.search(body) is None or _timestamps_in_range(event))
         # PostgreSQL's jsonb holds no NUL; parsed JSON has one only from a \u0000 escape (a raw
         # control character in a string is not JSON).
@@ -61,6 +62,30 @@ def webhook_event_verified(
     ):
         return event
     return None
+
+
+# The inbox's column (billing.stripe.models.StripeEvent.type); Stripe's longest type is under 60.
+_EVENT_TYPE_MAX = 128
+_API_VERSION_MAX = 64  # dj-stripe's Event.api_version
+
+
+def _envelope_ok(event: dict[str, Any]) -> bool:
+    """The fields every Stripe event has, of the types the processing reads: an integer `created`,
+    a `type` that fits the inbox, `data.object` an object, `api_version` text or null. A signed
+    event without them is broken (or signed with a leaked secret): refused at intake as
+    invalid_webhook, where it would otherwise be accepted and fail in the worker."""
+    data = event.get("data")
+    api_version = event.get("api_version")
+    event_type = event.get("type")
+    return (
+        type(event.get("created")) is int
+        and type(event_type) is str
+        and 0 < len(event_type) <= _EVENT_TYPE_MAX
+        and event_type.isprintable()
+        and isinstance(data, dict)
+        and isinstance(data.get("object"), dict)
+        and (api_version is None or (type(api_version) is str and len(api_version) <= _API_VERSION_MAX))
+    )
 
 
 # Every Unix time Stripe sends is a real date: one past 2200 (or before 1970) is forged or broken,

@@ -62,7 +62,20 @@ CASES: dict[str, list[tuple[str, dict[str, Any]]]] = {
         (PAYLOAD, {"forwarded_for": "not-an-address", "secret": "whsec_someone_else"})
     ],
     "forwarded address with a port": [(PAYLOAD, {"forwarded_for": "203.0.113.9:4711, 10.0.0.1"})],
+    # signed but not shaped as Stripe's events are: refused at intake, not failed in the worker
+    "created as text": [(json.dumps({**json.loads(PAYLOAD), "created": "yesterday"}), {})],
+    "no data object": [(json.dumps({**json.loads(PAYLOAD), "data": None}), {})],
+    "type longer than the inbox column": [(json.dumps({**json.loads(PAYLOAD), "type": "t" * 129}), {})],
+    "api version longer than its column": [
+        (json.dumps({**json.loads(PAYLOAD), "api_version": "v" * 65}), {})
+    ],
 }
+BROKEN = (
+    "created as text",
+    "no data object",
+    "type longer than the inbox column",
+    "api version longer than its column",
+)
 
 
 def _run(client: Client, deliveries: list[tuple[str, dict[str, Any]]]) -> tuple[Any, ...]:
@@ -117,6 +130,21 @@ def test_the_fast_path_answers_and_records_as_the_view_does(case: str, client: C
 
     # then the answers and the records are the same
     assert with_fast_path == view_only
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", BROKEN)
+def test_a_signed_event_not_shaped_as_stripes_is_refused_and_kept_as_invalid(
+    case: str, client: Client
+) -> None:
+    # when a delivery signed with the endpoint's secret carries a broken event
+    answers, triggers, inbox = _run(client, CASES[case])
+    # then it is refused as a bad signature would be, kept as an invalid delivery, never queued
+    assert [(status, json.loads(body)["error"]["code"]) for status, body, _ in answers] == [
+        (400, "invalid_webhook")
+    ]
+    assert [row[0] for row in triggers] == [False]
+    assert inbox == []
 
 
 @pytest.mark.django_db(transaction=True)
