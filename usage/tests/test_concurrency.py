@@ -173,3 +173,45 @@ def test_a_record_kept_waiting_for_its_counter_is_stamped_when_the_counter_is_he
     assert result[0].status == "recorded"
     stamped = UsageRecord.objects.get(idempotency_key="second").recorded_at
     assert stamped - NOW >= timedelta(seconds=0.9)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_threads_sending_batches_never_overrun_a_quota_of_100(quota: Callable[..., Any]) -> None:
+    # given a quota of 100 and 8 threads, each with 4 batches of 6 events of 1, 7 and 13 units
+    user = quota(limit=100, period_start=START)
+    outcomes: list[tuple[int, str, int, int | None]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker(number: int) -> None:
+        try:
+            barrier.wait()
+            for b in range(4):
+                events = [
+                    UsageEvent(
+                        user_id=user.pk,
+                        feature="api_calls",
+                        idempotency_key=f"t{number}-{b}-{i}",
+                        quantity=UNITS[(number + b + i) % 3],
+                    )
+                    for i in range(6)
+                ]
+                results = usage_events_record(events=events, now=NOW)
+                with lock:
+                    outcomes.extend(
+                        (e.quantity, r.status + (r.code or ""), r.used or 0, r.remaining)
+                        for e, r in zip(events, results, strict=True)
+                    )
+        finally:
+            connection.close()
+
+    # when they all send at once (8 x 24 events of 7 units on average: far over 100)
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+    # then every event was answered, and the counter is the ledger's, at most 100, refusals right
+    assert len(outcomes) == 8 * 4 * 6
+    _check(outcomes, f"u{user.pk}")
