@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from entitlements.selectors import entitlement_check, entitlement_list
-from payments_project.api import WholeNumberField, subject_user_for_read
+from payments_project.api import WholeNumberField, printable, subject_user_for_read
 
 # The input limits of the check actions; the hot path (entitlements.hotpath) declines input
 # beyond them, so DRF's serializers answer it.
@@ -34,13 +34,13 @@ REASONS = [
 
 
 class CheckQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH)
+    feature = serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH, validators=[printable])
     user_id = serializers.CharField(required=False)
 
 
 class BulkCheckInputSerializer(serializers.Serializer):
     features = serializers.ListField(
-        child=serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH),
+        child=serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH, validators=[printable]),
         allow_empty=False,
         max_length=MAX_BULK_FEATURES,
     )

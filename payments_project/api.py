@@ -38,6 +38,13 @@ if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import 
 logger = logging.getLogger(__name__)
 
 
+def printable(value: str) -> None:
+    """A text field's validator: no control, format or separator characters beyond the space (NUL,
+    a bidi override, a zero-width joiner, a bad UTF-8 byte's replacement...)."""
+    if not value.isprintable():
+        raise serializers.ValidationError("Only printable characters.")
+
+
 # An integer as forms and query strings write one: digits, an optional minus, no more than fit.
 _WHOLE_NUMBER_TEXT = re.compile(r"-?[0-9]{1,30}")
 

@@ -20,6 +20,7 @@ from payments_project.api import (
     JSONIntegerField,
     Pagination,
     WholeNumberField,
+    printable,
     subject_user,
     subject_user_for_read,
     subject_user_ids,
@@ -43,11 +44,6 @@ from usage.services import (
 
 METADATA_MAX_BYTES = 4096
 METADATA_MAX_KEYS = 32
-
-
-def _printable(value: str) -> None:
-    if not value.isprintable():
-        raise serializers.ValidationError("Only printable characters.")
 
 
 class MetadataField(serializers.DictField):
@@ -75,17 +71,17 @@ _KEY_HELP = "Kept exactly as sent (spaces included); the same key replays, anoth
 
 
 class EventInputSerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[_printable])
+    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[printable])
     idempotency_key = serializers.CharField(
-        max_length=IDEMPOTENCY_KEY_MAX, validators=[_printable], trim_whitespace=False, help_text=_KEY_HELP
+        max_length=IDEMPOTENCY_KEY_MAX, validators=[printable], trim_whitespace=False, help_text=_KEY_HELP
     )
     quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY, default=1)
     resource_type = serializers.CharField(
-        max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[_printable]
+        max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[printable]
     )
     resource_size = JSONIntegerField(min_value=0, max_value=2**62, required=False, default=0)
     operation = serializers.CharField(
-        max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[_printable]
+        max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[printable]
     )
     metadata = MetadataField(required=False, default=dict)
     occurred_at = serializers.DateTimeField(required=False, help_text="Default: now.")
@@ -120,7 +116,7 @@ class BatchOutputSerializer(serializers.Serializer):
 
 
 class SummaryQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[_printable])
+    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[printable])
     user_id = WholeNumberField(required=False, min_value=1, max_value=2**62)
 
 
@@ -137,10 +133,10 @@ class SummarySerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, required=False, validators=[_printable])
-    operation = serializers.CharField(max_length=RESOURCE_FIELD_MAX, required=False, validators=[_printable])
+    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, required=False, validators=[printable])
+    operation = serializers.CharField(max_length=RESOURCE_FIELD_MAX, required=False, validators=[printable])
     resource_type = serializers.CharField(
-        max_length=RESOURCE_FIELD_MAX, required=False, validators=[_printable]
+        max_length=RESOURCE_FIELD_MAX, required=False, validators=[printable]
     )
     occurred_after = serializers.DateTimeField(required=False)
     occurred_before = serializers.DateTimeField(required=False)
@@ -180,10 +176,10 @@ class RecordSerializer(serializers.ModelSerializer):
 
 
 class ReserveInputSerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[_printable])
+    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[printable])
     quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY)
     idempotency_key = serializers.CharField(
-        max_length=IDEMPOTENCY_KEY_MAX, validators=[_printable], trim_whitespace=False, help_text=_KEY_HELP
+        max_length=IDEMPOTENCY_KEY_MAX, validators=[printable], trim_whitespace=False, help_text=_KEY_HELP
     )
     ttl_seconds = JSONIntegerField(min_value=1, max_value=86400, required=False)
     user_id = JSONIntegerField(required=False, min_value=1, max_value=2**62)
@@ -434,7 +430,7 @@ class UsageViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=ReserveInputSerializer,
-        responses={201: ReservationSerializer},
+        responses={201: ReservationSerializer, 200: ReservationSerializer},
         description="Hold units for a long operation (counted against the quota); settle or release "
         "it, or it expires after its TTL.",
     )
@@ -443,14 +439,16 @@ class UsageViewSet(viewsets.GenericViewSet):
         data = ReserveInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = subject_user(request, data.validated_data.get("user_id"))
-        reservation = usage_reservation_create(
+        reservation, created = usage_reservation_create(
             user_id=user.pk,
             feature=data.validated_data["feature"],
             quantity=data.validated_data["quantity"],
             idempotency_key=data.validated_data["idempotency_key"],
             ttl_seconds=data.validated_data.get("ttl_seconds"),
         )
-        return Response(ReservationSerializer(reservation).data, status=status.HTTP_201_CREATED)
+        # A retry with the same key answers the same hold, as a replayed event answers: 200.
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(ReservationSerializer(reservation).data, status=code)
 
     @extend_schema(request=SettleInputSerializer, responses=ReservationSerializer)
     @action(detail=False, methods=["post"], url_path=r"reservations/(?P<reservation_id>[0-9]{1,18})/settle")

@@ -901,10 +901,11 @@ def usage_reservation_create(
     idempotency_key: str,
     ttl_seconds: int | None = None,
     now: datetime | None = None,
-) -> UsageReservation:
-    """Hold `quantity` units (counted against the quota) until settled, released or expired.
+) -> tuple[UsageReservation, bool]:
+    """Hold `quantity` units (counted against the quota) until settled, released or expired: the
+    reservation, and whether this call made it.
 
-    The same key answers the same reservation (a retry); another quantity with it is refused.
+    The same key answers the same reservation (a retry: False); another quantity with it is refused.
     """
     now = now or timezone.now()
     quota = _quota_for(user_id=user_id, feature=feature, now=now)
@@ -918,7 +919,7 @@ def usage_reservation_create(
         if existing is not None:
             if existing.quantity != quantity:
                 raise Conflict(REFUSAL_MESSAGES["idempotency_key_reused"], code="idempotency_key_reused")
-            return existing
+            return existing, False
         allowance = quota.allowance
         updated = UsageCounter.objects.filter(pk=counter_id)
         if allowance is not None:
@@ -945,7 +946,7 @@ def usage_reservation_create(
             created_at=now,
         )
         transaction.on_commit(lambda: mirror.counters_mirror(counter_ids=[counter_id]))
-    return reservation
+    return reservation, True
 
 
 def _reservation_close(

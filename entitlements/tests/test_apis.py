@@ -107,6 +107,27 @@ def test_bulk_check_refuses_more_than_200_codes() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("code", ["a\x01", "pdf\u202e", "zero\u200bwidth"])
+def test_a_feature_code_with_a_control_or_format_character_is_refused(code: str) -> None:
+    # given a customer with a token (the check's hot path answers warm tokens)
+    client = token_client(UserFactory())
+
+    # when the code is checked alone and in a bulk check
+    single = client.get("/api/v1/entitlements/check", {"feature": code})
+    bulk = client.post("/api/v1/entitlements/bulk-check", {"features": ["ok", code]}, format="json")
+
+    # then both are 400 on that field, as the usage endpoints answer it (no code echoed back)
+    assert (single.status_code, single.json()["error"]["fields"]["feature"][0]["message"]) == (
+        400,
+        "Only printable characters.",
+    )
+    assert (bulk.status_code, bulk.json()["error"]["fields"]["features.1"][0]["message"]) == (
+        400,
+        "Only printable characters.",
+    )
+
+
+@pytest.mark.django_db
 def test_list_shows_effective_entitlements(make_plan: Callable[..., Plan]) -> None:
     subscription = SubscriptionFactory(plan=make_plan("export", "sso"))
     entitlement_grant_for_subscription(subscription=subscription)

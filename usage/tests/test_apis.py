@@ -253,6 +253,24 @@ def test_an_idempotency_key_is_kept_exactly_as_sent(quota: Callable[..., Any]) -
     ]
 
 
+def test_a_retried_reservation_answers_the_same_hold_with_200(quota: Callable[..., Any]) -> None:
+    # given a customer who reserved 4 units with the key "r"
+    user = quota(limit=10)
+    client = _client(user)
+    body = {"feature": "api_calls", "quantity": 4, "idempotency_key": "r"}
+    first = client.post("/api/v1/usage/reservations/", body, format="json")
+
+    # when the same request is sent again, and once with another quantity
+    again = client.post("/api/v1/usage/reservations/", body, format="json")
+    other = client.post("/api/v1/usage/reservations/", {**body, "quantity": 5}, format="json")
+    summary = client.get("/api/v1/usage/summary/?feature=api_calls").json()
+
+    # then the retry is the same hold (200, as a replayed event), the other 409, 4 units held once
+    assert (first.status_code, again.status_code, again.json()) == (201, 200, first.json())
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "idempotency_key_reused")
+    assert (summary["used"], summary["reserved"]) == (0, 4)
+
+
 def test_a_reservation_takes_json_numbers_only(quota: Callable[..., Any]) -> None:
     # given a customer with a quota of 10 and a reservation of 8
     user = quota(limit=10)

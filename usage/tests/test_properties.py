@@ -97,7 +97,7 @@ def test_counters_always_equal_the_ledger(quota: Callable[..., Any], program: li
                         now=now,
                     )
                 elif kind == "reserve":
-                    made = usage_reservation_create(
+                    made, _ = usage_reservation_create(
                         user_id=user.pk,
                         feature="api_calls",
                         quantity=step[2],
