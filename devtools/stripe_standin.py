@@ -23,8 +23,8 @@ Where it still differs from Stripe (known, accepted for development and tests):
   test-clock API);
 - one licensed price per subscription (plus any metered prices: devtools/standin_meters.py bills
   them at renewal); no coupons, taxes, setup mode, Billing Portal;
-- a trialing subscription keeps its first period's end (Stripe: the trial end) and gets no
-  $0 invoice; in payment mode a Checkout Session always creates a customer;
+- a trialing subscription gets no $0 invoice, and a trial ended early (`trial_end=now`) is not
+  invoiced at once; in payment mode a Checkout Session always creates a customer;
 - 3-D Secure cards are refused with 402 authentication_required instead of a challenge.
 """
 
@@ -527,7 +527,13 @@ def _item_period_in_trial(self: Any) -> dict[str, int]:
     if self._subscription:
         subscription = ls.Subscription._api_retrieve(self._subscription)
         trial_end = subscription.trial_end
-        if isinstance(trial_end, int) and subscription.start_date < trial_end:
+        # Only while trialing: a price change to another interval during the trial is invoiced at
+        # once by localstripe, which makes the subscription active with a whole period from then.
+        if (
+            subscription.status == "trialing"
+            and isinstance(trial_end, int)
+            and subscription.start_date < trial_end
+        ):
             return {"start": subscription.start_date, "end": trial_end}
     return dict(_item_period(self))
 

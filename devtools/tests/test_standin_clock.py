@@ -343,3 +343,39 @@ def test_a_trial_is_the_first_period_and_its_end_is_the_first_invoice(
     last_day = calendar.monthrange(year, month)[1]
     a_month_on = ended.replace(year=year, month=month, day=min(ended.day, last_day))
     assert renewed["current_period_end"] == int(a_month_on.timestamp())
+
+
+def test_a_price_of_another_interval_during_a_trial_is_charged_once(
+    client: stripe.StripeClient, standin: StandinServer
+) -> None:
+    # given a monthly subscription in its 14-day trial, paid by a good card
+    product = client.v1.products.create({"name": "Pro"})
+    monthly, yearly = (
+        client.v1.prices.create(
+            {
+                "product": product.id,
+                "currency": "eur",
+                "unit_amount": amount,
+                "recurring": {"interval": interval},
+            }
+        )
+        for amount, interval in ((899, "month"), (8990, "year"))
+    )
+    customer = client.v1.customers.create({"email": "ada@example.com"})
+    client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": monthly.id}], "trial_period_days": 14}
+    )
+    # when the price changes to the yearly one, and the clock passes the trial's end
+    item = subscription["items"].data[0].id
+    client.v1.subscriptions.update(subscription.id, {"items": [{"id": item, "price": yearly.id}]})
+    renewed = _advance(standin, 15)
+    # then the stand-in charged the year once (at the change, as localstripe does), not again
+    changed = client.v1.subscriptions.retrieve(subscription.id)
+    paid = client.v1.invoices.list({"customer": customer.id}).data
+    assert renewed == []
+    assert [(invoice.amount_paid, invoice.status) for invoice in paid] == [(8990, "paid")]
+    start = datetime.fromtimestamp(changed["current_period_start"], UTC)
+    a_year_on = start.replace(year=start.year + 1, day=min(start.day, 28 if start.month == 2 else 31))
+    assert (changed.status, changed["current_period_end"]) == ("active", int(a_year_on.timestamp()))
