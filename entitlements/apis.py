@@ -34,13 +34,17 @@ REASONS = [
 
 
 class CheckQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH, validators=[printable])
-    user_id = serializers.CharField(required=False)
+    feature = serializers.CharField(
+        max_length=FEATURE_CODE_MAX_LENGTH, validators=[printable], trim_whitespace=False
+    )
+    user_id = WholeNumberField(required=False, min_value=1, max_value=2**63 - 1)
 
 
 class BulkCheckInputSerializer(serializers.Serializer):
     features = serializers.ListField(
-        child=serializers.CharField(max_length=FEATURE_CODE_MAX_LENGTH, validators=[printable]),
+        child=serializers.CharField(
+            max_length=FEATURE_CODE_MAX_LENGTH, validators=[printable], trim_whitespace=False
+        ),
         allow_empty=False,
         max_length=MAX_BULK_FEATURES,
     )

@@ -378,10 +378,11 @@ class RatelimitThrottle(BaseThrottle):
 
 
 def _wanted_id(user_id: Any) -> int:
-    try:
-        wanted = int(str(user_id)) if len(str(user_id)) <= 20 else 0
-    except (TypeError, ValueError):
-        raise exceptions.ValidationError({"user_id": ["A valid integer is required."]}) from None
+    # Read as WholeNumberField reads it: int() would also take other scripts' digits, " 5", "+5", "1_0" (10).
+    text = str(user_id)
+    if type(user_id) is bool or not _WHOLE_NUMBER_TEXT.fullmatch(text):
+        raise exceptions.ValidationError({"user_id": ["A valid integer is required."]})
+    wanted = int(text) if len(text) <= 20 else 0
     if not 1 <= wanted <= 2**63 - 1:  # a user id is a positive 64-bit integer (BigAutoField)
         raise exceptions.ValidationError({"user_id": ["An integer from 1 to 2^63-1 is required."]})
     return wanted

@@ -71,7 +71,9 @@ _KEY_HELP = "Kept exactly as sent (spaces included); the same key replays, anoth
 
 
 class EventInputSerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[printable])
+    feature = serializers.CharField(
+        max_length=FEATURE_CODE_MAX, validators=[printable], trim_whitespace=False
+    )
     idempotency_key = serializers.CharField(
         max_length=IDEMPOTENCY_KEY_MAX, validators=[printable], trim_whitespace=False, help_text=_KEY_HELP
     )
@@ -116,7 +118,9 @@ class BatchOutputSerializer(serializers.Serializer):
 
 
 class SummaryQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[printable])
+    feature = serializers.CharField(
+        max_length=FEATURE_CODE_MAX, validators=[printable], trim_whitespace=False
+    )
     user_id = WholeNumberField(required=False, min_value=1, max_value=2**62)
 
 
@@ -133,7 +137,9 @@ class SummarySerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, required=False, validators=[printable])
+    feature = serializers.CharField(
+        max_length=FEATURE_CODE_MAX, required=False, validators=[printable], trim_whitespace=False
+    )
     operation = serializers.CharField(max_length=RESOURCE_FIELD_MAX, required=False, validators=[printable])
     resource_type = serializers.CharField(
         max_length=RESOURCE_FIELD_MAX, required=False, validators=[printable]
@@ -176,7 +182,9 @@ class RecordSerializer(serializers.ModelSerializer):
 
 
 class ReserveInputSerializer(serializers.Serializer):
-    feature = serializers.CharField(max_length=FEATURE_CODE_MAX, validators=[printable])
+    feature = serializers.CharField(
+        max_length=FEATURE_CODE_MAX, validators=[printable], trim_whitespace=False
+    )
     quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY)
     idempotency_key = serializers.CharField(
         max_length=IDEMPOTENCY_KEY_MAX, validators=[printable], trim_whitespace=False, help_text=_KEY_HELP

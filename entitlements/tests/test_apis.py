@@ -107,7 +107,7 @@ def test_bulk_check_refuses_more_than_200_codes() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("code", ["a\x01", "pdf\u202e", "zero\u200bwidth"])
+@pytest.mark.parametrize("code", ["a\x01", "pdf\u202e", "zero\u200bwidth", "pdf\t"])
 def test_a_feature_code_with_a_control_or_format_character_is_refused(code: str) -> None:
     # given a customer with a token (the check's hot path answers warm tokens)
     client = token_client(UserFactory())
@@ -125,6 +125,23 @@ def test_a_feature_code_with_a_control_or_format_character_is_refused(code: str)
         400,
         "Only printable characters.",
     )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("spelling", ["1_0", "+5", " 5", "\u0665", "5.0"])
+def test_a_user_id_is_digits_only_wherever_it_is_read(spelling: str) -> None:
+    # given a service account, which may read anyone's entitlements
+    service = UserFactory()
+    service.groups.add(Group.objects.get(name="service"))
+    client = token_client(service)
+
+    # when it names a user with an odd spelling of a number, in the check and in the list
+    check = client.get("/api/v1/entitlements/check", {"feature": "export", "user_id": spelling})
+    listed = client.get("/api/v1/entitlements/", {"user_id": spelling})
+
+    # then both are 400 on user_id ("1_0" is not read as user 10, nor "\u0665" as user 5)
+    for response in (check, listed):
+        assert (response.status_code, list(response.json()["error"]["fields"])) == (400, ["user_id"])
 
 
 @pytest.mark.django_db
