@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 import pytest
 import requests
@@ -66,7 +67,9 @@ def _wait_for(received: queue.Queue[dict], event_type: str, object_id: str) -> d
     raise AssertionError(f"no {event_type} for {object_id} within 5 s")
 
 
-def _subscribe(client: stripe.StripeClient, payment_method: str) -> stripe.Subscription:
+def _subscribe(
+    client: stripe.StripeClient, payment_method: str, **subscription_fields: Any
+) -> stripe.Subscription:
     product = client.v1.products.create({"name": "Basic"})
     price = client.v1.prices.create(
         {"product": product.id, "currency": "usd", "unit_amount": 2000, "recurring": {"interval": "month"}}
@@ -75,7 +78,9 @@ def _subscribe(client: stripe.StripeClient, payment_method: str) -> stripe.Subsc
     pm = client.v1.payment_methods.retrieve(payment_method)
     client.v1.payment_methods.attach(pm.id, {"customer": customer.id})
     client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": pm.id}})
-    return client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    return client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": price.id}], **subscription_fields}
+    )
 
 
 def _advance(standin: StandinServer, days: int) -> list[str]:
@@ -310,17 +315,8 @@ def test_the_charge_customer_fail_card_starts_a_trial_at_checkout_then_fails_the
 def test_a_trial_is_the_first_period_and_its_end_is_the_first_invoice(
     client: stripe.StripeClient, standin: StandinServer
 ) -> None:
-    # given a monthly subscription with a 14-day trial, paid by a good card
-    product = client.v1.products.create({"name": "Pro"})
-    price = client.v1.prices.create(
-        {"product": product.id, "currency": "eur", "unit_amount": 899, "recurring": {"interval": "month"}}
-    )
-    customer = client.v1.customers.create({"email": "ada@example.com"})
-    client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
-    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
-    subscription = client.v1.subscriptions.create(
-        {"customer": customer.id, "items": [{"price": price.id}], "trial_period_days": 14}
-    )
+    # given a monthly subscription (20.00) with a 14-day trial, paid by a good card
+    subscription = _subscribe(client, "pm_card_visa", trial_period_days=14)
     trial_end = subscription["trial_end"]
     # when the clock moves past the trial's end
     (invoice_id,) = _advance(standin, 15)
@@ -334,7 +330,7 @@ def test_a_trial_is_the_first_period_and_its_end_is_the_first_invoice(
     assert subscription["current_period_end"] == trial_end == subscription.start_date + 14 * DAY
     assert (invoice.status, invoice.amount_paid, invoice.lines.data[0].period.start) == (
         "paid",
-        899,
+        2000,
         trial_end,
     )
     assert (renewed.status, renewed["current_period_start"]) == ("active", trial_end)
@@ -348,24 +344,11 @@ def test_a_trial_is_the_first_period_and_its_end_is_the_first_invoice(
 def test_a_price_of_another_interval_during_a_trial_is_charged_once(
     client: stripe.StripeClient, standin: StandinServer
 ) -> None:
-    # given a monthly subscription in its 14-day trial, paid by a good card
-    product = client.v1.products.create({"name": "Pro"})
-    monthly, yearly = (
-        client.v1.prices.create(
-            {
-                "product": product.id,
-                "currency": "eur",
-                "unit_amount": amount,
-                "recurring": {"interval": interval},
-            }
-        )
-        for amount, interval in ((899, "month"), (8990, "year"))
-    )
-    customer = client.v1.customers.create({"email": "ada@example.com"})
-    client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
-    client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": "pm_card_visa"}})
-    subscription = client.v1.subscriptions.create(
-        {"customer": customer.id, "items": [{"price": monthly.id}], "trial_period_days": 14}
+    # given a monthly subscription in its 14-day trial, paid by a good card, and a yearly price
+    subscription = _subscribe(client, "pm_card_visa", trial_period_days=14)
+    product = subscription["items"].data[0].price.product
+    yearly = client.v1.prices.create(
+        {"product": product, "currency": "usd", "unit_amount": 20000, "recurring": {"interval": "year"}}
     )
     # when the price changes to the yearly one, and the clock passes the trial's end
     item = subscription["items"].data[0].id
@@ -373,9 +356,9 @@ def test_a_price_of_another_interval_during_a_trial_is_charged_once(
     renewed = _advance(standin, 15)
     # then the stand-in charged the year once (at the change, as localstripe does), not again
     changed = client.v1.subscriptions.retrieve(subscription.id)
-    paid = client.v1.invoices.list({"customer": customer.id}).data
+    paid = client.v1.invoices.list({"customer": subscription.customer}).data
     assert renewed == []
-    assert [(invoice.amount_paid, invoice.status) for invoice in paid] == [(8990, "paid")]
+    assert [(invoice.amount_paid, invoice.status) for invoice in paid] == [(20000, "paid")]
     start = datetime.fromtimestamp(changed["current_period_start"], UTC)
     a_year_on = start.replace(year=start.year + 1, day=min(start.day, 28 if start.month == 2 else 31))
     assert (changed.status, changed["current_period_end"]) == ("active", int(a_year_on.timestamp()))
