@@ -78,9 +78,8 @@ def _subscribe(
     pm = client.v1.payment_methods.retrieve(payment_method)
     client.v1.payment_methods.attach(pm.id, {"customer": customer.id})
     client.v1.customers.update(customer.id, {"invoice_settings": {"default_payment_method": pm.id}})
-    return client.v1.subscriptions.create(
-        {"customer": customer.id, "items": [{"price": price.id}], **subscription_fields}
-    )
+    params: Any = {"customer": customer.id, "items": [{"price": price.id}], **subscription_fields}
+    return client.v1.subscriptions.create(params)
 
 
 def _advance(standin: StandinServer, days: int) -> list[str]:
