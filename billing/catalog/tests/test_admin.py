@@ -117,6 +117,49 @@ def test_finance_changes_a_feature_limit_and_types_a_price_in_real_units(pro: An
 
 
 @pytest.mark.django_db
+def test_finance_sets_a_features_quota_policy_with_an_overage_allowance(pro: Any) -> None:
+    # given finance on the plan's page, the project limit hard by default
+    client = Client()
+    client.force_login(_staff("finance"))
+    url = f"/admin/billing/plan/{pro.pk}/change/"
+    data = _form_data(client.get(url))
+
+    # when they make it hard with a 20% overage allowance
+    data["plan_features-0-quota_policy"] = "overage"
+    data["plan_features-0-overage_percent"] = "20"
+    response = client.post(url, data)
+
+    # then the usage app reads that policy from the plan feature
+    assert response.status_code == 302, response.context["errors"] if response.context else ""
+    assert PlanFeature.objects.filter(plan=pro).values_list("quota_policy", "overage_percent").get() == (
+        "overage",
+        20,
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("percent", ["1001", "-1", "12.5", "x"])
+def test_an_overage_allowance_out_of_range_is_a_field_error_and_nothing_changes(
+    percent: str, pro: Any
+) -> None:
+    client = Client()
+    client.force_login(_staff("finance"))
+    url = f"/admin/billing/plan/{pro.pk}/change/"
+    data = _form_data(client.get(url))
+    data["plan_features-0-quota_policy"] = "overage"
+    data["plan_features-0-overage_percent"] = percent
+
+    response = client.post(url, data)
+
+    assert response.status_code == 200
+    assert response.context["inline_admin_formsets"][0].formset.errors[0].keys() == {"overage_percent"}
+    assert PlanFeature.objects.filter(plan=pro).values_list("quota_policy", "overage_percent").get() == (
+        "hard",
+        0,
+    )
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("currency", "typed", "error"),
     [
