@@ -155,3 +155,40 @@ def test_the_warm_http_check_reads_the_mirrored_counter_in_one_script_and_no_sql
     assert [command[0] for command in redis_commands] == ["EVALSHA"]
     assert (cold["used"], warm["used"], warm["remaining"], warm["limit"]) == (0, 6, 4, 10)
     assert warm["resets_at"] == cold["resets_at"] is not None
+
+
+def test_the_warm_bulk_check_reports_the_mirrored_counters_in_one_script_and_no_sql(
+    quota: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
+    redis_commands: list[Any],
+    django_assert_num_queries: Any,
+) -> None:
+    # given a customer with a quota of 10 api calls, checked once (the snapshot is built)
+    user = quota(limit=10, period_start=START)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    body = {"features": ["api_calls", "nothing_such"]}
+    cold = client.post("/api/v1/entitlements/bulk-check", body, format="json").json()["results"]
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            "/api/v1/usage/events/",
+            {"feature": "api_calls", "quantity": 3, "idempotency_key": "a"},
+            format="json",
+        )
+    redis_commands.clear()
+
+    # when the bulk check is asked again
+    with django_assert_num_queries(0):
+        warm = client.post("/api/v1/entitlements/bulk-check", body, format="json").json()["results"]
+
+    # then it answers from Redis in one script, with the counter the event moved
+    assert [command[0] for command in redis_commands] == ["EVALSHA"]
+    assert [(r["feature"], r["limit"], r["used"], r["remaining"]) for r in cold] == [
+        ("api_calls", 10, 0, 10),
+        ("nothing_such", None, None, None),
+    ]
+    assert [(r["feature"], r["limit"], r["used"], r["remaining"]) for r in warm] == [
+        ("api_calls", 10, 3, 7),
+        ("nothing_such", None, None, None),
+    ]
+    assert warm[0]["resets_at"] == cold[0]["resets_at"] is not None
