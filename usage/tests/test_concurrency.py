@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from billing.models import PlanFeature
 from payments_project.accounts.tests.factories import UserFactory
+from payments_project.events.models import DomainEvent
 from subscriptions.models import FamilyMember
-from usage.models import UsageCounter
+from usage.models import UsageCounter, UsageThreshold
 from usage.selectors import ledger_sums
 from usage.services import UsageEvent, usage_events_record
 
@@ -215,3 +217,34 @@ def test_eight_threads_sending_batches_never_overrun_a_quota_of_100(quota: Calla
     # then every event was answered, and the counter is the ledger's, at most 100, refusals right
     assert len(outcomes) == 8 * 4 * 6
     _check(outcomes, f"u{user.pk}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_threads_crossing_the_thresholds_at_once_announce_each_level_once(
+    quota: Callable[..., Any],
+) -> None:
+    # given a soft quota of 100 (recorded past the limit, flagged)
+    user = quota(limit=100, policy=PlanFeature.QuotaPolicy.SOFT, period_start=START)
+    barrier = threading.Barrier(16)
+
+    def worker(number: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(8):
+                event = UsageEvent(user_id=user.pk, feature="api_calls", idempotency_key=f"t{number}-{i}")
+                usage_events_record(events=[event], now=NOW)
+        finally:
+            connection.close()
+
+    # when 16 threads record 8 units each at once: 128 units cross 80, 100 and the limit
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+    # then every unit counted, and each level was recorded and announced exactly once
+    assert UsageCounter.objects.get(subject=f"u{user.pk}").used == 128
+    assert sorted(UsageThreshold.objects.values_list("level", flat=True)) == ["100", "80", "overage"]
+    announced = DomainEvent.objects.filter(type="usage.threshold_reached")
+    assert sorted(event.payload["level"] for event in announced) == ["100", "80", "overage"]
