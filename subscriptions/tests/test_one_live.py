@@ -15,8 +15,10 @@ import urllib.request
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection
 from django.test import Client
+from django.utils.html import escape
 
 from billing.catalog.tests.factories import FeatureFactory, PlanFactory, PlanFeatureFactory, PriceFactory
 from billing.models import StripeEvent
@@ -157,6 +159,15 @@ def _assert_one_kept(user: Any, kept_id: str, dropped_id: str, refunded: list[in
     # the customer keeps the access of the first
     result = entitlement_check(user_id=user.pk, features=["export_pdf"])[0]
     assert (result["allowed"], result["plan"]) == (True, kept.plan.code)
+    # and support reads both notes on the customer's page in the admin
+    support = UserFactory(username="support_on_duty", is_staff=True)
+    support.groups.add(Group.objects.get(name="support"))
+    browser = Client()
+    browser.force_login(support)
+    page = browser.get(f"/admin/accounts/customer/{user.pk}/change/")
+    assert page.status_code == 200
+    assert escape(notes[-2][2]) in page.content.decode()
+    assert escape(f"Duplicate cancelled at Stripe; {expected}") in page.content.decode()
 
 
 @pytest.mark.django_db
