@@ -18,6 +18,8 @@ from payments_project.errors import DomainError
 from usage.models import UsageCounter, UsageReservation
 from usage.selectors import ledger_sums
 from usage.services import (
+    EventResult,
+    QuotaExceeded,
     UsageEvent,
     usage_events_record,
     usage_reservation_create,
@@ -60,6 +62,13 @@ def _check_invariants(user: Any) -> None:
         assert counter.used + counter.reserved <= LIMIT
 
 
+def _refusals_justified(events: list[UsageEvent], results: list[EventResult]) -> None:
+    """A quota refusal is right when it is made: the event did not fit what was left."""
+    for event, result in zip(events, results, strict=True):
+        if result.code == "quota_exceeded":
+            assert result.remaining is not None and event.quantity > result.remaining
+
+
 @pytest.mark.django_db
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=steps)
@@ -71,31 +80,16 @@ def test_counters_always_equal_the_ledger(quota: Callable[..., Any], program: li
         for step in program:
             kind = step[0]
             try:
-                if kind == "event":
-                    usage_events_record(
-                        events=[
-                            UsageEvent(
-                                user_id=user.pk,
-                                feature="api_calls",
-                                idempotency_key=f"k{step[1]}-{step[2]}",
-                                quantity=step[2],
-                            )
-                        ],
-                        now=now,
-                    )
-                elif kind == "batch":
-                    usage_events_record(
-                        events=[
-                            UsageEvent(
-                                user_id=user.pk,
-                                feature="api_calls",
-                                idempotency_key=f"k{key}-{q}",
-                                quantity=q,
-                            )
-                            for key, q in step[1]
-                        ],
-                        now=now,
-                    )
+                if kind in ("event", "batch"):
+                    pairs = [(step[1], step[2])] if kind == "event" else step[1]
+                    events = [
+                        UsageEvent(
+                            user_id=user.pk, feature="api_calls", idempotency_key=f"k{key}-{q}", quantity=q
+                        )
+                        for key, q in pairs
+                    ]
+                    results = usage_events_record(events=events, now=now)
+                    _refusals_justified(events, results)
                 elif kind == "reserve":
                     made, _ = usage_reservation_create(
                         user_id=user.pk,
@@ -114,7 +108,9 @@ def test_counters_always_equal_the_ledger(quota: Callable[..., Any], program: li
                     now += timedelta(hours=step[1])
                 elif kind == "expire":
                     usage_reservations_expire(now=now)
+            except QuotaExceeded as refused:
+                assert kind == "reserve" and step[2] > refused.extra["remaining"]  # it did not fit
             except DomainError:
-                pass  # refusals (quota, closed reservation, settle above the hold) change nothing
+                pass  # other refusals (closed reservation, settle above the hold) change nothing
             _check_invariants(user)
         transaction.set_rollback(True)
