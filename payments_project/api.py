@@ -437,6 +437,18 @@ def subject_user(request: Request, user_id: Any) -> Any:
     )
 
 
+def subject_user_for_write(request: Request, body_user_id: int | None) -> Any:
+    """subject_user for a write that names its user in the body (`user_id`, as the usage endpoints
+    take it) or in the query string; a body's `user_id` was once ignored, and the caller charged
+    instead. Named in both, they must agree."""
+    query_user_id = request.query_params.get("user_id")
+    if body_user_id is None:
+        return subject_user(request, query_user_id)
+    if query_user_id is not None and _wanted_id(query_user_id) != body_user_id:
+        raise exceptions.ValidationError({"user_id": ["The body and the query string name different users."]})
+    return subject_user(request, body_user_id)
+
+
 def subject_user_ids(request: Request, user_ids: Collection[Any]) -> dict[Any, int]:
     """subject_user for many ids at once (a usage batch), as ids: {user_id: the id of the user it
     names}; one query checks that the others exist, without loading them."""

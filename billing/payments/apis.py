@@ -24,8 +24,8 @@ from payments_project.api import (
     WholeNumberField,
     column_max_length,
     idempotency_key_header,
-    subject_user,
     subject_user_for_read,
+    subject_user_for_write,
 )
 from payments_project.ids import int_id
 from payments_project.security import INT64_MAX
@@ -68,6 +68,12 @@ class PaymentCreateInputSerializer(serializers.Serializer):
         r"^[A-Za-z]{2}$",
         required=False,
         help_text="Ignored (accepted for older clients): a plan is priced in the customer's own zone.",
+    )
+    user_id = WholeNumberField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="Pay on behalf of this user (or `?user_id=`): service accounts and superusers only.",
     )
 
     def validate_country(self, value: str) -> str:
@@ -209,8 +215,9 @@ class PaymentViewSet(viewsets.GenericViewSet):
         data = PaymentCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = {**data.validated_data, "country": trusted_country(meta=request.META)}
+        user = subject_user_for_write(request, values.pop("user_id", None))
         payment = payment_create(
-            user=subject_user(request, request.query_params.get("user_id")),
+            user=user,
             idempotency_key=idempotency_key_header(request),
             **values,
         )

@@ -121,3 +121,61 @@ def test_the_schema_says_who_may_pass_user_id() -> None:
     assert "support and finance staff" in read_param["description"]
     assert write_param["description"] == "Pay on behalf of this user: service accounts and superusers only."
     assert "finance" in schema["paths"]["/api/v1/payments/{id}/status/"]["post"]["description"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("where", ["query", "body"])
+def test_a_service_account_pays_for_bob_named_in_the_body_or_the_query(
+    where: str, bob: dict[str, Any], stripe_standin: Any
+) -> None:
+    # given a service account
+    client = token_client(_member("svc", "service"))
+    uid = bob["user"].pk
+    query = f"?user_id={uid}" if where == "query" else ""
+    named = {"user_id": uid} if where == "body" else {}
+
+    # when it pays for bob, naming him in the query or the body
+    pay = client.post(f"/api/v1/payments/{query}", {"amount": 100, "currency": "EUR", **named}, format="json")
+
+    # then the payment is bob's
+    assert (pay.status_code, pay.json()["user_id"]) == (201, uid)
+    assert Payment.objects.filter(user=bob["user"]).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_customer_naming_another_user_in_the_body_is_refused_and_not_charged(bob: dict[str, Any]) -> None:
+    client = token_client(_member("ann", None))
+
+    pay = client.post(
+        "/api/v1/payments/", {"amount": 100, "currency": "EUR", "user_id": bob["user"].pk}, format="json"
+    )
+    checkout = client.post(
+        "/api/v1/checkout-sessions/",
+        {
+            "plan": "pro",
+            "success_url": "https://e.com/ok",
+            "cancel_url": "https://e.com/no",
+            "user_id": bob["user"].pk,
+        },
+        format="json",
+    )
+
+    # (the body's user_id used to be ignored: the caller was charged instead)
+    assert (pay.status_code, checkout.status_code) == (403, 403)
+    assert pay.json()["error"]["message"] == "Only service accounts and superusers may act for another user."
+    assert Payment.objects.count() == 1  # bob's own, from the fixture
+
+
+@pytest.mark.django_db
+def test_a_write_naming_two_users_is_a_400(bob: dict[str, Any]) -> None:
+    client = token_client(_member("svc", "service"))
+    other = UserFactory(username="carol")
+
+    pay = client.post(
+        f"/api/v1/payments/?user_id={other.pk}",
+        {"amount": 100, "currency": "EUR", "user_id": bob["user"].pk},
+        format="json",
+    )
+
+    assert (pay.status_code, list(pay.json()["error"]["fields"])) == (400, ["user_id"])
+    assert Payment.objects.count() == 1

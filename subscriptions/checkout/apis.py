@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing.catalog.selectors import trusted_country
-from payments_project.api import idempotency_key_header, subject_user
+from payments_project.api import WholeNumberField, idempotency_key_header, subject_user_for_write
 from subscriptions.checkout.services import checkout_session_create
 
 
@@ -27,6 +27,12 @@ class CheckoutSessionInputSerializer(serializers.Serializer):
     # Stripe takes URLs of up to 5,000 characters; ours are short, and so is the bound.
     success_url = serializers.URLField(max_length=2048)
     cancel_url = serializers.URLField(max_length=2048)
+    user_id = WholeNumberField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="Act for this user (or `?user_id=`): service accounts and superusers only.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("country") and attrs.get("zone"):
@@ -64,7 +70,7 @@ class CheckoutSessionViewSet(viewsets.ViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         session = checkout_session_create(
-            user=subject_user(request, request.query_params.get("user_id")),
+            user=subject_user_for_write(request, values.get("user_id")),
             plan_code=values["plan"],
             country=trusted_country(meta=request.META),
             zone_code=None,
