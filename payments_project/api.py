@@ -19,6 +19,7 @@ from django.core.signals import setting_changed
 from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage
 from django_redis import get_redis_connection
@@ -206,8 +207,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 def json_error_view(
     status_code: int, code: str, message: str
 ) -> Callable[[HttpRequest, Exception | None], JsonResponse]:
-    """Django-level handlers (404/500 outside DRF views) answer in the same format."""
+    """Django-level handlers (404/500 outside DRF views) answer in the same format. Exempt from
+    the CSRF check: it changes nothing, and a POST to an unknown API route is a 404, not the HTML
+    "CSRF verification failed" page."""
 
+    @csrf_exempt
     def view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
         return JsonResponse(error_body(code, message), status=status_code)
 

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import OperationalError
 from django.http import Http404
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import path
 from django_redis import get_redis_connection
 from rest_framework import exceptions
@@ -194,6 +194,28 @@ def test_an_unknown_api_route_is_a_json_404_even_under_debug(client) -> None:  #
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": {"code": "not_found", "message": "No such resource.", "fields": {}}}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/usage/nonexistent/",
+        "/api/v1/usage/reservations/1234567890123456789/release/",  # an id past the route's 18 digits
+        "/api/v1/families/1/members/1234567890123456789",
+    ],
+)
+def test_an_unsafe_request_to_an_unknown_api_route_is_a_json_404(method: str, path: str) -> None:
+    # given a browser-like client that enforces CSRF, as a real session would
+    client = Client(enforce_csrf_checks=True)
+
+    # when it writes to a route the API does not have
+    response = getattr(client, method)(path, "{}", content_type="application/json")
+
+    # then the answer is the JSON 404, not Django's HTML "CSRF verification failed" page
+    assert (response.status_code, response["Content-Type"]) == (404, "application/json")
+    assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize(
