@@ -56,6 +56,7 @@ from entitlements.apis import (
 from entitlements.selectors import entitlement_check_answer
 from payments_project.api import (
     error_answer,
+    is_printable,
     json_bytes,
     ratelimit_cache_name,
     ratelimit_count_lua,
@@ -155,7 +156,7 @@ def _simple_codes(values: Sequence[Any]) -> bool:
     no error): strings of 1 to that many printable characters (so no NUL, no lone surrogate)
     without surrounding spaces."""
     for value in values:
-        if type(value) is not str or not 0 < len(value) <= FEATURE_CODE_MAX_LENGTH or not value.isprintable():
+        if type(value) is not str or not 0 < len(value) <= FEATURE_CODE_MAX_LENGTH or not is_printable(value):
             return False
         if value != value.strip():
             return False

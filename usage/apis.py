@@ -20,6 +20,7 @@ from payments_project.api import (
     JSONIntegerField,
     Pagination,
     WholeNumberField,
+    is_printable,
     printable,
     subject_user,
     subject_user_for_read,
@@ -221,7 +222,7 @@ def _plain_text(value: Any, max_length: int, blank: bool) -> bool:
         and (blank or value != "")
         and len(value) <= max_length
         and value == value.strip()
-        and value.isprintable()
+        and is_printable(value)
     )
 
 

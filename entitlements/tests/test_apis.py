@@ -107,7 +107,7 @@ def test_bulk_check_refuses_more_than_200_codes() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("code", ["a\x01", "pdf\u202e", "zero\u200bwidth", "pdf\t"])
+@pytest.mark.parametrize("code", ["a\x01", "pdf\u202e", "zero\u200bwidth", "pdf\t", "a\ufffd"])
 def test_a_feature_code_with_a_control_or_format_character_is_refused(code: str) -> None:
     # given a customer with a token (the check's hot path answers warm tokens)
     client = token_client(UserFactory())
