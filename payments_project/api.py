@@ -259,6 +259,19 @@ class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
+    def get_page_size(self, request: Request) -> int | None:
+        """`page_size` as a whole number from 1, at most max_page_size (a larger one is capped).
+        DRF read it with int() ("1_0" was 10, other scripts' digits read too) and fell back to the
+        default for anything it could not read; here a bad one is a 400 naming it."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not _WHOLE_NUMBER_TEXT.fullmatch(raw) or int(raw) < 1:
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size} is required."]}
+            )
+        return min(int(raw), self.max_page_size)
+
 
 def ratelimit_count_lua(*, counter: str, ttl: str) -> str:
     """Lua counting one request in django-ratelimit's counter `counter` (e.g. "KEYS[1]"), whose ttl

@@ -11,6 +11,7 @@ from rest_framework import exceptions
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
+from billing.payments.tests.factories import PaymentFactory
 from payments_project import api
 from payments_project.accounts.tests.factories import UserFactory
 from payments_project.errors import Conflict
@@ -101,6 +102,33 @@ def test_staff_acting_for_a_bad_user_id_gets_a_clear_error(user_id: str, status:
     response = token_client(staff).get(f"/api/v1/me/?user_id={user_id}")
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("spelling", ["1_0", "+5", " 5", "\u0665", "5.0", "0", "-1", "x"])
+def test_a_page_size_not_a_whole_number_from_1_is_a_400(spelling: str) -> None:
+    # given a customer with three payments
+    customer = UserFactory()
+    PaymentFactory.create_batch(3, user=customer)
+
+    # when the list is asked with an odd page size
+    response = token_client(customer).get("/api/v1/payments/", {"page_size": spelling})
+
+    # then it is refused on that parameter (it was read with int(), or silently replaced)
+    assert (response.status_code, list(response.json()["error"]["fields"])) == (400, ["page_size"])
+
+
+@pytest.mark.django_db
+def test_a_page_size_is_read_and_one_over_200_is_capped_not_refused() -> None:
+    customer = UserFactory()
+    PaymentFactory.create_batch(3, user=customer)
+    client = token_client(customer)
+
+    two = client.get("/api/v1/payments/", {"page_size": "2"}).json()
+    capped = client.get("/api/v1/payments/", {"page_size": "10000"}).json()
+
+    assert (len(two["results"]), two["count"], two["next"] is not None) == (2, 3, True)
+    assert (len(capped["results"]), capped["next"]) == (3, None)
 
 
 @pytest.mark.django_db
