@@ -405,7 +405,7 @@ def _wanted_id(user_id: Any) -> int:
     text = str(user_id)
     if type(user_id) is bool or not _WHOLE_NUMBER_TEXT.fullmatch(text):
         raise exceptions.ValidationError({"user_id": ["A valid integer is required."]})
-    wanted = int(text) if len(text) <= 20 else 0
+    wanted = int(text)  # at most 30 digits (the pattern): the range check below refuses the rest
     if not 1 <= wanted <= 2**63 - 1:  # a user id is a positive 64-bit integer (BigAutoField)
         raise exceptions.ValidationError({"user_id": ["An integer from 1 to 2^63-1 is required."]})
     return wanted

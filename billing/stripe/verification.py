@@ -10,7 +10,7 @@ from typing import Any
 import stripe
 from django.views.decorators.debug import sensitive_variables
 
-from payments_project.api import STRIPE_ID_MAX_LENGTH
+from payments_project.api import STRIPE_ID_MAX_LENGTH, is_printable
 from payments_project.security import UNPARSED, json_loads, nul_path, orjson_loads_bounded
 
 # Stripe's default tolerance (stripe.Webhook.DEFAULT_TOLERANCE), in seconds.
@@ -81,7 +81,7 @@ def _envelope_ok(event: dict[str, Any]) -> bool:
         type(event.get("created")) is int
         and type(event_type) is str
         and 0 < len(event_type) <= _EVENT_TYPE_MAX
-        and event_type.isprintable()
+        and is_printable(event_type)
         and isinstance(data, dict)
         and isinstance(data.get("object"), dict)
         and (api_version is None or (type(api_version) is str and len(api_version) <= _API_VERSION_MAX))

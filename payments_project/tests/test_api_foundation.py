@@ -119,16 +119,20 @@ def test_a_page_size_not_a_whole_number_from_1_is_a_400(spelling: str) -> None:
 
 
 @pytest.mark.django_db
-def test_a_page_size_is_read_and_one_over_200_is_capped_not_refused() -> None:
+def test_a_page_size_is_read_and_one_over_the_maximum_is_capped_not_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given three payments, and the maximum page size lowered from 200 to 2 (three rows show it)
     customer = UserFactory()
     PaymentFactory.create_batch(3, user=customer)
     client = token_client(customer)
+    monkeypatch.setattr(api.Pagination, "max_page_size", 2)
 
-    two = client.get("/api/v1/payments/", {"page_size": "2"}).json()
+    one = client.get("/api/v1/payments/", {"page_size": "1"}).json()
     capped = client.get("/api/v1/payments/", {"page_size": "10000"}).json()
 
-    assert (len(two["results"]), two["count"], two["next"] is not None) == (2, 3, True)
-    assert (len(capped["results"]), capped["next"]) == (3, None)
+    assert (len(one["results"]), one["count"], one["next"] is not None) == (1, 3, True)
+    assert (len(capped["results"]), capped["count"], capped["next"] is not None) == (2, 3, True)
 
 
 @pytest.mark.django_db
