@@ -459,3 +459,37 @@ def test_the_publisher_sends_everything_waiting_then_lets_the_interval_pass(
     ]
     assert len(slept) == 1
     assert 0 < slept[0] <= publisher.PUBLISH_INTERVAL
+
+
+def test_ids_arriving_while_a_short_message_is_sent_wait_for_the_next_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import queue
+
+    # given two ids waiting, and two more arriving while the first message is being sent
+    ids: queue.SimpleQueue[int] = queue.SimpleQueue()
+    ids.put(1)
+    ids.put(2)
+    sent: list[list[int]] = []
+    slept: list[float] = []
+
+    def publish(batch: list[int], *, producer: object) -> bool:
+        sent.append(batch)
+        if len(sent) == 1:
+            ids.put(3)
+            ids.put(4)
+        return True
+
+    monkeypatch.setattr(publisher, "_publish_batch", publish)
+    monkeypatch.setattr(publisher.time, "sleep", slept.append)
+
+    # when the publisher thread takes one round, then another
+    assert publisher._publish_waiting(ids, producer=None) is True
+    first_round = list(sent)
+    assert publisher._publish_waiting(ids, producer=None) is True
+
+    # then the first round sent only what waited when it began, with one pause after it; the
+    # late ids went out in the second round
+    assert first_round == [[1, 2]]
+    assert sent == [[1, 2], [3, 4]]
+    assert len(slept) == 2
