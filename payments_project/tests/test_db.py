@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from payments_project.db import prepared_cursor
 
@@ -57,3 +60,22 @@ def test_with_prepared_statements_off_nothing_is_prepared(monkeypatch: pytest.Mo
             "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%username = $1%"]
         )
         assert cursor.fetchone() == (0,)
+
+
+def test_results_come_back_as_django_reads_them() -> None:
+    # given a statement returning an integer, text, a boolean, a timestamp and a null timestamp
+    at = timezone.now()
+    statement = "SELECT %s::bigint, %s::text, %s::boolean, %s::timestamptz, NULL::timestamptz"
+    values = [2**62, "café ✓", True, at]
+
+    # when it runs through the prepared cursor (binary results) and through Django's own cursor
+    with prepared_cursor() as cursor:
+        cursor.execute(statement, values)
+        prepared = cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(statement, values)
+        plain = cursor.fetchone()
+
+    # then both read the same values, the timestamp aware in UTC
+    assert prepared == plain == (2**62, "café ✓", True, at, None)
+    assert prepared[3].tzinfo == plain[3].tzinfo == UTC
