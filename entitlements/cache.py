@@ -137,7 +137,8 @@ def usage_mirror_write(*, updates: Sequence[UsageMirror]) -> bool:
     """Write the counters into the snapshots that exist, in one script. False: Redis unreachable."""
     if not updates or not redis_configured():
         return True
-    keys = [snapshot_key(update.user_id) for update in updates]
+    cache = caches["default"]  # looked up once: a batch of usage events writes hundreds of keys
+    keys = [snapshot_key(update.user_id, cache=cache) for update in updates]
     args: list[Any] = []
     for update in updates:
         args += [usage_field(update.feature), update.value()]
@@ -158,8 +159,8 @@ def _conn() -> Any:
     return get_redis_connection("default")
 
 
-def snapshot_key(user_id: int) -> str:
-    return str(caches["default"].make_key(f"ent:s:{user_id}"))
+def snapshot_key(user_id: int, *, cache: Any = None) -> str:
+    return str((cache or caches["default"]).make_key(f"ent:s:{user_id}"))
 
 
 def version_key(user_id: int) -> str:
