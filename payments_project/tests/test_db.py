@@ -7,6 +7,7 @@ from datetime import UTC
 import pytest
 from django.db import connection
 from django.utils import timezone
+from psycopg.pq import Format
 
 from payments_project.db import prepared_cursor
 
@@ -72,10 +73,13 @@ def test_results_come_back_as_django_reads_them() -> None:
     with prepared_cursor() as cursor:
         cursor.execute(statement, values)
         prepared = cursor.fetchone()
+        prepared_format = cursor.cursor.format
     with connection.cursor() as cursor:
         cursor.execute(statement, values)
         plain = cursor.fetchone()
 
-    # then both read the same values, the timestamp aware in UTC
+    # then the prepared cursor read binary results, and both read the same values, the timestamp
+    # aware in UTC
+    assert prepared_format == Format.BINARY
     assert prepared == plain == (2**62, "café ✓", True, at, None)
     assert prepared[3].tzinfo == plain[3].tzinfo == UTC
