@@ -18,7 +18,7 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -1171,17 +1171,23 @@ def subscription_duplicates_settle_sweep() -> int:
 
 
 def subscriptions_overdue(*, now: datetime | None = None) -> list[int]:
-    """Live subscriptions whose period ended more than SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS ago
-    with nothing from Stripe since (a missed or delayed webhook): their ids, oldest period first."""
+    """Subscriptions whose period ended more than SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS ago with
+    nothing from Stripe since (a missed or delayed webhook), either still active or suspended by
+    this job for it: their ids, oldest period first."""
     now = now or timezone.now()
     grace = timedelta(seconds=settings.SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS)
-    return list(
-        Subscription.objects.filter(
-            status__in=GIVES_ACCESS,
-            stripe_subscription_id__isnull=False,
-            current_period_end__lt=now - grace,
+    held_by_this_job = Exists(
+        SubscriptionHistory.objects.filter(
+            subscription=OuterRef("pk"),
+            to_status=Status.SUSPENDED,
+            cause=Cause.SCHEDULE,
+            created_at__gte=OuterRef("current_period_end"),
         )
+    )
+    return list(
+        Subscription.objects.filter(stripe_subscription_id__isnull=False, current_period_end__lt=now - grace)
         .filter(Q(stripe_state_at__isnull=True) | Q(stripe_state_at__lt=F("current_period_end")))
+        .filter(Q(status__in=GIVES_ACCESS) | Q(held_by_this_job, status=Status.SUSPENDED))
         .order_by("current_period_end")
         .values_list("pk", flat=True)[:RECONCILE_BATCH]
     )
@@ -1214,17 +1220,56 @@ def subscription_reconcile(*, subscription_id: int) -> Subscription:
     )
 
 
+def subscription_suspend_unconfirmed(
+    *, subscription_id: int, reason: str, now: datetime | None = None
+) -> bool:
+    """Suspend a subscription still active past its period end and the grace with nothing from
+    Stripe, because Stripe could not be asked (`reason`); True if it was suspended now.
+
+    Its access already stopped at the period end (expiry is checked on every read): this makes
+    its status say so too. The job keeps asking Stripe, and Stripe's answer moves it on (active
+    again with the new period, or cancelled). Checked again under the row lock, so a webhook that
+    confirmed the renewal meanwhile wins."""
+    now = now or timezone.now()
+    grace = timedelta(seconds=settings.SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS)
+    with transaction.atomic():
+        sub = Subscription.objects.select_for_update().select_related("plan").get(pk=subscription_id)
+        end, heard = sub.current_period_end, sub.stripe_state_at
+        if sub.status not in GIVES_ACCESS or end is None or end >= now - grace:
+            return False
+        if heard is not None and heard >= end:
+            return False
+        to_send = _transition_locked(
+            subscription=sub,
+            to_status=Status.SUSPENDED,
+            cause=Cause.SCHEDULE,
+            note=(
+                f"The period ended {end:%Y-%m-%d %H:%M} UTC and Stripe has not confirmed what came "
+                f"next; asking it failed ({reason[:200]}). Suspended until Stripe answers."
+            ),
+        )
+        _send(sub, to_send)
+    return True
+
+
 def subscriptions_reconcile_overdue() -> int:
-    """Beat job: reconcile every overdue subscription with Stripe; the number reconciled (one that
-    fails, e.g. Stripe down, is tried again on the next run)."""
+    """Beat job: reconcile every overdue subscription with Stripe; the number reconciled.
+
+    One Stripe cannot confirm (down, or an error) is suspended and asked again on the next run,
+    so none stays active past its period end plus the grace without Stripe's word."""
     done = 0
-    for pk in subscriptions_overdue():
+    overdue = subscriptions_overdue()
+    for index, pk in enumerate(overdue):
         try:
             subscription_reconcile(subscription_id=pk)
         except DomainError as exc:
             logger.warning("could not reconcile subscription %s: %s", pk, exc.message)
-            if isinstance(exc, stripe_gateway.StripeUnavailable):
-                break  # the rest would wait on the same outage
-            continue
+            if not isinstance(exc, stripe_gateway.StripeUnavailable):
+                subscription_suspend_unconfirmed(subscription_id=pk, reason=exc.message)
+                continue
+            # The rest would wait on the same outage: suspend them without asking.
+            for waiting in overdue[index:]:
+                subscription_suspend_unconfirmed(subscription_id=waiting, reason=exc.message)
+            break
         done += 1
     return done

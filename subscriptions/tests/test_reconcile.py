@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -14,8 +16,13 @@ from billing.stripe import gateway as stripe_gateway
 from devtools.testing import StandinServer
 from entitlements.selectors import entitlement_check
 from entitlements.services import entitlement_grant_for_subscription
+from payments_project.accounts.tests.factories import UserFactory
 from subscriptions.models import Subscription, SubscriptionHistory
-from subscriptions.services import subscriptions_overdue
+from subscriptions.services import (
+    subscription_suspend_unconfirmed,
+    subscription_transition,
+    subscriptions_overdue,
+)
 from subscriptions.tasks import subscriptions_reconcile_overdue_task
 from subscriptions.tests.factories import SubscriptionFactory
 
@@ -127,19 +134,95 @@ def test_within_the_grace_or_heard_from_since_nothing_is_asked(settings: Any) ->
     assert subscriptions_overdue() == [overdue.pk]
 
 
-def test_stripe_down_leaves_them_for_the_next_run(settings: Any) -> None:
-    # given Stripe unreachable and an overdue subscription
+@contextmanager
+def _stripe_unreachable(settings: Any) -> Iterator[None]:
+    base = settings.STRIPE_API_BASE
     settings.STRIPE_API_BASE = "http://127.0.0.1:1"
     settings.STRIPE_MAX_NETWORK_RETRIES = 0
     stripe_gateway.client.cache_clear()
-    sub = _ours("sub_waiting", ended_ago=timedelta(hours=2), heard_ago=None)
     try:
-        # when the beat job runs
-        reconciled = subscriptions_reconcile_overdue_task.delay().get()
+        yield
     finally:
+        settings.STRIPE_API_BASE = base
         stripe_gateway.client.cache_clear()
+        stripe_gateway.breaker.close()
 
-    # then nothing changed and it is still due
+
+def test_stripe_down_suspends_them_and_keeps_asking(settings: Any) -> None:
+    # given Stripe unreachable and two overdue subscriptions
+    first = _ours("sub_waiting_1", ended_ago=timedelta(hours=3), heard_ago=None)
+    second = _ours("sub_waiting_2", ended_ago=timedelta(hours=2), heard_ago=None)
+
+    # when the beat job runs
+    with _stripe_unreachable(settings):
+        reconciled = subscriptions_reconcile_overdue_task.delay().get()
+
+    # then neither stays active past its period end and the grace: both are suspended, saying why,
+    # and both are still due to be asked
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (reconciled, first.status, second.status) == (0, "suspended", "suspended")
+    history = first.history.get()
+    assert (history.from_status, history.to_status, history.cause) == ("active", "suspended", "schedule")
+    end = f"{first.current_period_end:%Y-%m-%d %H:%M}"
+    assert history.note.startswith(f"The period ended {end} UTC and Stripe has not confirmed what came next;")
+    assert history.note.endswith("Suspended until Stripe answers.")
+    assert _check(first) == (False, "suspended")
+    assert subscriptions_overdue() == [first.pk, second.pk]
+
+    # when the job runs again with Stripe still down
+    with _stripe_unreachable(settings):
+        subscriptions_reconcile_overdue_task.delay().get()
+
+    # then nothing more is written
+    assert first.history.count() == 1
+    assert second.history.count() == 1
+
+
+def test_a_suspended_one_is_reactivated_once_stripe_answers(
+    remote: Any, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    # given an overdue subscription the job suspended while Stripe was down
+    sub = _ours(remote.id, ended_ago=timedelta(hours=2), heard_ago=None)
+    with _stripe_unreachable(settings):
+        subscriptions_reconcile_overdue_task.delay().get()
     sub.refresh_from_db()
-    assert (reconciled, sub.status) == (0, "active")
-    assert subscriptions_overdue() == [sub.pk]
+    assert sub.status == "suspended"
+
+    # when the job runs with Stripe back
+    with django_capture_on_commit_callbacks(execute=True):
+        reconciled = subscriptions_reconcile_overdue_task.delay().get()
+
+    # then Stripe's renewal is applied: active on the new period, access back, nothing left due
+    sub.refresh_from_db()
+    assert reconciled == 1
+    assert (sub.status, int(sub.current_period_end.timestamp())) == ("active", remote.current_period_end)
+    assert list(sub.history.values_list("from_status", "to_status", "cause")) == [
+        ("active", "suspended", "schedule"),
+        ("suspended", "active", "schedule"),
+    ]
+    assert _check(sub) == (True, "granted")
+    assert subscriptions_overdue() == []
+
+
+def test_a_renewal_confirmed_meanwhile_is_not_suspended() -> None:
+    # given an overdue subscription whose renewal webhook arrives after the job listed it
+    sub = _ours("sub_late_event", ended_ago=timedelta(hours=2), heard_ago=None)
+    Subscription.objects.filter(pk=sub.pk).update(stripe_state_at=timezone.now())
+
+    # when the job's suspension comes for it
+    suspended = subscription_suspend_unconfirmed(subscription_id=sub.pk, reason="timed out")
+
+    # then the confirmation wins
+    sub.refresh_from_db()
+    assert (suspended, sub.status, sub.history.count()) == (False, "active", 0)
+
+
+def test_a_staff_suspension_is_not_the_jobs_to_undo() -> None:
+    # given an overdue subscription staff suspended themselves
+    sub = _ours("sub_staff_held", ended_ago=timedelta(hours=2), heard_ago=None)
+    staff_user = UserFactory(is_staff=True)
+    subscription_transition(subscription=sub, to_status="suspended", cause="staff", staff_user=staff_user)
+
+    # then the job does not ask Stripe about it
+    assert subscriptions_overdue() == []
