@@ -44,6 +44,6 @@ else
   echo "Stripe: real API with your key; forward webhooks with: stripe listen --forward-to $STANDIN_WEBHOOK_URL"
 fi
 echo "Serving on http://127.0.0.1:$WEB_PORT (admin at /admin/, API at /api/v1/, docs at /api/v1/docs/)"
-# All but the web server run under devtools/supervise.py: one that dies is started again and the
+# Every process runs under devtools/supervise.py: one that dies is started again and the
 # others stay up (honcho alone stops everything when one process exits).
 exec "$VENV/bin/honcho" -f Procfile.dev start "${processes[@]}"
