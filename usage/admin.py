@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from payments_project.accounts.links import customer_link
 from payments_project.errors import DomainError
 from payments_project.ids import int_id
+from payments_project.security import INT64_MAX
 from usage.models import UsageAdjustment, UsageCounter, UsageRecord, UsageReservation, UsageThreshold
 from usage.services import MAX_QUANTITY, usage_adjustment_create
 
@@ -117,7 +118,7 @@ def counter_description(counter: UsageCounter) -> str:
 
 
 class AdjustmentForm(forms.ModelForm):
-    counter_id = forms.IntegerField(min_value=1, max_value=2**62, label="counter id")
+    counter_id = forms.IntegerField(min_value=1, max_value=INT64_MAX, label="counter id")
     quantity = forms.IntegerField(
         min_value=-MAX_QUANTITY, max_value=MAX_QUANTITY, help_text="Signed: negative gives units back."
     )

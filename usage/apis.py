@@ -27,7 +27,7 @@ from payments_project.api import (
     subject_user_ids,
 )
 from payments_project.errors import DomainError
-from payments_project.security import BoundedJSONParser
+from payments_project.security import INT64_MAX, BoundedJSONParser
 from usage.models import FEATURE_CODE_MAX, IDEMPOTENCY_KEY_MAX, RESOURCE_FIELD_MAX, UsageRecord
 from usage.selectors import usage_history, usage_summary
 from usage.services import (
@@ -82,7 +82,7 @@ class EventInputSerializer(serializers.Serializer):
     resource_type = serializers.CharField(
         max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[printable]
     )
-    resource_size = JSONIntegerField(min_value=0, max_value=2**62, required=False, default=0)
+    resource_size = JSONIntegerField(min_value=0, max_value=INT64_MAX, required=False, default=0)
     operation = serializers.CharField(
         max_length=RESOURCE_FIELD_MAX, required=False, default="", allow_blank=True, validators=[printable]
     )
@@ -91,7 +91,7 @@ class EventInputSerializer(serializers.Serializer):
     user_id = JSONIntegerField(
         required=False,
         min_value=1,
-        max_value=2**62,
+        max_value=INT64_MAX,
         help_text="Service accounts and superusers: another user.",
     )
 
@@ -122,7 +122,7 @@ class SummaryQuerySerializer(serializers.Serializer):
     feature = serializers.CharField(
         max_length=FEATURE_CODE_MAX, validators=[printable], trim_whitespace=False
     )
-    user_id = WholeNumberField(required=False, min_value=1, max_value=2**62)
+    user_id = WholeNumberField(required=False, min_value=1, max_value=INT64_MAX)
 
 
 class SummarySerializer(serializers.Serializer):
@@ -147,7 +147,7 @@ class HistoryQuerySerializer(serializers.Serializer):
     )
     occurred_after = serializers.DateTimeField(required=False)
     occurred_before = serializers.DateTimeField(required=False)
-    user_id = WholeNumberField(required=False, min_value=1, max_value=2**62)
+    user_id = WholeNumberField(required=False, min_value=1, max_value=INT64_MAX)
 
 
 class _PeriodStartField(serializers.DateTimeField):
@@ -191,7 +191,7 @@ class ReserveInputSerializer(serializers.Serializer):
         max_length=IDEMPOTENCY_KEY_MAX, validators=[printable], trim_whitespace=False, help_text=_KEY_HELP
     )
     ttl_seconds = JSONIntegerField(min_value=1, max_value=86400, required=False)
-    user_id = JSONIntegerField(required=False, min_value=1, max_value=2**62)
+    user_id = JSONIntegerField(required=False, min_value=1, max_value=INT64_MAX)
 
 
 class SettleInputSerializer(serializers.Serializer):
@@ -264,9 +264,9 @@ def _fast_events(data: Any) -> list[dict[str, Any]] | None:
                 return None
         if "quantity" in item and not _plain_int(item["quantity"], 1, MAX_QUANTITY):
             return None
-        if "resource_size" in item and not _plain_int(item["resource_size"], 0, 2**62):
+        if "resource_size" in item and not _plain_int(item["resource_size"], 0, INT64_MAX):
             return None
-        if "user_id" in item and not _plain_int(item["user_id"], 1, 2**62):
+        if "user_id" in item and not _plain_int(item["user_id"], 1, INT64_MAX):
             return None
         if "occurred_at" in item:
             return None  # parsed by DRF's DateTimeField

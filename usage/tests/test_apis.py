@@ -115,6 +115,26 @@ def test_bounded_input_is_refused_with_400(quota: Callable[..., Any], body: dict
     assert (response.status_code, response.json()["error"]["code"]) == (400, "validation_error")
 
 
+@pytest.mark.parametrize("path", ["/api/v1/usage/events/", "/api/v1/usage/batch/"])
+def test_the_largest_64_bit_ids_and_sizes_are_taken(quota: Callable[..., Any], path: str) -> None:
+    # given a customer, and a service account naming the largest user id there can be
+    user = quota(limit=10)
+    event = {"feature": "api_calls", "idempotency_key": "edge", "resource_size": 2**63 - 1}
+    stranger = {"feature": "api_calls", "idempotency_key": "edge", "user_id": 2**63 - 1}
+    body: Callable[[dict[str, Any]], dict[str, Any]] = (
+        (lambda e: {"events": [e]}) if path.endswith("batch/") else (lambda e: e)
+    )
+
+    # when the customer records an event of the largest size, and the service one for that id
+    mine = _client(user).post(path, body(event), format="json")
+    theirs = _client(_service()).post(path, body(stranger), format="json")
+
+    # then the size is stored whole, and the unknown user is a 404, not a 400 or a 500
+    assert mine.status_code in (200, 201)
+    assert UsageRecord.objects.get().resource_size == 2**63 - 1
+    assert (theirs.status_code, theirs.json()["error"]["code"]) == (404, "not_found")
+
+
 def test_a_full_batch_with_metadata_passes_the_body_limit(quota: Callable[..., Any]) -> None:
     # given 1,000 events with 2 KiB of metadata each: about 2.1 MB, over the 1 MiB of other bodies
     user = quota(limit=None)
