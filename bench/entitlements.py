@@ -23,20 +23,16 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+from lib import wrk
+from lib.procs import PYTHON, ROOT, database_create, free_port, migrate, server_start, stop
+
 USERS = 10_000
 FEATURES = 100
 PLANS = 5  # each plan holds 20 of the 100 features
@@ -61,15 +57,8 @@ ENV = {
 
 
 def database_prepare() -> None:
-    import psycopg
-
-    server, _, name = ENV["DATABASE_URL"].rpartition("/")
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, **ENV}
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=150)
+    database_create(ENV["DATABASE_URL"])
+    migrate(ENV, timeout=150)
 
 
 def data_fill() -> list[dict[str, Any]]:
@@ -151,45 +140,6 @@ def data_fill() -> list[dict[str, Any]]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_start(port: int) -> subprocess.Popen[bytes]:
-    """The Dockerfile's command, on loopback; access lines are read by nobody (DEVNULL)."""
-    env = {**os.environ, **ENV, "WEB_HOST": "127.0.0.1", "PORT": str(port)}
-    process = subprocess.Popen(
-        [PYTHON, "-m", "payments_project.serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    server_stop(process)
-    raise RuntimeError("the server did not come up")
-
-
-def server_stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def redis_flush() -> None:
     import redis
 
@@ -211,7 +161,7 @@ def load_run(port: int, scenario: str, users_file: str, duration: float) -> dict
             users_file,
             "--duration",
             str(duration),
-            *(["--wrk"] if shutil.which("wrk") else []),
+            *(["--wrk"] if wrk.available() else []),
         ],
         capture_output=True,
         text=True,
@@ -303,12 +253,6 @@ function request()
   return wrk.format(method, user[2], headers, body)
 end
 """
-_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _wrk_ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return round(float(number) * _WRK_UNITS[unit], 2)
 
 
 def _drive_wrk(port: int, scenario: str, users: list[dict[str, Any]], duration: float) -> dict[str, Any]:
@@ -326,43 +270,14 @@ def _drive_wrk(port: int, scenario: str, users: list[dict[str, Any]], duration: 
         "body": "nil" if body is None else json.dumps(json.dumps(body)),
         "threads": WRK_THREADS,
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{WRK_THREADS}",
-                f"-c{CONNECTIONS}",
-                f"-d{max(1, round(duration))}s",
-                "--latency",
-                "-s",
-                handle.name,
-                f"http://127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=duration + 30,
-        ).stdout
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
-    requests, seconds = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s)", out).groups()[:2]  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (
-        sum(int(x) for x in socket_errors.groups()) if socket_errors else 0
+    result = wrk.run(
+        script,
+        url=f"http://127.0.0.1:{port}",
+        connections=CONNECTIONS,
+        threads=WRK_THREADS,
+        duration=duration,
     )
-    return {
-        "scenario": scenario,
-        "requests": int(requests),
-        "errors": errors,
-        "seconds": float(seconds),
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _wrk_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": _wrk_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "generator": "wrk",
-    }
+    return {"scenario": scenario, **result}
 
 
 def load_main(args: argparse.Namespace) -> None:
@@ -404,7 +319,7 @@ def main() -> None:
         json.dump(users, handle)
         users_file = handle.name
     port = free_port()
-    server = server_start(port)
+    server = server_start(port, env=ENV)
     results: dict[str, dict[str, Any]] = {}
     try:
         for scenario in ("trivial", "single", "bulk", "cold"):
@@ -418,7 +333,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        server_stop(server)
+        stop(server)
         Path(users_file).unlink(missing_ok=True)
     print(f"total {time.monotonic() - began:.1f}s")
     single_trivial = results["single"]["rps"] / results["trivial"]["rps"]

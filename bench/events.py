@@ -28,6 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lib.procs import database_create  # noqa: E402
+
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/payments_bench")
 os.environ.update(
     {
@@ -59,13 +61,7 @@ PAYLOAD = {
 
 
 def database_prepare() -> None:
-    import psycopg
-
-    name = DATABASE_URL.rsplit("/", 1)[-1]
-    admin_url = DATABASE_URL.rsplit("/", 1)[0].replace("postgres://", "postgresql://") + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+    database_create(DATABASE_URL)
     import django
 
     django.setup()

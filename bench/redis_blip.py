@@ -29,8 +29,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+from lib.procs import PYTHON, ROOT, database_create, free_port, migrate, server_start, start, stop
+
 FEATURE = "blip_export"
 POLL_SECONDS = 10.0
 POLL_EVERY = 0.02
@@ -62,44 +60,13 @@ ENV = {
 LOGS = Path(tempfile.mkdtemp(prefix="bench-redis-blip-"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(command: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with (LOGS / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **ENV, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def start_logged(command: list[str], name: str) -> subprocess.Popen[bytes]:
+    return start(command, env=ENV, log=LOGS / f"{name}.log")
 
 
 def database_prepare() -> None:
-    import psycopg
-
-    server, _, name = ENV["DATABASE_URL"].rpartition("/")
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run(
-        [PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **ENV}, check=True, timeout=900
-    )
+    database_create(ENV["DATABASE_URL"])
+    migrate(ENV, timeout=900)
 
 
 def customers_make(count: int) -> list[tuple[int, str]]:
@@ -202,25 +169,13 @@ def main() -> None:
             redis.Redis.from_url(ENV["CELERY_BROKER_URL"]).flushdb()
             customers = customers_make(args.runs)
             port = free_port()
-            web_env = {"WEB_HOST": "127.0.0.1", "PORT": str(port)}
-            processes.append(start([PYTHON, "-m", "payments_project.serve"], "web", web_env))
             worker = [PYTHON, "-m", "celery", "-A", "payments_project", "worker", "--beat", "--pool=solo"]
             processes.append(
-                start([*worker, "--loglevel=WARNING", "--without-gossip", "--without-mingle"], "worker")
+                start_logged(
+                    [*worker, "--loglevel=WARNING", "--without-gossip", "--without-mingle"], "worker"
+                )
             )
-            deadline = time.monotonic() + 60
-            while True:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                try:
-                    probe.request("GET", "/health/live")
-                    probe.getresponse().read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-                finally:
-                    probe.close()
+            processes.append(server_start(port, env=ENV, log=LOGS / "web.log"))
             time.sleep(3)  # the worker connects and beat reads its schedule
             print(f"ready in {time.monotonic() - began:.1f}s", flush=True)
             stale: list[float] = []

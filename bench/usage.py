@@ -31,20 +31,17 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+from lib import wrk
+from lib.procs import PYTHON, ROOT, database_create, free_port, migrate, server_start, stop
+
 USERS = 100
 FEATURES = 5
 BATCH = 1000
@@ -71,14 +68,8 @@ ENV = {
 
 
 def database_prepare() -> None:
-    import psycopg
-
-    server, _, name = ENV["DATABASE_URL"].rpartition("/")
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, **ENV}
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=600)
+    database_create(ENV["DATABASE_URL"])
+    migrate(ENV, timeout=600)
 
 
 def data_fill() -> dict[str, Any]:
@@ -164,44 +155,6 @@ def data_fill() -> dict[str, Any]:
         "race_user": {"id": race_user.pk, "token": tokens[race_user.pk]},
         "race_feature": features[0].code,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def server_start(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **ENV, "WEB_HOST": "127.0.0.1", "PORT": str(port)}
-    process = subprocess.Popen(
-        [PYTHON, "-m", "payments_project.serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    server_stop(process)
-    raise RuntimeError("the server did not come up")
-
-
-def server_stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def raw_insert(rows: int, connections: int) -> float:
@@ -388,58 +341,30 @@ function request()
 end
 """
 WRK_THREADS = 2
-_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def _drive_wrk_single(port: int, world: dict[str, Any], duration: float) -> dict[str, Any]:
     """The single scenario by wrk (C, a fraction of aiohttp's CPU on the same 2 cores): the same
     requests, users in turn, distinct keys; a 201 is an event."""
-    import re
-
     script = _WRK_SCRIPT % {
         "tokens": ",".join(f'"{user["token"]}"' for user in world["users"]),
         "features": FEATURES,
         "run": uuid.uuid4().hex[:8],
         "threads": WRK_THREADS,
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{WRK_THREADS}",
-                f"-c{SINGLE_CONNECTIONS}",
-                f"-d{max(1, round(duration))}s",
-                "--latency",
-                "-s",
-                handle.name,
-                f"http://127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=duration + 30,
-        ).stdout
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    seconds = float(re.search(r"requests in ([\d.]+)s", out).group(1))  # type: ignore[union-attr]
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (
-        sum(int(x) for x in socket_errors.groups()) if socket_errors else 0
+    result = wrk.run(
+        script,
+        url=f"http://127.0.0.1:{port}",
+        connections=SINGLE_CONNECTIONS,
+        threads=WRK_THREADS,
+        duration=duration,
     )
-    number, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    # A 201 is an event; a refusal (none expected: the quotas are far above the load) is not.
     return {
         "scenario": "single",
-        "requests": requests,
-        "events": requests - (int(non_2xx.group(1)) if non_2xx else 0),
-        "errors": errors,
-        "seconds": seconds,
-        "eps": round((requests - (int(non_2xx.group(1)) if non_2xx else 0)) / seconds, 1),
-        "p99_ms": round(float(number) * _WRK_UNITS[unit], 2),
-        "generator": "wrk",
+        **result,
+        "events": result["ok"],
+        "eps": round(result["ok"] / result["seconds"], 1),
     }
 
 
@@ -455,7 +380,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.load:
         world = json.loads(Path(args.world).read_text())
-        if args.load == "single" and shutil.which("wrk"):
+        if args.load == "single" and wrk.available():
             print(json.dumps(_drive_wrk_single(args.port, world, args.duration)))
             return
         print(json.dumps(asyncio.run(_drive(args.port, args.load, world, args.duration))))
@@ -469,7 +394,7 @@ def main() -> None:
         json.dump(world, handle)
         world_file = handle.name
     port = free_port()
-    server = server_start(port)
+    server = server_start(port, env=ENV)
     results: dict[str, dict[str, Any]] = {}
     try:
         # Steady state: each worker process first reads its users' tokens and quotas (their first
@@ -485,7 +410,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        server_stop(server)
+        stop(server)
         Path(world_file).unlink(missing_ok=True)
     raw = raw_insert(BATCH * BATCHES, BATCH_CONNECTIONS)
     print(f"raw_insert {raw:10.1f} rows/s (psycopg, {BATCH} rows per INSERT ... ON CONFLICT DO NOTHING)")

@@ -40,20 +40,18 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+from lib import wrk
+from lib.procs import PYTHON, ROOT, database_create, free_port, migrate, start, stop, wait_http
+
 CONNECTIONS = 16
 SECRET = "whsec_bench_webhooks"  # noqa: S105 - the bench's own endpoint, local only
 ENV = {
@@ -91,49 +89,12 @@ def cpu_weight_lower(process: subprocess.Popen[bytes]) -> str:
     return f"nice {WORKER_NICE}, autogroup too"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 LOGS = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
 
 
-def start(command: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+def start_logged(command: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     """A process of the bench, its output in LOGS/<name>.log (shown if the bench fails)."""
-    with (LOGS / f"{name}.log").open("wb") as log:
-        return subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **ENV, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signum)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_http(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
+    return start(command, env={**ENV, **env}, log=LOGS / f"{name}.log")
 
 
 # --- setup (this process) -----------------------------------------------------------------------
@@ -141,14 +102,9 @@ def wait_http(url: str, seconds: float = 60) -> None:
 
 def database_prepare(standin_url: str) -> str:
     """Migrated database, emptied inbox, the effects table; returns the webhook URL path."""
-    import psycopg
-
-    server, _, name = ENV["DATABASE_URL"].rpartition("/")
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, **ENV, "STRIPE_API_BASE": standin_url}
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=600)
+    database_create(ENV["DATABASE_URL"])
+    env = {**ENV, "STRIPE_API_BASE": standin_url}
+    migrate(env, timeout=600)
     os.environ.update(env)
     import django
 
@@ -222,33 +178,16 @@ end
 
 
 def load_wrk(url: str, path: str, events: Path, duration: float, threads: int) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(f'PATH = "{path}"\n' + WRK_SCRIPT)
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{CONNECTIONS}",
-                f"-d{round(duration)}s",
-                "--timeout",
-                "10s",
-                "-s",
-                script.name,
-                url,
-                "--",
-                str(events),
-                str(threads),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    finally:
-        Path(script.name).unlink(missing_ok=True)
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": total, "accepted": total - (int(bad.group(1)) if bad else 0), "generator": "wrk"}
+    result = wrk.run(
+        f'PATH = "{path}"\n' + WRK_SCRIPT,
+        url=url,
+        connections=CONNECTIONS,
+        threads=threads,
+        duration=duration,
+        args=(str(events), str(threads)),
+        timeout_s=10,
+    )
+    return {"requests": result["requests"], "accepted": result["ok"], "generator": "wrk"}
 
 
 async def _load_aiohttp(url: str, path: str, events: Path, duration: float) -> dict[str, Any]:
@@ -314,7 +253,7 @@ def main() -> None:
     began = time.monotonic()
     standin_port, web_port = free_port(), free_port()
     standin_url = f"http://127.0.0.1:{standin_port}"
-    standin = start(
+    standin = start_logged(
         [PYTHON, "-m", "devtools.stripe_standin", "--host", "127.0.0.1", "--port", str(standin_port)],
         {},
         "standin",
@@ -331,7 +270,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             events = Path(folder) / "events.tsv"
             events_write(events, int(args.duration * 6000))
-            server = start(
+            server = start_logged(
                 [PYTHON, "-m", "payments_project.serve"],
                 {"WEB_HOST": "127.0.0.1", "PORT": str(web_port), "STRIPE_API_BASE": standin_url},
                 "web",
@@ -345,7 +284,7 @@ def main() -> None:
                 "--without-mingle",
             ]
             workers = [
-                start(
+                start_logged(
                     [*worker_cmd, f"--hostname=bench{n}@%h"], {"STRIPE_API_BASE": standin_url}, f"worker{n}"
                 )
                 for n in (1, 2)
@@ -369,7 +308,7 @@ def main() -> None:
             killer = threading.Thread(target=kill_later)
             load_start = time.monotonic()
             killer.start()
-            if shutil.which("wrk"):
+            if wrk.available():
                 load = load_wrk(url, path, events, args.duration, threads=2)
             else:
                 load = asyncio.run(_load_aiohttp(url, path, events, args.duration))
