@@ -206,14 +206,21 @@ def usage_events_record(*, events: Sequence[UsageEvent], now: datetime | None = 
     first_of: dict[tuple[int, str, str], _Pending] = {}
     in_batch_dupes: list[tuple[int, _Pending, str]] = []
     limits = _time_limits()
-    # A batch draws on a few quotas at one or a few instants: each period computed once.
+    # A batch draws on a few quotas at one or a few instants, and its users' quotas mostly share
+    # a reset rule and anchor (subscriptions started together, a family's members): each period
+    # is computed once per rule, looked up once per quota.
     periods: dict[tuple[int, datetime], tuple[datetime, datetime | None]] = {}
+    by_rule: dict[tuple[Any, ...], tuple[datetime, datetime | None]] = {}
 
     def period_of(quota: Quota, at: datetime) -> tuple[datetime, datetime | None]:
         key = (id(quota), at)
         bounds = periods.get(key)
         if bounds is None:
-            bounds = periods[key] = quota.period(at)
+            rule = (quota.reset_period, quota.anchor, quota.interval, quota.interval_count, at)
+            bounds = by_rule.get(rule)
+            if bounds is None:
+                bounds = by_rule[rule] = quota.period(at)
+            periods[key] = bounds
         return bounds
 
     for index, event in enumerate(events):
