@@ -406,7 +406,9 @@ def _wanted_id(user_id: Any) -> int:
     if type(user_id) is bool or not _WHOLE_NUMBER_TEXT.fullmatch(text):
         raise exceptions.ValidationError({"user_id": ["A valid integer is required."]})
     wanted = int(text)  # at most 30 digits (the pattern): the range check below refuses the rest
-    if not 1 <= wanted <= 2**63 - 1:  # a user id is a positive 64-bit integer (BigAutoField)
+    # One bound for every id in the API (64-bit, the widest column). auth_user's own id is 32-bit:
+    # a larger id names nobody, and Django answers a look-up past a column's range with no row.
+    if not 1 <= wanted <= 2**63 - 1:
         raise exceptions.ValidationError({"user_id": ["An integer from 1 to 2^63-1 is required."]})
     return wanted
 
