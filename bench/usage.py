@@ -14,9 +14,9 @@ refuse) on a free port and drives it from a second process (aiohttp):
   wrk when installed (`apt-get install wrk`: C, where aiohttp took a good part of the 2 cores
   from the server it measures), else by aiohttp;
 - batch: POST /api/v1/usage/batch/ of 1,000 events over the 100 users and 5 features, by the
-  service account, 2 connections (events/s);
+  service account, 4 connections (events/s; see BATCH_CONNECTIONS);
 - raw_insert: the same number of rows inserted by psycopg straight into the ledger table with
-  `INSERT ... ON CONFLICT DO NOTHING`, 1,000 rows per statement, 2 connections (rows/s);
+  `INSERT ... ON CONFLICT DO NOTHING`, 1,000 rows per statement, as many connections (rows/s);
 - race: 16 connections spend one user's quota of 100 in units of 1, 7 and 13 at once; the overrun
   is how far the counter went past 100 plus how far it differs from the ledger (0 expected).
 
@@ -48,7 +48,12 @@ BATCH = 1000
 BATCHES = 100  # per batch run: 100,000 events (about 5 s: 40 took 2 s, too short to average out a checkpoint)
 SINGLE_CONNECTIONS = 16
 WARM_UP_SECONDS = 3.0
-BATCH_CONNECTIONS = 2
+# Four, two per server worker on average: each worker listens on its own SO_REUSEPORT socket and
+# the kernel places a connection by a hash of its addresses, so with two connections both landed
+# on one worker (whose GIL then ran both batches' Python, the other worker idle) in about half the
+# runs, and the figure measured that coin flip: 21,950-30,719/s over eight runs, against
+# 27,780-33,594/s with four (README "Benchmarks").
+BATCH_CONNECTIONS = 4
 ENV = {
     "APP_ENV": "test",
     "DATABASE_URL": os.environ.get(
