@@ -18,7 +18,7 @@ from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, When
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -411,6 +411,8 @@ def subscription_sync_from_stripe(
         sub.save()
         to_send: list[Signal] = []
         status = STRIPE_STATUS.get(str(data.get("status")))
+        if status is not None:
+            _reconcile_hold_release(sub, cause=cause, event_id=event_id)
         if status is None:
             logger.error("unknown Stripe subscription status %r", data.get("status"))
         elif _dunning_keeps_suspended(sub, status):
@@ -508,6 +510,7 @@ def subscription_apply_invoice_failed(
             return sub
         sub.stripe_state_at = event_created
         sub.save(update_fields=["stripe_state_at", "updated_at"])
+        _reconcile_hold_release(sub, cause=Cause.WEBHOOK, event_id=event_id)
         if sub.status in GIVES_ACCESS:
             _send(sub, _safe_transition(sub, Status.PAST_DUE, event_id))
     return sub
@@ -1173,23 +1176,56 @@ def subscription_duplicates_settle_sweep() -> int:
 def subscriptions_overdue(*, now: datetime | None = None) -> list[int]:
     """Subscriptions whose period ended more than SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS ago with
     nothing from Stripe since (a missed or delayed webhook), either still active or suspended by
-    this job for it: their ids, oldest period first."""
+    this job for it: their ids, the active ones first, then oldest period first."""
     now = now or timezone.now()
     grace = timedelta(seconds=settings.SUBSCRIPTIONS_RECONCILE_GRACE_SECONDS)
-    held_by_this_job = Exists(
-        SubscriptionHistory.objects.filter(
-            subscription=OuterRef("pk"),
-            to_status=Status.SUSPENDED,
-            cause=Cause.SCHEDULE,
-            created_at__gte=OuterRef("current_period_end"),
-        )
-    )
     return list(
         Subscription.objects.filter(stripe_subscription_id__isnull=False, current_period_end__lt=now - grace)
         .filter(Q(stripe_state_at__isnull=True) | Q(stripe_state_at__lt=F("current_period_end")))
-        .filter(Q(status__in=GIVES_ACCESS) | Q(held_by_this_job, status=Status.SUSPENDED))
-        .order_by("current_period_end")
+        .annotate(hold=Subquery(_latest_suspension_cause()))
+        .filter(Q(status__in=GIVES_ACCESS) | Q(status=Status.SUSPENDED, hold=Cause.SCHEDULE))
+        # Those still active first: held ones that keep failing never keep new ones from the batch.
+        .order_by(Case(When(status__in=GIVES_ACCESS, then=0), default=1), "current_period_end")
         .values_list("pk", flat=True)[:RECONCILE_BATCH]
+    )
+
+
+def _latest_suspension_cause() -> QuerySet[SubscriptionHistory, Any]:
+    """The cause of the subscription's latest move into suspended (SCHEDULE: this job's hold;
+    staff or dunning: theirs, which the job leaves alone)."""
+    return (
+        SubscriptionHistory.objects.filter(subscription=OuterRef("pk"), to_status=Status.SUSPENDED)
+        .order_by("-created_at", "-pk")
+        .values("cause")[:1]
+    )
+
+
+def _held_by_reconcile(subscription: Subscription) -> bool:
+    return subscription.status == Status.SUSPENDED and (
+        SubscriptionHistory.objects.filter(subscription=subscription, to_status=Status.SUSPENDED)
+        .order_by("-created_at", "-pk")
+        .values_list("cause", flat=True)
+        .first()
+        == Cause.SCHEDULE
+    )
+
+
+def _reconcile_hold_release(subscription: Subscription, *, cause: str, event_id: str) -> None:
+    """Stripe has spoken about a subscription the reconcile job suspended for want of its word:
+    the hold is lifted first (active again, its entitlements restored), so that what Stripe says
+    applies as it would have to the active row (past_due gives the dunning policy's access,
+    cancelled revokes). The caller holds the row's lock."""
+    if not _held_by_reconcile(subscription):
+        return
+    _send(
+        subscription,
+        _transition_locked(
+            subscription=subscription,
+            to_status=Status.ACTIVE,
+            cause=cause,
+            stripe_event_id=event_id,
+            note="Stripe answered: the reconcile job's suspension is lifted.",
+        ),
     )
 
 
@@ -1258,18 +1294,13 @@ def subscriptions_reconcile_overdue() -> int:
     One Stripe cannot confirm (down, or an error) is suspended and asked again on the next run,
     so none stays active past its period end plus the grace without Stripe's word."""
     done = 0
-    overdue = subscriptions_overdue()
-    for index, pk in enumerate(overdue):
+    for pk in subscriptions_overdue():
         try:
             subscription_reconcile(subscription_id=pk)
         except DomainError as exc:
+            # Stripe down opens the breaker after a few failures: the rest then fail at once.
             logger.warning("could not reconcile subscription %s: %s", pk, exc.message)
-            if not isinstance(exc, stripe_gateway.StripeUnavailable):
-                subscription_suspend_unconfirmed(subscription_id=pk, reason=exc.message)
-                continue
-            # The rest would wait on the same outage: suspend them without asking.
-            for waiting in overdue[index:]:
-                subscription_suspend_unconfirmed(subscription_id=waiting, reason=exc.message)
-            break
+            subscription_suspend_unconfirmed(subscription_id=pk, reason=exc.message)
+            continue
         done += 1
     return done

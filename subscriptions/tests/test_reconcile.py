@@ -19,6 +19,7 @@ from entitlements.services import entitlement_grant_for_subscription
 from payments_project.accounts.tests.factories import UserFactory
 from subscriptions.models import Subscription, SubscriptionHistory
 from subscriptions.services import (
+    subscription_apply_invoice_failed,
     subscription_suspend_unconfirmed,
     subscription_transition,
     subscriptions_overdue,
@@ -216,6 +217,58 @@ def test_a_renewal_confirmed_meanwhile_is_not_suspended() -> None:
     # then the confirmation wins
     sub.refresh_from_db()
     assert (suspended, sub.status, sub.history.count()) == (False, "active", 0)
+
+
+def test_a_failed_renewal_reported_after_the_hold_is_past_due_with_the_dunning_policy(
+    settings: Any,
+) -> None:
+    # given an overdue subscription the job suspended while Stripe was down
+    sub = _ours("sub_renewal_failed", ended_ago=timedelta(hours=2), heard_ago=None)
+    with _stripe_unreachable(settings):
+        subscriptions_reconcile_overdue_task.delay().get()
+
+    # when the renewal's invoice.payment_failed arrives
+    subscription_apply_invoice_failed(
+        data={"id": "in_late", "subscription": "sub_renewal_failed", "lines": {"data": []}},
+        event_id="evt_late_failure",
+        event_created=timezone.now(),
+    )
+
+    # then the hold is lifted and the subscription is past due, its features kept as the default
+    # dunning policy says (full access while the renewal is retried), and the job is done with it
+    sub.refresh_from_db()
+    assert list(sub.history.values_list("from_status", "to_status", "cause", "note")) == [
+        ("active", "suspended", "schedule", sub.history.first().note),
+        ("suspended", "active", "webhook", "Stripe answered: the reconcile job's suspension is lifted."),
+        ("active", "past_due", "webhook", ""),
+    ]
+    assert sub.status == "past_due"
+    assert sub.entitlements.get().status == "active"
+    assert subscriptions_overdue() == []
+
+
+def test_a_staff_suspension_after_the_jobs_hold_is_left_alone(settings: Any) -> None:
+    # given an overdue subscription the job suspended, that staff reactivated then suspended
+    sub = _ours("sub_held_then_staff", ended_ago=timedelta(hours=2), heard_ago=None)
+    with _stripe_unreachable(settings):
+        subscriptions_reconcile_overdue_task.delay().get()
+    staff_user = UserFactory(is_staff=True)
+    subscription_transition(subscription=sub, to_status="active", cause="staff", staff_user=staff_user)
+    subscription_transition(subscription=sub, to_status="suspended", cause="staff", staff_user=staff_user)
+
+    # then the job no longer asks Stripe about it (its latest suspension is staff's)
+    assert subscriptions_overdue() == []
+
+
+def test_those_still_active_are_asked_before_those_held(settings: Any) -> None:
+    # given one subscription held by the job (the older period) and one newly overdue
+    held = _ours("sub_held_old", ended_ago=timedelta(hours=5), heard_ago=None)
+    with _stripe_unreachable(settings):
+        subscriptions_reconcile_overdue_task.delay().get()
+    fresh = _ours("sub_new_overdue", ended_ago=timedelta(hours=2), heard_ago=None)
+
+    # then the active one comes first: held ones that keep failing never crowd it out
+    assert subscriptions_overdue() == [fresh.pk, held.pk]
 
 
 def test_a_staff_suspension_is_not_the_jobs_to_undo() -> None:
