@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from django_redis import get_redis_connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from entitlements import cache
+from entitlements.periods import period_bounds
 from entitlements.selectors import entitlement_check, entitlement_list
 from payments_project.accounts.tests.factories import UserFactory
 from subscriptions.models import FamilyMember
@@ -116,7 +118,8 @@ def test_redis_flushed_mid_run_loses_no_unit(
 def test_an_older_mirror_write_never_replaces_a_newer_one(quota: Callable[..., Any]) -> None:
     user = quota(limit=10, period_start=START)
     _check(user)
-    start = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    # The period open now (monthly from START): a fixed date here broke when the month turned.
+    start = period_bounds(reset_period="billing_period", anchor=START, at=timezone.now())[0].timestamp()
     newer = cache.UsageMirror(
         user_id=user.pk, feature="api_calls", period_start=start, used=6, reserved=0, seq=9
     )
