@@ -1182,7 +1182,7 @@ def subscriptions_overdue(*, now: datetime | None = None) -> list[int]:
     return list(
         Subscription.objects.filter(stripe_subscription_id__isnull=False, current_period_end__lt=now - grace)
         .filter(Q(stripe_state_at__isnull=True) | Q(stripe_state_at__lt=F("current_period_end")))
-        .annotate(hold=Subquery(_latest_suspension_cause()))
+        .annotate(hold=Subquery(_latest_suspension_cause(OuterRef("pk"))))
         .filter(Q(status__in=GIVES_ACCESS) | Q(status=Status.SUSPENDED, hold=Cause.SCHEDULE))
         # Those still active first: held ones that keep failing never keep new ones from the batch.
         .order_by(Case(When(status__in=GIVES_ACCESS, then=0), default=1), "current_period_end")
@@ -1190,24 +1190,21 @@ def subscriptions_overdue(*, now: datetime | None = None) -> list[int]:
     )
 
 
-def _latest_suspension_cause() -> QuerySet[SubscriptionHistory, Any]:
+def _latest_suspension_cause(subscription: Any) -> QuerySet[SubscriptionHistory, Any]:
     """The cause of the subscription's latest move into suspended (SCHEDULE: this job's hold;
-    staff or dunning: theirs, which the job leaves alone)."""
+    staff or dunning: theirs, which the job leaves alone). `subscription`: a row, or
+    OuterRef("pk") inside a query over subscriptions."""
     return (
-        SubscriptionHistory.objects.filter(subscription=OuterRef("pk"), to_status=Status.SUSPENDED)
+        SubscriptionHistory.objects.filter(subscription=subscription, to_status=Status.SUSPENDED)
         .order_by("-created_at", "-pk")
-        .values("cause")[:1]
+        .values_list("cause", flat=True)[:1]
     )
 
 
 def _held_by_reconcile(subscription: Subscription) -> bool:
-    return subscription.status == Status.SUSPENDED and (
-        SubscriptionHistory.objects.filter(subscription=subscription, to_status=Status.SUSPENDED)
-        .order_by("-created_at", "-pk")
-        .values_list("cause", flat=True)
-        .first()
-        == Cause.SCHEDULE
-    )
+    return subscription.status == Status.SUSPENDED and list(_latest_suspension_cause(subscription)) == [
+        Cause.SCHEDULE
+    ]
 
 
 def _reconcile_hold_release(subscription: Subscription, *, cause: str, event_id: str) -> None:

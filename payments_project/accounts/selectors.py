@@ -8,7 +8,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.db import models
 from django.db.models import QuerySet
+from django.db.models.options import Options
 
 from payments_project.accounts.models import AuditLogEntry
 from payments_project.db import prepared_cursor
@@ -35,7 +37,9 @@ def user_holds_any(user: Any, permissions: tuple[str, ...]) -> bool:
 
     has_perm loads every permission the user holds, in two ORM queries (their own, their
     groups'), on each request: an API token's user is a new object every time, and a service
-    account's usage batch or event named for a customer paid for both. The answer is the same:
+    account's usage batch or event named for a customer paid for both (Django's own
+    `ModelBackend.with_perm(...).filter(pk=...).exists()` is one query but compiles as much:
+    1.1 ms of Python a call either way, against 0.1 ms here). The answer is the same:
     ModelBackend is the only configured backend that grants permissions (the axes one grants
     none), active superusers hold them all, inactive users none; a test holds the two equal.
     A user whose permissions are already loaded (the admin's) is answered from them."""
@@ -52,17 +56,29 @@ def user_holds_any(user: Any, permissions: tuple[str, ...]) -> bool:
 @functools.cache
 def _holds_sql(count: int) -> str:
     user_model = get_user_model()
-    users_groups = user_model.groups.through._meta.db_table
-    users_perms = user_model.user_permissions.through._meta.db_table
-    groups_perms = Group.permissions.through._meta.db_table
+    users_groups = user_model.groups.through._meta
+    users_perms = user_model.user_permissions.through._meta
+    groups_perms = Group.permissions.through._meta
     perm, ct = Permission._meta.db_table, ContentType._meta.db_table
+    up_user, up_perm = _column(users_perms, "user"), _column(users_perms, "permission")
+    ug_user, ug_group = _column(users_groups, "user"), _column(users_groups, "group")
+    gp_group, gp_perm = _column(groups_perms, "group"), _column(groups_perms, "permission")
     wanted = f"(ct.app_label, p.codename) IN ({', '.join(['(%s, %s)'] * count)})"
-    named = f"JOIN {perm} p ON p.id = x.permission_id JOIN {ct} ct ON ct.id = p.content_type_id"
+    named = f"JOIN {ct} ct ON ct.id = p.content_type_id"
     return (
-        f"SELECT EXISTS (SELECT 1 FROM {users_perms} x {named} WHERE x.user_id = %s AND {wanted}) "  # noqa: S608 - names from the models, values as parameters
-        f"OR EXISTS (SELECT 1 FROM {users_groups} ug JOIN {groups_perms} x ON x.group_id = ug.group_id "
-        f"{named} WHERE ug.user_id = %s AND {wanted})"
+        f"SELECT EXISTS (SELECT 1 FROM {users_perms.db_table} x JOIN {perm} p ON p.id = x.{up_perm} "  # noqa: S608 - names from the models, values as parameters
+        f"{named} WHERE x.{up_user} = %s AND {wanted}) "
+        f"OR EXISTS (SELECT 1 FROM {users_groups.db_table} ug "
+        f"JOIN {groups_perms.db_table} x ON x.{gp_group} = ug.{ug_group} JOIN {perm} p ON p.id = x.{gp_perm} "
+        f"{named} WHERE ug.{ug_user} = %s AND {wanted})"
     )
+
+
+def _column(meta: Options[Any], name: str) -> str:
+    """The column of a many-to-many table's foreign key (a custom user model may name it otherwise)."""
+    field = meta.get_field(name)
+    assert isinstance(field, models.Field)
+    return str(field.column)
 
 
 def audit_entries_for(*, user_id: int) -> QuerySet[AuditLogEntry]:
