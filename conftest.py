@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from billing.stripe import gateway as stripe_gateway
@@ -20,6 +21,16 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"tests run on PostgreSQL only (DATABASE_URL gave {engine})")
     if "django_redis" not in settings.CACHES["default"]["BACKEND"]:
         raise pytest.UsageError("tests run on Redis only: set REDIS_URL")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Iterator[None]:
+    """Passwords hashed by one MD5 round instead of PBKDF2's million iterations, as Django's
+    testing guide advises: the user factory hashes one per user, and that hashing was most of the
+    suite's time on a slow machine. Logging in checks a password by the same code either way;
+    the settings outside tests keep Django's default hashers."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
