@@ -518,8 +518,6 @@ def _record_one_fast(
         "l": limit,
         "a": quota.allowance,
         "w": None if limit is None else -(-80 * limit // 100),
-        "users": [event.user_id],
-        "codes": [event.feature],
         "qfp": fingerprint,
         "late": RESTAMP_AFTER,
     }
