@@ -38,6 +38,7 @@ from entitlements.models import SnapshotInvalidation
 # Redis down, or the cache is not Redis (the local-memory default of `make run`): checks are then
 # answered from the database.
 from payments_project.authentication import REDIS_ERRORS
+from payments_project.redis_client import redis_client, redis_script
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,8 @@ def usage_mirror_write(*, updates: Sequence[UsageMirror]) -> bool:
     for update in updates:
         args += [usage_field(update.feature), update.value()]
     try:
-        conn = _conn()
-        conn.register_script(_USAGE_WRITE)(keys=keys, args=args, client=conn)
+        # A warm usage event's second command: on this thread's own connection.
+        redis_script(_USAGE_WRITE)(keys=keys, args=args, client=redis_client())
     except REDIS_ERRORS:
         entitlement_cache_fallbacks_total.inc()
         return False
@@ -213,9 +214,8 @@ def snapshot_write(
     for code, value in (usage or {}).items():
         args += [usage_field(code), value]
     try:
-        conn = _conn()
-        script = conn.register_script(_WRITE_IF_VERSION)
-        return bool(script(keys=[snapshot_key(user_id), version_key(user_id)], args=args, client=conn))
+        script = redis_script(_WRITE_IF_VERSION)
+        return bool(script(keys=[snapshot_key(user_id), version_key(user_id)], args=args, client=_conn()))
     except REDIS_ERRORS as exc:
         raise CacheUnavailable(str(exc)) from exc
 

@@ -73,6 +73,7 @@ from payments_project.authentication import (
     token_snapshot_read,
 )
 from payments_project.db import health_check_now
+from payments_project.redis_client import redis_client, redis_script
 from payments_project.security import UNPARSED, orjson_loads_bounded
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ _HINTS: dict[str, int] = {}  # token key -> id of its user, learnt from DRF answ
 _HINTS_MAX = 100_000
 _ACCEPT_OK = frozenset({"", "*/*", "application/json"})
 _SCOPE = EntitlementViewSet.ratelimit_scope
-_script: dict[int, Any] = {}  # id(redis client) -> its registered Script
+_script_loaded: list[bool] = []  # [True] once this process loaded _CHECK into Redis
 
 
 def _token_key(request: HttpRequest) -> str | None:
@@ -196,8 +197,8 @@ def _warm_read(
         counter_key, limit, ttl, window = ratelimit_counter(str(user_id), scope, rate, "default")
         keys.append(counter_key)
     try:
-        conn = get_redis_connection("default")
-        script = _script.get(id(conn)) or _script_prepare(conn)
+        conn = redis_client()
+        script = redis_script(_CHECK)
         args = [token_snapshot_prefix(user_id), ttl, *cache.snapshot_fields(codes)]
         out = script(keys=keys, args=args, client=conn)
     except REDIS_ERRORS:
@@ -206,11 +207,6 @@ def _warm_read(
         return None
     usage = ratelimit_usage(count=int(out[1]), limit=limit, window=window) if rate else None
     return usage, list(out[2:])
-
-
-def _script_prepare(conn: Any) -> Any:
-    script = _script[id(conn)] = conn.register_script(_CHECK)
-    return script
 
 
 def _error(exc: BaseException) -> HttpResponse:
@@ -252,11 +248,10 @@ def _remember(request: HttpRequest, token_key: str, response: HttpResponseBase) 
         pk = getattr(user, "pk", None)
         if isinstance(pk, int) and getattr(user, "is_authenticated", False) is True:
             _hint_store(token_key, pk)
-            if not _script:  # load the script once, on this cold path, not in the first warm request
+            if not _script_loaded:  # load the script once, on this cold path, not in the first warm request
                 try:
-                    conn = get_redis_connection("default")
-                    _script_prepare(conn)
-                    conn.script_load(_CHECK)
+                    redis_client().script_load(_CHECK)
+                    _script_loaded.append(True)
                 except REDIS_ERRORS:
                     logger.debug("entitlement check script not loaded", exc_info=True)
     return response

@@ -32,6 +32,7 @@ from rest_framework.throttling import BaseThrottle
 
 from payments_project.accounts.selectors import can_act_for_any_user, can_read_any_user
 from payments_project.errors import DomainError, constraint_name
+from payments_project.redis_client import redis_script
 
 if TYPE_CHECKING:  # rest_framework.views imports the throttle below: no import cycle at runtime
     from rest_framework.views import APIView
@@ -306,7 +307,7 @@ def _ratelimit_usage(request: Request, scope: str, rate: str) -> dict[str, Any] 
     except NotImplementedError:
         return get_usage(request, group=f"api:{scope}", key="user_or_ip", rate=rate, increment=True)
     key, limit, ttl, window = ratelimit_counter(ratelimit_core.user_or_ip(request), scope, rate, cache_name)
-    script = conn.register_script(_RATELIMIT_INCR)
+    script = redis_script(_RATELIMIT_INCR, alias=cache_name)
     return ratelimit_usage(count=int(script(keys=[key], args=[ttl], client=conn)), limit=limit, window=window)
 
 

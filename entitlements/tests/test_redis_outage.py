@@ -42,7 +42,7 @@ def own_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
     """The cache on a redis-server of this test's own, with short timeouts (a dead Redis costs
     the checks a fraction of a second each, as REDIS_TIMEOUT_SECONDS does in production)."""
     hotpath._HINTS.clear()
-    hotpath._script.clear()
+    hotpath._script_loaded.clear()
     with RedisServer(tmp_path) as server:
         settings.CACHES = {
             "default": {
@@ -55,7 +55,7 @@ def own_redis(tmp_path: Path, settings: Any) -> Iterator[RedisServer]:
         yield server
         get_redis_connection("default").connection_pool.disconnect()
     hotpath._HINTS.clear()
-    hotpath._script.clear()
+    hotpath._script_loaded.clear()
 
 
 def _unreachable(server: RedisServer, fault: str) -> None:
