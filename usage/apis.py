@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
@@ -328,23 +329,28 @@ def _result(result: EventResult) -> dict[str, Any]:
     }
 
 
-_DATETIME = serializers.DateTimeField()
+# In UTC, as EventResultSerializer's fields write them (TIME_ZONE is UTC and no request activates
+# another), without looking the current time zone up for each value.
+_DATETIME = serializers.DateTimeField(default_timezone=UTC)
+
+
+@functools.lru_cache(maxsize=4096)
+def _datetime_text(value: datetime) -> str:
+    # Period bounds are few and shared by many subjects: a warm single event formatted two of them
+    # per answer through DRF's field, 4% of its CPU. Equal instants give equal text (in UTC).
+    return str(_DATETIME.to_representation(value))
 
 
 def _results_json(results: list[EventResult]) -> list[dict[str, Any]]:
     """EventResultSerializer's output (the schema), built directly: a batch answers 1,000 of them,
     whose period bounds are a handful of datetimes, each formatted once."""
-    formatted: dict[datetime, str] = {}
     out = []
     for result in results:
         item = _result(result)
         for name in ("period_start", "resets_at"):
             value = item[name]
             if value is not None:
-                text = formatted.get(value)
-                if text is None:
-                    text = formatted[value] = _DATETIME.to_representation(value)
-                item[name] = text
+                item[name] = _datetime_text(value)
         out.append(item)
     return out
 

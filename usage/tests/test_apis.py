@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -9,6 +9,8 @@ from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
 from payments_project.accounts.tests.factories import UserFactory
+from usage import apis
+from usage.apis import EventResultSerializer
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db
@@ -401,3 +403,21 @@ def test_a_form_body_is_refused_415_not_recorded_without_its_metadata(
 
     assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media_type")
     assert UsageRecord.objects.count() == 0
+
+
+def test_period_bounds_are_written_as_the_result_serializer_writes_them() -> None:
+    # given a leap day's midnight in UTC, the same instant at +02:00, and one with microseconds
+    plus_two = timezone(timedelta(hours=2))
+    values = [
+        datetime(2028, 2, 29, tzinfo=UTC),
+        datetime(2028, 2, 29, 2, 0, tzinfo=plus_two),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+
+    # when each is written by the answer's formatter and by EventResultSerializer's field
+    field = EventResultSerializer().fields["period_start"]
+    written = [apis._datetime_text(value) for value in values]
+
+    # then both write the same text, in UTC, the same instant alike
+    assert written == [field.to_representation(value) for value in values]
+    assert written == ["2028-02-29T00:00:00Z", "2028-02-29T00:00:00Z", "2026-12-31T23:59:59.999999Z"]
