@@ -38,7 +38,7 @@ from entitlements.models import SnapshotInvalidation
 # Redis down, or the cache is not Redis (the local-memory default of `make run`): checks are then
 # answered from the database.
 from payments_project.authentication import REDIS_ERRORS
-from payments_project.redis_client import redis_client, redis_script
+from payments_project.redis_client import redis_script, redis_script_run
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def usage_mirror_write(*, updates: Sequence[UsageMirror]) -> bool:
         args += [usage_field(update.feature), update.value()]
     try:
         # A warm usage event's second command: on this thread's own connection.
-        redis_script(_USAGE_WRITE)(keys=keys, args=args, client=redis_client())
+        redis_script_run(_USAGE_WRITE, keys=keys, args=args)
     except REDIS_ERRORS:
         entitlement_cache_fallbacks_total.inc()
         return False

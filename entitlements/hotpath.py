@@ -73,7 +73,7 @@ from payments_project.authentication import (
     token_snapshot_read,
 )
 from payments_project.db import health_check_now
-from payments_project.redis_client import redis_client, redis_script
+from payments_project.redis_client import redis_client, redis_script_run
 from payments_project.security import UNPARSED, orjson_loads_bounded
 
 logger = logging.getLogger(__name__)
@@ -197,10 +197,8 @@ def _warm_read(
         counter_key, limit, ttl, window = ratelimit_counter(str(user_id), scope, rate, "default")
         keys.append(counter_key)
     try:
-        conn = redis_client()
-        script = redis_script(_CHECK)
         args = [token_snapshot_prefix(user_id), ttl, *cache.snapshot_fields(codes)]
-        out = script(keys=keys, args=args, client=conn)
+        out = redis_script_run(_CHECK, keys=keys, args=args)
     except REDIS_ERRORS:
         return None  # Redis down or not Redis: the DRF path falls back to the database
     if not out or out[0] != 1:

@@ -1,29 +1,37 @@
 """Redis clients for the commands of the hot paths: one per thread, each keeping its connection.
 
 django-redis hands out one client per cache whose every command takes a connection from the pool
-and gives it back: a lock, a poll to check the connection holds no unread data, and redis-py's
-bookkeeping. On a small command that is about a third of its CPU (an EVALSHA in a loop here: 143
-µs against 93 µs when the client keeps its connection), and a warm usage event sends two. The
-client of `redis_client` keeps one connection of the same pool for its thread
-(redis-py's single_connection_client): the same settings and retries, and a
-`connection_pool.disconnect()` (a failover) closes it too; it reconnects on its next command.
-The thread's client and scripts are found without asking django-redis again (a cache look-up
-per command was another few percent of a warm event).
+and gives it back, under a lock and with redis-py's bookkeeping: on a small command that is about
+a third of its CPU (an EVALSHA in a loop here: 143 µs against 93 µs when the client keeps its
+connection), and a warm usage event sends two. `redis_script_run` runs a script on a client that
+keeps one connection of the same pool for its thread (redis-py's single_connection_client): the
+same settings, and a `connection_pool.disconnect()` (a failover) closes it too; it reconnects on
+its next command. The thread's client and scripts are found without asking django-redis again
+(a cache look-up per command was another few percent of a warm event).
+
+A kept connection is never handed out by the pool again, so two checks the pool's hand-out makes
+are made here: after a second idle, a poll sees a connection the server closed (a restart, its
+idle `timeout`) and drops it, so the command opens a new one instead of failing; and a command
+left by any exception between its request and its reply (a signal, a time limit) drops the
+connection, so its late reply can never answer the next command.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_redis import get_redis_connection
+from redis.exceptions import ResponseError
 
 _local = threading.local()
 _generation = [0]  # moved on by a change of settings.CACHES (tests): every thread builds anew
+IDLE_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -31,6 +39,7 @@ class _Kept:
     generation: int
     base: Any  # django-redis's client of the cache (pooled)
     client: Any = None  # this thread's, on one connection of base's pool (made on first use)
+    used_at: float = 0.0  # time.monotonic() of its last command
     scripts: dict[str, Any] = field(default_factory=dict)  # source -> Script
 
 
@@ -50,11 +59,39 @@ def redis_client(alias: str = "default") -> Any:
     """This thread's client of the django-redis cache `alias`, keeping its own connection.
     Raises what get_redis_connection raises (NotImplementedError: not a django-redis cache) and,
     on its first use in a thread, redis-py's ConnectionError when Redis is unreachable."""
-    entry = _kept(alias)
+    return _client_of(_kept(alias))
+
+
+def _client_of(entry: _Kept) -> Any:
     if entry.client is None:
         base = entry.base
         entry.client = type(base)(connection_pool=base.connection_pool, single_connection_client=True)
     return entry.client
+
+
+def redis_script_run(source: str, *, keys: list[Any], args: list[Any], alias: str = "default") -> Any:
+    """Run the Lua `source` (by EVALSHA, loaded once) on this thread's kept connection."""
+    entry = _kept(alias)
+    client = _client_of(entry)
+    now = time.monotonic()
+    conn = client.connection
+    if now - entry.used_at > IDLE_CHECK_SECONDS and conn is not None and conn.is_connected:
+        try:
+            closed_or_stale = conn.can_read()  # EOF (closed by the server) or bytes nobody asked for
+        except Exception:  # noqa: BLE001 - a closed socket: redis-py's ConnectionError, or OSError
+            closed_or_stale = True
+        if closed_or_stale:
+            conn.disconnect()
+    entry.used_at = now
+    try:
+        script = entry.scripts.get(source) or redis_script(source, alias)
+        return script(keys=keys, args=args, client=client)
+    except ResponseError:
+        raise  # an error reply: read whole, the connection is in step
+    except BaseException:
+        if client.connection is not None:
+            client.connection.disconnect()
+        raise
 
 
 def redis_script(source: str, alias: str = "default") -> Any:

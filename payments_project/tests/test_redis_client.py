@@ -9,7 +9,8 @@ from typing import Any
 
 from django_redis import get_redis_connection
 
-from payments_project.redis_client import redis_client, redis_script
+from payments_project import redis_client as redis_client_module
+from payments_project.redis_client import redis_client, redis_script, redis_script_run
 
 SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
@@ -112,3 +113,53 @@ def test_a_forked_child_makes_its_own_client() -> None:
     # then the child had a client of its own, and the parent's still works
     assert answer == b"new"
     assert parent.ping() is True
+
+
+ECHO = "return ARGV[1]"
+
+
+class _Interrupted(BaseException):
+    """What a signal handler or a time limit raises between a command and its reply."""
+
+
+def test_a_kept_connection_the_server_closed_while_idle_is_replaced_before_the_command(
+    monkeypatch: Any,
+) -> None:
+    # given a thread's kept connection that has run a script, then been closed by the server
+    # (what a restart or the server's idle timeout does) and left idle past the check's delay
+    assert redis_script_run(ECHO, keys=[], args=["first"]) == b"first"
+    kept_id = redis_client().client_id()
+    assert get_redis_connection("default").client_kill_filter(_id=kept_id) == 1
+    monkeypatch.setattr(redis_client_module, "IDLE_CHECK_SECONDS", 0.0)
+
+    # when the next script runs
+    answer = redis_script_run(ECHO, keys=[], args=["second"])
+
+    # then it is answered on a new connection, without an error
+    assert answer == b"second"
+    assert redis_client().client_id() != kept_id
+
+
+def test_a_command_interrupted_before_its_reply_never_answers_the_next_one(monkeypatch: Any) -> None:
+    # given a kept client whose next reply is interrupted before it is read
+    client = redis_client()
+    assert redis_script_run(ECHO, keys=[], args=["warm"]) == b"warm"
+    real_parse = client.parse_response
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(client, "parse_response", real_parse)
+        raise _Interrupted
+
+    monkeypatch.setattr(client, "parse_response", interrupted)
+
+    # when a script is sent and interrupted, then another one runs
+    try:
+        redis_script_run(ECHO, keys=[], args=["user-A"])
+    except _Interrupted:
+        pass
+    else:
+        raise AssertionError("the interruption did not happen")
+    answer = redis_script_run(ECHO, keys=[], args=["user-B"])
+
+    # then the second gets its own reply, not the first one's
+    assert answer == b"user-B"
