@@ -142,3 +142,17 @@ def test_the_totp_issuer_is_the_default_when_unset_or_empty_and_the_value_when_s
         (0, "Payments back-office"),
         (0, "Acme"),
     ]
+
+
+def test_production_hashes_passwords_with_djangos_default_hashers() -> None:
+    # when production settings are read in a fresh interpreter (the tests' MD5 hasher is conftest's)
+    result = _run(
+        PRODUCTION,
+        "-c",
+        "import json, django; from django.conf import settings as s, global_settings as g; django.setup();"
+        " print(json.dumps([s.PASSWORD_HASHERS == g.PASSWORD_HASHERS, s.PASSWORD_HASHERS[0]]))",
+    )
+
+    # then they are Django's own list, PBKDF2 first
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, "django.contrib.auth.hashers.PBKDF2PasswordHasher"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.utils import timezone as django_timezone
 from rest_framework.test import APIClient
 
 from payments_project.accounts.tests.factories import UserFactory
@@ -421,3 +422,16 @@ def test_period_bounds_are_written_as_the_result_serializer_writes_them() -> Non
     # then both write the same text, in UTC, the same instant alike
     assert written == [field.to_representation(value) for value in values]
     assert written == ["2028-02-29T00:00:00Z", "2028-02-29T00:00:00Z", "2026-12-31T23:59:59.999999Z"]
+
+
+def test_the_result_serializer_writes_utc_whatever_time_zone_is_active() -> None:
+    # given a request that activated another time zone
+    field = EventResultSerializer().fields["resets_at"]
+    value = datetime(2027, 1, 1, tzinfo=UTC)
+
+    # when the serializer and the hot path's formatter write a period bound
+    with django_timezone.override("Europe/Paris"):
+        written = (field.to_representation(value), apis._datetime_text(value))
+
+    # then both write it in UTC
+    assert written == ("2027-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
