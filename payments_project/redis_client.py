@@ -9,11 +9,12 @@ same settings, and a `connection_pool.disconnect()` (a failover) closes it too; 
 its next command. The thread's client and scripts are found without asking django-redis again
 (a cache look-up per command was another few percent of a warm event).
 
-A kept connection is never handed out by the pool again, so two checks the pool's hand-out makes
-are made here: after a second idle, a poll sees a connection the server closed (a restart, its
-idle `timeout`) and drops it, so the command opens a new one instead of failing; and a command
-left by any exception between its request and its reply (a signal, a time limit) drops the
-connection, so its late reply can never answer the next command.
+A kept connection is never handed out by the pool again, so it is looked after here: after a
+second idle, a poll sees a connection the server closed (a restart, its idle `timeout`) and drops
+it, so the command opens a new one instead of failing; and a command left by any exception between
+its request and its reply (a signal, a time limit) drops the connection, so its late reply can
+never answer the next command. (redis-py 8.1's pool would not catch that late reply either: it
+skips its own check for unread data while maintenance notifications are on, their default.)
 """
 
 from __future__ import annotations
@@ -84,8 +85,7 @@ def redis_script_run(source: str, *, keys: list[Any], args: list[Any], alias: st
             conn.disconnect()
     entry.used_at = now
     try:
-        script = entry.scripts.get(source) or redis_script(source, alias)
-        return script(keys=keys, args=args, client=client)
+        return _script_of(entry, source)(keys=keys, args=args, client=client)
     except ResponseError:
         raise  # an error reply: read whole, the connection is in step
     except BaseException:
@@ -97,7 +97,10 @@ def redis_script_run(source: str, *, keys: list[Any], args: list[Any], alias: st
 def redis_script(source: str, alias: str = "default") -> Any:
     """The redis-py Script of `source` (its SHA computed once per thread), to call with
     client=redis_client() or the pooled client."""
-    entry = _kept(alias)
+    return _script_of(_kept(alias), source)
+
+
+def _script_of(entry: _Kept, source: str) -> Any:
     script = entry.scripts.get(source)
     if script is None:
         script = entry.scripts[source] = entry.base.register_script(source)
