@@ -13,8 +13,9 @@ A kept connection is never handed out by the pool again, so it is looked after h
 second idle, a poll sees a connection the server closed (a restart, its idle `timeout`) and drops
 it, so the command opens a new one instead of failing; and a command left by any exception between
 its request and its reply (a signal, a time limit) drops the connection, so its late reply can
-never answer the next command. (redis-py 8.1's pool would not catch that late reply either: it
-skips its own check for unread data while maintenance notifications are on, their default.)
+never answer the next command. (The pool checks only when it hands a connection out, and sees a
+reply that has arrived, not one still in flight; redis-py 8 skips even that while maintenance
+notifications are on, so settings.py turns them off.)
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.maint_notifications import MaintNotificationsConfig
 
 from payments_project.env import env_bool, env_int, env_list, env_map, env_str
 
@@ -169,6 +170,17 @@ if REDIS_URL:
                 # A dead Redis must cost milliseconds, not the default blocking connect.
                 "SOCKET_CONNECT_TIMEOUT": REDIS_TIMEOUT_SECONDS,
                 "SOCKET_TIMEOUT": REDIS_TIMEOUT_SECONDS,
+                # redis-py 8 turns maintenance notifications (a Redis Cloud / Enterprise feature) on
+                # by default, and while they are on its pool hands out a connection still holding an
+                # unread reply (a command cut short by a signal or a time limit between its send and
+                # its read), which would then answer the next command. Off, the pool checks for a
+                # reply that has arrived and reconnects (one still in flight it cannot see); and a
+                # new connection no longer spends a round trip asking a server without the feature.
+                "CONNECTION_POOL_KWARGS": {
+                    "maint_notifications_config": MaintNotificationsConfig(
+                        enabled="auto" if env_bool("REDIS_MAINT_NOTIFICATIONS", default=False) else False
+                    ),
+                },
             },
         }
     }

@@ -163,3 +163,34 @@ def test_a_command_interrupted_before_its_reply_never_answers_the_next_one(monke
 
     # then the second gets its own reply, not the first one's
     assert answer == b"user-B"
+
+
+def test_a_pooled_connection_left_with_an_unread_reply_is_not_handed_out_with_it(monkeypatch: Any) -> None:
+    # given the cache's pooled client, whose next command is interrupted after it was sent and
+    # before its reply was read, and that reply has arrived (the connection went back to the pool
+    # holding it)
+    client = get_redis_connection("default")
+    assert client.echo("warm") == b"warm"
+    real_parse = client.parse_response
+    sent_on: list[Any] = []
+
+    def interrupted(connection: Any, *args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(client, "parse_response", real_parse)
+        sent_on.append(connection)
+        raise _Interrupted
+
+    monkeypatch.setattr(client, "parse_response", interrupted)
+    try:
+        client.echo("user-A")
+    except _Interrupted:
+        pass
+    else:
+        raise AssertionError("the interruption did not happen")
+    assert sent_on[0].can_read(timeout=2) is True
+
+    # when the next command runs
+    answer = client.echo("user-B")
+
+    # then it gets its own reply: the pool saw the unread one and reconnected (redis-py 8 skips
+    # that check while maintenance notifications are on; settings.py turns them off)
+    assert answer == b"user-B"

@@ -156,3 +156,18 @@ def test_production_hashes_passwords_with_djangos_default_hashers() -> None:
     # then they are Django's own list, PBKDF2 first
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [True, "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+
+
+def test_redis_maintenance_notifications_are_off_unless_asked_for() -> None:
+    read = (
+        "import django; from django.conf import settings as s; django.setup();"
+        " pool = s.CACHES['default']['OPTIONS']['CONNECTION_POOL_KWARGS'];"
+        " print(pool['maint_notifications_config'].enabled)"
+    )
+    # given production without the variable, with it off, and with it on
+    answers = [
+        _run({**PRODUCTION, **extra}, "-c", read)
+        for extra in ({}, {"REDIS_MAINT_NOTIFICATIONS": "0"}, {"REDIS_MAINT_NOTIFICATIONS": "1"})
+    ]
+    # then the pool's config says off, off, and redis-py's "auto" (on where the server offers it)
+    assert [(a.returncode, a.stdout.strip()) for a in answers] == [(0, "False"), (0, "False"), (0, "auto")]
