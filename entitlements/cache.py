@@ -134,6 +134,19 @@ def snapshot_fields(codes: Sequence[str]) -> list[str]:
     return [META_FIELD, *codes, *(usage_field(code) for code in codes)]
 
 
+CODES_SEPARATOR = "\n"  # no feature code a check takes holds it (printable characters only)
+
+
+def snapshot_fields_lua(*, codes: str, into: str) -> str:
+    """Lua that sets the local `into` to snapshot_fields of the codes in the Lua expression
+    `codes`, a string of them joined by CODES_SEPARATOR: a script then takes one argument for a
+    bulk check's 100 codes instead of 201 fields (which redis-py packs one by one)."""
+    return f"""local {into} = {{'{META_FIELD}'}}
+for code in string.gmatch({codes}, '[^\\n]+') do {into}[#{into} + 1] = code end
+for i = 2, #{into} do {into}[#{into} + 1] = '{USAGE_FIELD_PREFIX}' .. {into}[i] end
+"""
+
+
 def usage_mirror_write(*, updates: Sequence[UsageMirror]) -> bool:
     """Write the counters into the snapshots that exist, in one script. False: Redis unreachable."""
     if not updates or not redis_configured():

@@ -240,6 +240,8 @@ def test_check_validation_errors(make_plan: Callable[..., Plan], query: str, fie
         ({"features": "export"}, "features", "not_a_list"),
         ({"features": [f"f{i}" for i in range(201)]}, "features", "max_length"),
         ({"features": ["export", ""]}, "features.1", "blank"),
+        ({"features": ["export", ["export"]]}, "features.1", "invalid"),  # after "export" was taken
+        ({"features": ["export", {"a": 1}]}, "features.1", "invalid"),
         ({"features": ["export"], "user_id": "x"}, "user_id", "invalid"),
     ],
 )
