@@ -137,13 +137,29 @@ def snapshot_fields(codes: Sequence[str]) -> list[str]:
 CODES_SEPARATOR = "\n"  # no feature code a check takes holds it (printable characters only)
 
 
-def snapshot_fields_lua(*, codes: str, into: str) -> str:
-    """Lua that sets the local `into` to snapshot_fields of the codes in the Lua expression
-    `codes`, a string of them joined by CODES_SEPARATOR: a script then takes one argument for a
-    bulk check's 100 codes instead of 201 fields (which redis-py packs one by one)."""
-    return f"""local {into} = {{'{META_FIELD}'}}
-for code in string.gmatch({codes}, '[^\\n]+') do {into}[#{into} + 1] = code end
-for i = 2, #{into} do {into}[#{into} + 1] = '{USAGE_FIELD_PREFIX}' .. {into}[i] end
+def snapshot_read_lua(*, key: str, codes: str, into: str) -> str:
+    """Lua that sets the local `into` to what an HMGET of snapshot_fields(codes) answers, for the
+    hash `key` and the codes in the Lua expression `codes` (a string of them joined by
+    CODES_SEPARATOR): a script then takes one argument for a bulk check's 100 codes instead of
+    201 fields, which redis-py packed one by one. The usage fields are read only for the codes
+    the snapshot holds (a check reads no other code's usage; the rest are nil): a bulk check
+    mostly names features the plan lacks, and 80 fewer fields cost Redis a fifth of its time."""
+    return f"""local {into}_fields = {{'{META_FIELD}'}}
+for code in string.gmatch({codes}, '[^\\n]+') do {into}_fields[#{into}_fields + 1] = code end
+local {into} = redis.call('HMGET', {key}, unpack({into}_fields))
+local {into}_n = #{into} - 1
+local {into}_usage, {into}_at = {{}}, {{}}
+for i = 2, {into}_n + 1 do
+  {into}[{into}_n + i] = false
+  if {into}[i] then
+    {into}_usage[#{into}_usage + 1] = '{USAGE_FIELD_PREFIX}' .. {into}_fields[i]
+    {into}_at[#{into}_at + 1] = {into}_n + i
+  end
+end
+if #{into}_usage > 0 then
+  local counters = redis.call('HMGET', {key}, unpack({into}_usage))
+  for j = 1, #counters do {into}[{into}_at[j]] = counters[j] end
+end
 """
 
 

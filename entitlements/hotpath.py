@@ -84,8 +84,8 @@ View = Callable[..., HttpResponseBase]
 # ARGV[1] token_snapshot_prefix: the start of an ACTIVE snapshot of the expected user; ARGV[2] the
 # counter's ttl; ARGV[3] the codes joined by cache.CODES_SEPARATOR (absent: only the token and the
 # counter, warm_admit). {0}: not that user (or no snapshot), nothing done. Else {1, count or -1,
-# {the HMGET of cache.snapshot_fields(codes)}} (nested: not copied value by value in Lua); the
-# counter is counted by the throttle's own Lua lines.
+# {cache.snapshot_read_lua's values}} (nested: not copied value by value in Lua); the counter is
+# counted by the throttle's own Lua lines.
 _CHECK = (
     """
 local token = redis.call('GET', KEYS[1])
@@ -98,8 +98,8 @@ if KEYS[3] then
 local values = {}
 if ARGV[3] then
 """
-    + cache.snapshot_fields_lua(codes="ARGV[3]", into="fields")
-    + """values = redis.call('HMGET', KEYS[2], unpack(fields))
+    + cache.snapshot_read_lua(key="KEYS[2]", codes="ARGV[3]", into="read")
+    + """values = read
 end
 return {1, count, values}
 """
