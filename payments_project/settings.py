@@ -176,11 +176,13 @@ if REDIS_URL:
                 # its read), which would then answer the next command. Off, the pool checks for a
                 # reply that has arrived and reconnects (one still in flight it cannot see); and a
                 # new connection no longer spends a round trip asking a server without the feature.
-                "CONNECTION_POOL_KWARGS": {
-                    "maint_notifications_config": MaintNotificationsConfig(
-                        enabled="auto" if env_bool("REDIS_MAINT_NOTIFICATIONS", default=False) else False
-                    ),
-                },
+                # REDIS_MAINT_NOTIFICATIONS=1 leaves redis-py's default (on over RESP3, off over
+                # RESP2: a config given with ?protocol=2 in the URL would fail every command).
+                "CONNECTION_POOL_KWARGS": (
+                    {}
+                    if env_bool("REDIS_MAINT_NOTIFICATIONS", default=False)
+                    else {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+                ),
             },
         }
     }
