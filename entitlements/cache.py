@@ -42,6 +42,9 @@ from payments_project.redis_client import redis_script, redis_script_run
 
 logger = logging.getLogger(__name__)
 
+# The snapshot's own fields start with it; no feature code can (billing's code_validator), so a
+# code that does names no feature, whatever the hash holds under that name.
+RESERVED_PREFIX = "__"
 META_FIELD = "__meta"
 # The usage app's counters, mirrored into the same hash (one field per feature, see UsageMirror),
 # so a warm check reads limit and used in its one HMGET / one script.

@@ -10,7 +10,8 @@ request uses none of them) and of URL resolution. They answer only the common, w
 - and ONE Redis round trip (a Lua script, EVALSHA) finds the token's cached user snapshot active
   and belonging to the user we expect for that token: the script then also counts the request in
   django-ratelimit's counter (same key, window and ttl as payments_project.api's throttle) and
-  HMGETs the user's entitlement snapshot (`__meta` + the codes).
+  reads the user's entitlement snapshot (`__meta`, the codes and the usage of the codes held:
+  entitlements.cache.snapshot_read_lua).
 
 It owns only that shortcut: the answer is built with the DRF path's own functions, so a change to
 a result, a limit or the error format is made once. The token header is split by
@@ -172,8 +173,9 @@ def _simple_codes(values: Sequence[Any]) -> bool:
             return False
         if value != value.strip():
             return False
-    if len(_SIMPLE) < _SIMPLE_MAX:
-        _SIMPLE.update(values)
+    if len(_SIMPLE) >= _SIMPLE_MAX:
+        _SIMPLE.clear()  # filled by codes nobody holds: start again rather than stop remembering
+    _SIMPLE.update(values)
     return True
 
 
@@ -196,7 +198,8 @@ def _json(status: int, data: Any, headers: dict[str, str] | None = None) -> Http
 def _warm_read(
     token_key: str, user_id: int, codes: Sequence[str], scope: str = _SCOPE
 ) -> tuple[dict[str, Any] | None, list[Any]] | None:
-    """ONE round trip: (the rate limit's usage, None when there is none; [meta, *codes] raw).
+    """ONE round trip: (the rate limit's usage, None when there is none; the snapshot's values in
+    cache.snapshot_fields(codes)' order, usage nil for codes not held; [] without codes).
 
     None: not warm (or Redis unreachable), nothing was counted: the caller delegates.
     """
@@ -212,7 +215,10 @@ def _warm_read(
     try:
         args = [token_snapshot_prefix(user_id), ttl]
         if codes:
-            args.append(cache.CODES_SEPARATOR.join(codes))
+            joined = cache.CODES_SEPARATOR.join(codes)
+            if "" in codes or joined.count(cache.CODES_SEPARATOR) != len(codes) - 1:
+                return None  # the script would split them otherwise (callers pass none such)
+            args.append(joined)
         out = redis_script_run(_CHECK, keys=keys, args=args)
     except REDIS_ERRORS:
         return None  # Redis down or not Redis: the DRF path falls back to the database

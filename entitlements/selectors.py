@@ -296,17 +296,22 @@ def entitlement_check_answer(
     """entitlement_check on the snapshot fields already read, counted in the check metrics.
 
     `raw`: the HMGET of cache.snapshot_fields(codes): the meta field, each code, each code's usage
-    (raw[0] None: no snapshot, rebuilt from the database and stored), or None when Redis could not
-    be read (answered from the database, nothing stored). `start`: perf_counter() when answering
-    began. The entitlement hot path reads `raw` in its own script (with the token and the rate
-    limit) and answers with this too.
+    (the hot path's script leaves nil the usage of codes not held, which is never read; raw[0]
+    None: no snapshot, rebuilt from the database and stored), or None when Redis could not be read
+    (answered from the database, nothing stored). `start`: perf_counter() when answering began.
+    The entitlement hot path reads `raw` in its own script (with the token and the rate limit) and
+    answers with this too.
     """
     now = time.time()
     if raw is not None and raw[0] is not None:
         entitlement_cache_hits_total.inc()
         meta = orjson.loads(raw[0])
         count = len(codes)
-        found = [None if value is None else orjson.loads(value) for value in raw[1 : count + 1]]
+        reserved = cache.RESERVED_PREFIX
+        found = [
+            None if value is None or code.startswith(reserved) else orjson.loads(value)
+            for code, value in zip(codes, raw[1 : count + 1], strict=True)
+        ]
         counters: list[Any] = list(raw[count + 1 : 2 * count + 1])
     else:
         if raw is not None:

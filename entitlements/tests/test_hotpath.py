@@ -240,7 +240,7 @@ def test_check_validation_errors(make_plan: Callable[..., Plan], query: str, fie
         ({"features": "export"}, "features", "not_a_list"),
         ({"features": [f"f{i}" for i in range(201)]}, "features", "max_length"),
         ({"features": ["export", ""]}, "features.1", "blank"),
-        ({"features": ["export", ["export"]]}, "features.1", "invalid"),  # after "export" was taken
+        ({"features": ["export", ["export"]]}, "features.1", "invalid"),
         ({"features": ["export", {"a": 1}]}, "features.1", "invalid"),
         ({"features": ["export"], "user_id": "x"}, "user_id", "invalid"),
     ],
@@ -597,3 +597,67 @@ def test_a_token_snapshot_authentication_could_not_read_is_not_used_as_a_hint(sn
     # when / then the hot path takes no user from it (the request goes to DRF)
     assert hotpath._user_for("abc") is None
     assert "abc" not in hotpath._HINTS
+
+
+def test_remembered_codes_never_let_an_item_that_is_no_code_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given "export" remembered as a simple code
+    monkeypatch.setattr(hotpath, "_SIMPLE", {"export"})
+
+    # when lists holding it and an item that is no code are checked
+    not_codes: list[Any] = [["export"], {"a": 1}, 1, True, " x"]
+    answers = [hotpath._simple_codes(["export", item]) for item in not_codes]
+
+    # then each is refused (DRF answers them), and the remembered code alone is taken
+    assert answers == [False, False, False, False, False]
+    assert hotpath._simple_codes(["export"]) is True
+
+
+def test_a_full_memory_of_codes_starts_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the memory of codes full
+    monkeypatch.setattr(hotpath, "_SIMPLE", {f"junk{i}" for i in range(hotpath._SIMPLE_MAX)})
+
+    # when new codes are taken
+    assert hotpath._simple_codes(["export", "api_calls"]) is True
+
+    # then only those are remembered
+    assert sorted(hotpath._SIMPLE) == ["api_calls", "export"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("codes", [["export", ""], ["export", "a\nb"]])
+def test_codes_the_script_would_split_are_never_sent_to_it(
+    make_plan: Callable[..., Plan], redis_commands: list[tuple[Any, ...]], codes: list[str]
+) -> None:
+    # given a warm subscriber
+    subscription, client, key = _subscriber(make_plan, "export")
+    client.get(f"{CHECK}?feature=export")
+    redis_commands.clear()
+
+    # when the warm read is asked for an empty code or one holding the separator
+    read = hotpath._warm_read(key, subscription.user_id, codes)
+
+    # then it declines before any Redis command (the caller hands the request to DRF)
+    assert read is None
+    assert redis_commands == []
+
+
+@pytest.mark.django_db
+def test_codes_named_like_the_snapshots_own_fields_are_unknown(make_plan: Callable[..., Plan]) -> None:
+    # given a subscriber holding one feature, whose snapshot is built by the first request
+    _, client, _ = _subscriber(make_plan, "export")
+    codes = ["__meta", cache.usage_field("export"), "export"]
+    cold = client.post(BULK, {"features": codes}, format="json")
+
+    # when the same codes are checked warm, in bulk and alone
+    warm = client.post(BULK, {"features": codes}, format="json")
+    single = client.get(f"{CHECK}?feature=__meta")
+
+    # then the snapshot's fields are never read as features: unknown, both ways
+    assert (cold.status_code, warm.status_code, single.status_code) == (200, 200, 200)
+    assert warm.content == cold.content
+    assert [(r["feature"], r["reason"]) for r in warm.json()["results"]] == [
+        ("__meta", "unknown_feature"),
+        ("__u:export", "unknown_feature"),
+        ("export", "granted"),
+    ]
+    assert (single.json()["reason"], single.json()["allowed"]) == ("unknown_feature", False)
