@@ -83,7 +83,7 @@ View = Callable[..., HttpResponseBase]
 
 # KEYS[1] token snapshot, KEYS[2] entitlement snapshot, KEYS[3] rate counter (absent: no limit).
 # ARGV[1] token_snapshot_prefix: the start of an ACTIVE snapshot of the expected user; ARGV[2] the
-# counter's ttl; ARGV[3] the codes joined by cache.CODES_SEPARATOR (absent: only the token and the
+# counter's ttl; ARGV[3] cache.snapshot_codes_arg(codes) (absent: only the token and the
 # counter, warm_admit). {0}: not that user (or no snapshot), nothing done. Else {1, count or -1,
 # {cache.snapshot_read_lua's values}} (nested: not copied value by value in Lua); the counter is
 # counted by the throttle's own Lua lines.
@@ -108,8 +108,6 @@ return {1, count, values}
 
 _HINTS: dict[str, int] = {}  # token key -> id of its user, learnt from DRF answers
 _HINTS_MAX = 100_000
-_SIMPLE: set[str] = set()  # codes _simple_codes took (each checked to be a str first)
-_SIMPLE_MAX = 10_000
 _ACCEPT_OK = frozenset({"", "*/*", "application/json"})
 _SCOPE = EntitlementViewSet.ratelimit_scope
 _script_loaded: list[bool] = []  # [True] once this process loaded _CHECK into Redis
@@ -161,21 +159,12 @@ def _hint_store(token_key: str, user_id: int) -> None:
 def _simple_codes(values: Sequence[Any]) -> bool:
     """Feature codes DRF's CharField(max_length=FEATURE_CODE_MAX_LENGTH) keeps unchanged (no trim,
     no error): strings of 1 to that many printable characters (so no NUL, no lone surrogate)
-    without surrounding spaces. Codes already found so are remembered (up to _SIMPLE_MAX): a bulk
-    check of 100 codes is then one set comparison instead of 100 checks."""
-    try:
-        if _SIMPLE.issuperset(values):
-            return True
-    except TypeError:
-        return False  # an unhashable item (a list, an object): no code
+    without surrounding spaces."""
     for value in values:
         if type(value) is not str or not 0 < len(value) <= FEATURE_CODE_MAX_LENGTH or not is_printable(value):
             return False
         if value != value.strip():
             return False
-    if len(_SIMPLE) >= _SIMPLE_MAX:
-        _SIMPLE.clear()  # filled by codes nobody holds: start again rather than stop remembering
-    _SIMPLE.update(values)
     return True
 
 
@@ -215,9 +204,9 @@ def _warm_read(
     try:
         args = [token_snapshot_prefix(user_id), ttl]
         if codes:
-            joined = cache.CODES_SEPARATOR.join(codes)
-            if "" in codes or joined.count(cache.CODES_SEPARATOR) != len(codes) - 1:
-                return None  # the script would split them otherwise (callers pass none such)
+            joined = cache.snapshot_codes_arg(codes)
+            if joined is None:
+                return None  # callers pass none such: _simple_codes refuses them
             args.append(joined)
         out = redis_script_run(_CHECK, keys=keys, args=args)
     except REDIS_ERRORS:

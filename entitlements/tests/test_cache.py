@@ -28,7 +28,7 @@ def test_the_lua_read_is_the_hmget_of_snapshot_fields_with_usage_only_for_codes_
     script = cache.snapshot_read_lua(key="KEYS[1]", codes="ARGV[1]", into="read") + "return read"
 
     # when Redis reads them as the hot path does, and Python as cache.snapshot_read does
-    by_lua = redis.eval(script, 1, "snapshot-test", cache.CODES_SEPARATOR.join(codes))
+    by_lua = redis.eval(script, 1, "snapshot-test", cache.snapshot_codes_arg(codes))
     by_hmget = redis.hmget("snapshot-test", cache.snapshot_fields(codes))
 
     # then both answer in snapshot_fields' order, the usage of a code not held left out by Lua

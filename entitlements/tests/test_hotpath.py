@@ -599,28 +599,14 @@ def test_a_token_snapshot_authentication_could_not_read_is_not_used_as_a_hint(sn
     assert "abc" not in hotpath._HINTS
 
 
-def test_remembered_codes_never_let_an_item_that_is_no_code_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given "export" remembered as a simple code
-    monkeypatch.setattr(hotpath, "_SIMPLE", {"export"})
-
-    # when lists holding it and an item that is no code are checked
-    not_codes: list[Any] = [["export"], {"a": 1}, 1, True, " x"]
+def test_items_that_are_no_plain_code_are_left_to_drf() -> None:
+    # when lists holding a code and an item that is no plain code are checked
+    not_codes: list[Any] = [["export"], {"a": 1}, 1, True, " x", "", "a\nb", "x" * 65, "\ufffd"]
     answers = [hotpath._simple_codes(["export", item]) for item in not_codes]
 
-    # then each is refused (DRF answers them), and the remembered code alone is taken
-    assert answers == [False, False, False, False, False]
+    # then each is refused (DRF answers them), and the code alone is taken
+    assert answers == [False] * 9
     assert hotpath._simple_codes(["export"]) is True
-
-
-def test_a_full_memory_of_codes_starts_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given the memory of codes full
-    monkeypatch.setattr(hotpath, "_SIMPLE", {f"junk{i}" for i in range(hotpath._SIMPLE_MAX)})
-
-    # when new codes are taken
-    assert hotpath._simple_codes(["export", "api_calls"]) is True
-
-    # then only those are remembered
-    assert sorted(hotpath._SIMPLE) == ["api_calls", "export"]
 
 
 @pytest.mark.django_db
